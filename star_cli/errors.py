@@ -1,0 +1,19 @@
+"""Errors the user can act on.
+
+Anything raised as a `StarError` reaches the user as one line on stderr and a
+non-zero exit code; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class StarError(Exception):
+    """A failure while running (exit code 1): the message is the whole report."""
+
+    exit_code = 1
+
+
+class InputError(StarError):
+    """Bad input or usage (exit code 2): nothing was written, nothing was lost."""
+
+    exit_code = 2
