@@ -1,0 +1,180 @@
+"""The `star` command line: each command parses its options and calls one function.
+
+Errors the user can act on arrive as `StarError` and leave as one line on stderr
+with the error's exit code (2 bad input, 1 runtime failure, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from star_cli.errors import StarError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="star",
+    help="Real-world video super-resolution with STAR (diffusion), from the command line.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_INTERRUPTED = 130
+
+UPSCALE_EXAMPLES = """
+Examples:
+
+  star upscale in.mp4 -o out.mp4 --scale 4
+
+  star upscale in.mp4 -o out.mp4 --dry-run          # print the plan and memory estimate only
+
+  star upscale clips/ -o upscaled/ --scale 2        # every video of a folder
+
+  star upscale in.mkv -o out.mkv --codec ffv1 --offload model --seed 7
+"""
+
+
+def _run(action: Callable[[], T], console: Console) -> T:
+    """Run one command body, turning our errors and Ctrl-C into exit codes."""
+    try:
+        return action()
+    except StarError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: no partial output was kept[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+@app.command(epilog=UPSCALE_EXAMPLES)
+def upscale(
+    input: Path = typer.Argument(..., help="A video file, or a folder of videos.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder, for a folder input).", show_default=False),
+    scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0 < scale <= 8."),
+    engine: str = typer.Option("star", help="star (the diffusion model) or lanczos (fast classical preview)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory/FLOP estimates; needs no weights."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    ignore_errors: bool = typer.Option(False, "--ignore-errors", help="Keep the decodable frames of a damaged input."),
+    # plan
+    chunk_len: int = typer.Option(32, "--chunk-len", help="Frames the model sees at once."),
+    chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
+    blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
+    canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW, e.g. 720x1280."),
+    scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
+    # STAR
+    checkpoint: str = typer.Option("light", help="light, heavy (official weights) or a path to a .safetensors/.pt checkpoint."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Weights folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
+    prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same frames."),
+    steps: int = typer.Option(15, help="Sampling steps ('fast' schedule: 15)."),
+    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale (1 disables the negative pass)."),
+    solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun."),
+    color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),
+    device: str = typer.Option("auto", help="auto, cuda, cpu or mps."),
+    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, fp32 elsewhere)."),
+    offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (UNet blocks streamed)."),
+    vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
+    # encoding
+    codec: str = typer.Option("h264", help="h264, hevc, av1 or ffv1."),
+    crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),
+    preset: str = typer.Option("medium", help="Encoder speed preset."),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: per codec and source depth)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings."),
+) -> None:
+    """Upscale a video (or every video of a folder) and keep its audio and subtitles."""
+    options = dict(locals())
+    from star_cli.pipeline.request import build_request
+    from star_cli.pipeline.upscale import run_upscale
+
+    console = _stderr()
+    _run(lambda: run_upscale(build_request(**options), console=console), console)
+
+
+@app.command("download-weights")
+def download_weights(
+    variant: str = typer.Option("light", help="light, heavy or all."),
+    dir: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of the STAR repo."),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash every file even when sizes match."),
+    keep_original: bool = typer.Option(False, "--keep-original", help="Keep the downloaded .pt after conversion."),
+) -> None:
+    """Fetch, verify and convert the STAR, VAE and text-encoder weights (resumable).
+
+    Example: star download-weights --variant all --dir ~/models/star
+    """
+    from star_cli.hub import download_weights as fetch
+
+    console = _stderr()
+    _run(lambda: fetch(variant, dir, revision=revision, verify=verify, keep_original=keep_original, console=console), console)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="TOML training config (see configs/train.example.toml).", show_default=False),
+    resume: Optional[str] = typer.Option(None, help="latest, or a checkpoint folder to continue from."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Overrides [run] output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Overrides [optim] max_steps."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Overrides [optim] lr."),
+    seed: Optional[int] = typer.Option(None, help="Overrides [run] seed."),
+) -> None:
+    """Fine-tune STAR's ControlNet and LIEMs with the v-loss + Dynamic Frequency loss.
+
+    Example: star train --config configs/train.example.toml
+    Multi-GPU: accelerate launch -m star_cli train --config cfg.toml
+    """
+    from star_cli.train import run_training
+
+    overrides = {
+        "run.output_dir": output_dir,
+        "optim.max_steps": max_steps,
+        "optim.lr": learning_rate,
+        "run.seed": seed,
+    }
+    console = _stderr()
+    _run(
+        lambda: run_training(config, {k: v for k, v in overrides.items() if v is not None}, resume, console),
+        console,
+    )
+
+
+@app.command()
+def degrade(
+    hr_dir: Path = typer.Argument(..., help="Folder of high-quality videos.", show_default=False),
+    out_dir: Path = typer.Argument(..., help="Writes gt/, lq/ and text/ here.", show_default=False),
+    preset: str = typer.Option("light", help="light or heavy (Real-ESRGAN second-order + video compression)."),
+    seed: int = typer.Option(0, help="Seed of the degradation draw."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing pairs."),
+) -> None:
+    """Make training pairs from HR videos with the degradation pipeline.
+
+    Example: star degrade footage/ pairs/ --preset heavy
+    """
+    from star_cli.train import run_degrade
+
+    console = _stderr()
+    _run(lambda: run_degrade(hr_dir, out_dir, preset=preset, seed=seed, overwrite=overwrite, console=console), console)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="star")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

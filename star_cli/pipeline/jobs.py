@@ -1,0 +1,69 @@
+"""Which files an `upscale` call reads and writes, checked before any work starts.
+
+Every refusal here happens before a byte is written, so a bad call never costs
+the user anything they had.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from star_cli.errors import InputError
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".3gp"}
+)
+"""Containers we read; also the suffixes a folder scan picks up."""
+
+OUTPUT_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm"})
+"""Containers we write (the writer knows their codec and stream rules)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input video and the path its upscaled version goes to."""
+
+    source: Path
+    dest: Path
+
+
+def plan_jobs(input_path: Path, output_path: Path, *, overwrite: bool, dry_run: bool = False) -> list[Job]:
+    """Pair inputs with outputs: a file with a file, a folder with a folder."""
+    if not input_path.exists():
+        raise InputError(f"input not found: {input_path}")
+    if input_path.is_dir():
+        sources = sorted(p for p in input_path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        if not sources:
+            raise InputError(f"no videos in folder {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        if not output_path.is_dir():
+            raise InputError(f"output folder does not exist: {output_path} (create it first)")
+        jobs = [Job(src, output_path / _output_name(src)) for src in sources]
+    else:
+        jobs = [Job(input_path, output_path)]
+    for job in jobs:
+        _check_job(job, overwrite=overwrite, dry_run=dry_run)
+    return jobs
+
+
+def _output_name(source: Path) -> str:
+    """Keep the name; move containers we cannot write into mkv, which holds any stream."""
+    suffix = source.suffix.lower()
+    return source.name if suffix in OUTPUT_SUFFIXES else source.stem + ".mkv"
+
+
+def _check_job(job: Job, *, overwrite: bool, dry_run: bool) -> None:
+    dest = job.dest
+    if dest.is_dir():
+        raise InputError(f"output is a folder, expected a file name: {dest}")
+    if dest.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"unsupported output container '{dest.suffix}': use one of {', '.join(sorted(OUTPUT_SUFFIXES))}")
+    if not dest.parent.is_dir():
+        raise InputError(f"output folder does not exist: {dest.parent}")
+    if dest.exists() and os.path.samefile(dest, job.source):
+        raise InputError(f"output is the input file: {dest} (choose another name)")
+    if dest.exists() and not overwrite and not dry_run:
+        raise InputError(f"output exists: {dest} (use --overwrite to replace it)")
+    if not dry_run and not os.access(dest.parent, os.W_OK):
+        raise InputError(f"cannot write to folder {dest.parent}")

@@ -1,0 +1,191 @@
+"""What the user asked `star upscale` to do, validated into plain data.
+
+The CLI hands raw option values to `build_request`; every bad value is refused
+here with one line (exit 2) before a file is opened or a model is loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from star_cli.errors import InputError
+from star_cli.pipeline.plan import PlanOptions
+from star_cli.video.writer import EncodeOptions
+
+ENGINES = ("star", "lanczos")
+COLOR_FIXES = ("adain", "wavelet", "none")
+DEVICES = ("auto", "cuda", "cpu", "mps")
+DTYPES = ("fp16", "bf16", "fp32")
+OFFLOADS = ("none", "model", "sequential")
+SOLVERS = ("dpmpp_2m_sde", "heun")
+CODECS = ("h264", "hevc", "av1", "ffv1")
+CANVASES = ("minimal", "reference")
+BLENDS = ("cosine", "linear", "cut")
+
+
+@dataclass(frozen=True)
+class StarSettings:
+    """Everything the STAR engine needs beyond the plan; defaults are the reference's."""
+
+    checkpoint: str = "light"
+    weights_dir: Path | None = None
+    prompt: str = ""
+    seed: int = 0
+    steps: int = 15
+    guidance: float = 7.5
+    solver: str = "dpmpp_2m_sde"
+    color_fix: str = "adain"
+    device: str = "auto"
+    dtype: str | None = None
+    offload: str = "none"
+    vae_group: int = 3
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """One `star upscale` call: inputs, outputs, plan, engine and encoder settings."""
+
+    input: Path
+    output: Path
+    engine: str
+    plan: PlanOptions
+    encode: EncodeOptions
+    star: StarSettings
+    dry_run: bool = False
+    overwrite: bool = False
+    ignore_errors: bool = False
+    scene_detect: bool = True
+    quiet: bool = False
+    verbose: bool = False
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got '{value}'")
+    return value
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'720x1280' -> (720, 1280): height x width in pixels."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if not match:
+        raise InputError(f"--tile-size must look like HEIGHTxWIDTH, e.g. 720x1280, got '{text}'")
+    return int(match.group(1)), int(match.group(2))
+
+
+def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    """The user's prompt, from --prompt or --prompt-file (not both)."""
+    if prompt_file is None:
+        return prompt
+    if prompt:
+        raise InputError("give --prompt or --prompt-file, not both")
+    try:
+        return prompt_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read --prompt-file {prompt_file}: {error.strerror or error}") from None
+
+
+def _positive(name: str, value: float, *, upper: float | None = None) -> None:
+    if value <= 0 or (upper is not None and value > upper):
+        bound = f" and at most {upper:g}" if upper is not None else ""
+        raise InputError(f"--{name} must be above 0{bound}, got {value:g}")
+
+
+def build_request(
+    *,
+    input: Path,
+    output: Path,
+    scale: float,
+    engine: str,
+    dry_run: bool,
+    overwrite: bool,
+    ignore_errors: bool,
+    chunk_len: int,
+    chunk_overlap: int | None,
+    blend: str,
+    canvas: str,
+    tile_size: str | None,
+    scene_detect: bool,
+    checkpoint: str,
+    weights_dir: Path | None,
+    prompt: str,
+    prompt_file: Path | None,
+    seed: int,
+    steps: int,
+    guidance: float,
+    solver: str,
+    color_fix: str,
+    device: str,
+    dtype: str | None,
+    offload: str,
+    vae_group: int,
+    resume: bool,
+    codec: str,
+    crf: int | None,
+    preset: str,
+    pix_fmt: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> UpscaleRequest:
+    """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one)."""
+    _positive("scale", scale, upper=8)
+    _choice("engine", engine, ENGINES)
+    _choice("blend", blend, BLENDS)
+    _choice("canvas", canvas, CANVASES)
+    _choice("color_fix", color_fix, COLOR_FIXES)
+    _choice("device", device, DEVICES)
+    _choice("offload", offload, OFFLOADS)
+    _choice("solver", solver, SOLVERS)
+    _choice("codec", codec, CODECS)
+    if dtype is not None:
+        _choice("dtype", dtype, DTYPES)
+    if steps < 2:
+        raise InputError(f"--steps must be at least 2, got {steps}")
+    if guidance < 1:
+        raise InputError(f"--guidance must be at least 1 (1 turns guidance off), got {guidance:g}")
+    if vae_group < 1:
+        raise InputError(f"--vae-group must be at least 1, got {vae_group}")
+    if crf is not None and crf < 0:
+        raise InputError(f"--crf must be 0 or more, got {crf}")
+    plan_fields = dict(scale=scale, chunk_len=chunk_len, blend=blend, canvas=canvas)
+    if chunk_overlap is not None:
+        plan_fields["chunk_overlap"] = chunk_overlap
+    if tile_size is not None:
+        plan_fields["tile_size"] = None if tile_size.strip().lower() == "none" else parse_size(tile_size)
+    plan_fields["guidance_branches"] = 1 if guidance == 1 else 2
+    plan_fields["model_steps"] = steps - 1 if solver == "dpmpp_2m_sde" else steps
+    encode_fields = dict(codec=codec, preset=preset, pix_fmt=pix_fmt)
+    if crf is not None:
+        encode_fields["crf"] = crf
+    star = StarSettings(
+        checkpoint=checkpoint,
+        weights_dir=weights_dir,
+        prompt=read_prompt(prompt, prompt_file),
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        solver=solver,
+        color_fix=color_fix,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        vae_group=vae_group,
+        resume=resume,
+    )
+    return UpscaleRequest(
+        input=input,
+        output=output,
+        engine=engine,
+        plan=PlanOptions(**plan_fields),
+        encode=EncodeOptions(**encode_fields),
+        star=star,
+        dry_run=dry_run,
+        overwrite=overwrite,
+        ignore_errors=ignore_errors,
+        scene_detect=scene_detect,
+        quiet=quiet,
+        verbose=verbose,
+    )
