@@ -73,6 +73,7 @@ def upscale(
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
     tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW, e.g. 720x1280."),
+    window_chunks: int = typer.Option(4, "--window-chunks", help="Chunks denoised together; memory grows with it."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
     checkpoint: str = typer.Option("light", help="light, heavy (official weights) or a path to a .safetensors/.pt checkpoint."),

@@ -108,6 +108,7 @@ def build_request(
     blend: str,
     canvas: str,
     tile_size: str | None,
+    window_chunks: int,
     scene_detect: bool,
     checkpoint: str,
     weights_dir: Path | None,
@@ -150,7 +151,7 @@ def build_request(
         raise InputError(f"--vae-group must be at least 1, got {vae_group}")
     if crf is not None and crf < 0:
         raise InputError(f"--crf must be 0 or more, got {crf}")
-    plan_fields = dict(scale=scale, chunk_len=chunk_len, blend=blend, canvas=canvas)
+    plan_fields = dict(scale=scale, chunk_len=chunk_len, blend=blend, canvas=canvas, window_chunks=window_chunks)
     if chunk_overlap is not None:
         plan_fields["chunk_overlap"] = chunk_overlap
     if tile_size is not None:

@@ -1,6 +1,6 @@
 """A work folder beside the output that keeps every finished window, so `--resume` works.
 
-Each restored window is stored losslessly (FFV1, planar RGB) as soon as the
+Each restored window is stored losslessly (FFV1, RGB) as soon as the
 engine returns it. An interrupted run leaves the folder; `--resume` replays the
 stored windows instead of recomputing them, and since every window's noise
 depends only on (seed, window index), the joined frames are the same as an
@@ -69,9 +69,9 @@ class WindowStore:
         height, width = frames.shape[1:3]
         with atomic_output(self._path(index)) as tmp, av.open(str(tmp), "w") as container:
             stream = container.add_stream("ffv1", rate=1)
-            stream.width, stream.height, stream.pix_fmt = width, height, "gbrp"
+            stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
             for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="gbrp")))
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="bgr0")))
             container.mux(stream.encode(None))
 
     def remove(self) -> None:

@@ -37,7 +37,7 @@ class Engine(Protocol):
     name: str
     temporal: bool
 
-    def restore(self, frames: np.ndarray, window: Window | None = None) -> np.ndarray: ...
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray: ...
 
 
 def host_memory_available() -> int | None:
@@ -62,11 +62,11 @@ def _progress(console: Console, quiet: bool) -> Progress:
     )
 
 
-def _make_engine(request: UpscaleRequest, plan: Plan, console: Console) -> Engine:
+def _make_engine(request: UpscaleRequest, console: Console) -> Engine:
     if request.engine == "lanczos":
         from star_cli.pipeline.engines.lanczos import LanczosEngine
 
-        return LanczosEngine(*plan.output_size)
+        return LanczosEngine()
     from star_cli.pipeline.engines.star import StarEngine
 
     return StarEngine.load(request.star, console=console, quiet=request.quiet)
@@ -75,13 +75,14 @@ def _make_engine(request: UpscaleRequest, plan: Plan, console: Console) -> Engin
 def _plan_job(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Plan]:
     info = probe(job.source, ignore_errors=request.ignore_errors)
     temporal = request.engine == "star"
-    cuts = detect_scene_cuts(job.source) if temporal and request.scene_detect else ()
+    cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
     return info, make_plan(info.num_frames, info.height, info.width, request.plan, scene_cuts=cuts)
 
 
 def _estimate(plan: Plan, request: UpscaleRequest) -> Estimate:
-    dtype_bytes = 4 if request.star.dtype == "fp32" else 2
-    return estimate(plan, dtype_bytes=dtype_bytes, offload=request.star.offload != "none")
+    star = request.star
+    dtype_bytes = 4 if star.dtype == "fp32" else 2
+    return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group)
 
 
 def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
@@ -96,7 +97,7 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
             continue
         if request.engine == "star":
             check_fits(_estimate(plan, request), host_memory_available() or 0, None)
-        engine = engine or _make_engine(request, plan, console)
+        engine = engine or _make_engine(request, console)
         _upscale_one(job, info, plan, engine, request, console)
         if not request.quiet:
             console.print(f"[green]wrote[/] {job.dest}")
@@ -114,7 +115,7 @@ def _upscale_one(job: Job, info: VideoInfo, plan: Plan, engine: Engine, request:
             batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
             if store is None:
                 for batch in batches:
-                    writer.write(engine.restore(batch.frames), batch.pts)
+                    writer.write(engine.restore(batch.frames, plan), batch.pts)
                     _advance(progress, task, len(batch.pts))
             else:
                 for frames, pts in _restore_windows(batches, plan, engine, store):
@@ -142,7 +143,7 @@ def _restore_windows(batches, plan: Plan, engine: Engine, store: WindowStore):
         window = plan.windows[window_frames.index]
         restored = store.load(window_frames.index)
         if restored is None:
-            restored = engine.restore(window_frames.frames, window)
+            restored = engine.restore(window_frames.frames, plan, window)
             store.save(window_frames.index, restored)
         frames, pts = joiner.add(window_frames.index, restored, window_frames.pts, np.asarray(window.weights))
         if pts:

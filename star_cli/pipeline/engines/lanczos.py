@@ -9,6 +9,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from star_cli.pipeline.plan import Plan, Window
+
 
 class LanczosEngine:
     """Resize each RGB frame to the output size with a Lanczos kernel."""
@@ -16,16 +18,13 @@ class LanczosEngine:
     name = "lanczos"
     temporal = False
 
-    def __init__(self, out_height: int, out_width: int) -> None:
-        self.out_height = out_height
-        self.out_width = out_width
-
-    def restore(self, frames: np.ndarray) -> np.ndarray:
-        """(N,H,W,3) uint8 -> (N,out_h,out_w,3) uint8."""
-        out = np.empty((len(frames), self.out_height, self.out_width, 3), dtype=np.uint8)
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, out_h, out_w, 3) uint8 at the plan's output size."""
+        height, width = plan.output_size
+        out = np.empty((len(frames), height, width, 3), dtype=np.uint8)
         for i, frame in enumerate(frames):
             resized = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                width=self.out_width, height=self.out_height, interpolation="LANCZOS"
+                width=width, height=height, interpolation="LANCZOS"
             )
             out[i] = resized.to_ndarray()
         return out

@@ -1,0 +1,59 @@
+"""STAR's published PyTorch pickles -> the fp16 safetensors inference memory-maps.
+
+Safety: the pickle is read by `star_cli.models.loading.read_state_dict`, with
+`weights_only=True`, so one that tries to run code is refused instead of executed.
+Memory: that read is memory-mapped, so the float32 tensors are paged in from disk as
+each is cast to fp16, never held twice. safetensors' `save_file` takes a dict, so the
+fp16 copies are all alive while the file is written: the peak is one fp16 copy of the
+model (about 4 GB at full size) plus page cache the OS can drop. The output carries the
+model config (`star_config`, which the inference loader reads) and the source's sha256
+(so a rerun can tell the conversion is already done).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from star_cli.atomic import atomic_output
+from star_cli.errors import StarError
+from star_cli.hub.layout import SOURCE_SHA256_KEY
+from star_cli.models import STARUNet
+from star_cli.models.loading import CONFIG_METADATA_KEY, compare_keys, read_state_dict, star_config_of
+
+
+def meta_model(config: Mapping[str, Any]) -> STARUNet:
+    """STARUNet(**config) without memory, to compare names and shapes against."""
+    try:
+        with torch.device("meta"):
+            return STARUNet(**config)
+    except (TypeError, ValueError) as error:
+        raise StarError(f"the weights sources' STAR config {dict(config)} does not build a model: {error}") from None
+
+
+def _half(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16 for floating tensors; others copied as they are (safetensors refuses shared storage)."""
+    return tensor.to(torch.float16).contiguous() if tensor.is_floating_point() else tensor.clone().contiguous()
+
+
+def convert_star_checkpoint(src: Path, dest: Path, *, config: Mapping[str, Any], source_sha256: str) -> None:
+    """Write `src` (a STAR .pt) as fp16 safetensors at `dest`, after a strict check against the model."""
+    state = read_state_dict(src)
+    model = meta_model(config)
+    mismatch = compare_keys(model, state)
+    if mismatch:
+        raise StarError(f"{src.name} does not fit the STAR model built from {dict(config) or 'the full-size defaults'}: {mismatch.describe()}")
+    half = {name: _half(tensor) for name, tensor in state.items()}
+    metadata = {
+        "format": "pt",
+        CONFIG_METADATA_KEY: json.dumps(star_config_of(model)),
+        SOURCE_SHA256_KEY: source_sha256,
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dest) as tmp:
+        save_file(half, str(tmp), metadata=metadata)

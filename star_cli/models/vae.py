@@ -1,0 +1,172 @@
+"""STAR's VAE: Stable Video Diffusion's image encoder + temporal decoder (diffusers).
+
+The reference encodes frame by frame (a sampled latent, times `scaling_factor`) and
+decodes `latents / scaling_factor` with the temporal decoder over consecutive groups
+of 3 frames, the last group holding what is left. The decoder mixes the frames of a
+group (`time_conv_out`), so the group size is part of the result and stays an option.
+
+diffusers has no tiling for this decoder, and a whole 4K frame group does not fit a
+consumer GPU, so large frames are decoded here in overlapping spatial tiles whose
+pixel outputs are cross-faded with linear ramps across each overlap. The decoder
+then only ever sees (group, C, tile, tile) latents: its memory is bounded by the
+tile, not the frame. Tiling is used only when a frame is larger than one tile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+
+from star_cli.errors import InputError, StarError
+
+DEFAULT_GROUP = 3
+DEFAULT_TILE = 64
+DEFAULT_TILE_OVERLAP = 16
+
+
+def tile_spans(length: int, tile: int | None, overlap: int) -> list[tuple[int, int]]:
+    """Start/end of tiles covering [0, length), each `tile` long, neighbours sharing >= `overlap`.
+
+    One span when the length fits a tile (or tiling is off); otherwise the fewest
+    tiles, spread evenly so the first starts at 0 and the last ends at `length`.
+    """
+    if tile is None or length <= tile:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    starts = [round(index * (length - tile) / (count - 1)) for index in range(count)]
+    return [(start, start + tile) for start in starts]
+
+
+def feather(length: int, ramp_start: int, ramp_end: int) -> torch.Tensor:
+    """1-D blending weights of a tile: linear ramps of the given widths at its two ends.
+
+    A ramp rises as (i + 0.5) / width, so two tiles whose ramps cover the same
+    overlap sum to exactly 1 there; a ramp of width 0 (an image border) stays at 1.
+    """
+    weights = torch.ones(length)
+    if ramp_start:
+        weights[:ramp_start] = (torch.arange(ramp_start) + 0.5) / ramp_start
+    if ramp_end:
+        weights[length - ramp_end :] = torch.minimum(
+            weights[length - ramp_end :], (torch.arange(ramp_end, 0, -1) - 0.5) / ramp_end
+        )
+    return weights
+
+
+def _axis_tiles(length: int, tile: int | None, overlap: int, scale: int) -> list[tuple[int, int, torch.Tensor]]:
+    """Latent spans along one axis with the pixel weights of each tile."""
+    spans = tile_spans(length, tile, overlap)
+    ramp = overlap * scale
+    out = []
+    for index, (start, end) in enumerate(spans):
+        ramp_start = ramp if index > 0 else 0
+        ramp_end = ramp if index < len(spans) - 1 else 0
+        out.append((start, end, feather((end - start) * scale, ramp_start, ramp_end)))
+    return out
+
+
+class VideoVAE:
+    """Encode frames to STAR latents and decode them back, group by group and tile by tile."""
+
+    def __init__(self, model: AutoencoderKLTemporalDecoder) -> None:
+        self.model = model.eval().requires_grad_(False)
+
+    @classmethod
+    def from_dir(
+        cls, vae_dir: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> VideoVAE:
+        """Load `<weights>/vae` (config.json + diffusion_pytorch_model.safetensors)."""
+        try:
+            model = AutoencoderKLTemporalDecoder.from_pretrained(str(vae_dir), torch_dtype=dtype)
+        except (OSError, ValueError) as error:
+            raise StarError(f"cannot load the VAE from {vae_dir}: {error}") from error
+        return cls(model.to(device))
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.model.config.scaling_factor)
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent along each axis (8 for the SVD VAE)."""
+        return 2 ** (len(self.model.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents (F, C, H/8, W/8) * scaling_factor of frames (F, 3, H, W) in [-1, 1].
+
+        One frame at a time, each drawing its posterior sample from `generator`, as
+        the reference does: the result does not depend on how frames are batched.
+        """
+        latents = []
+        for frame in frames.split(1):
+            posterior = self.model.encode(frame.to(device=self.device, dtype=self.dtype)).latent_dist
+            latents.append(posterior.sample(generator))
+        return torch.cat(latents) * self.scaling_factor
+
+    @torch.no_grad()
+    def iter_decode(
+        self,
+        latents: torch.Tensor,
+        *,
+        group: int = DEFAULT_GROUP,
+        tile: int | None = DEFAULT_TILE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    ) -> Iterator[torch.Tensor]:
+        """Decode latents (F, C, h, w) group by group, yielding frames (g, 3, 8h, 8w) in about [-1, 1].
+
+        `tile` and `tile_overlap` are in latent units; `tile=None` decodes whole frames.
+        Yielding per group lets a caller move or write frames before the next group.
+        """
+        _check_decode_options(group, tile, tile_overlap)
+        z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor
+        for start in range(0, z.shape[0], group):
+            yield self._decode_group(z[start : start + group], tile, tile_overlap)
+
+    def decode(
+        self,
+        latents: torch.Tensor,
+        *,
+        group: int = DEFAULT_GROUP,
+        tile: int | None = DEFAULT_TILE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    ) -> torch.Tensor:
+        """All frames (F, 3, 8h, 8w) of `latents` (F, C, h, w); see `iter_decode`."""
+        return torch.cat(list(self.iter_decode(latents, group=group, tile=tile, tile_overlap=tile_overlap)))
+
+    def _decode_group(self, z: torch.Tensor, tile: int | None, tile_overlap: int) -> torch.Tensor:
+        frames, _, height, width = z.shape
+        scale = self.spatial_factor
+        rows = _axis_tiles(height, tile, tile_overlap, scale)
+        cols = _axis_tiles(width, tile, tile_overlap, scale)
+        if len(rows) == 1 and len(cols) == 1:
+            return self.model.decode(z, num_frames=frames).sample
+        total = torch.zeros(frames, 3, height * scale, width * scale, device=z.device, dtype=torch.float32)
+        weight_sum = torch.zeros(1, 1, height * scale, width * scale, device=z.device, dtype=torch.float32)
+        for top, bottom, row_weights in rows:
+            for left, right, col_weights in cols:
+                pixels = self.model.decode(z[:, :, top:bottom, left:right], num_frames=frames).sample
+                weights = (row_weights[:, None] * col_weights[None, :]).to(z.device)
+                window = (..., slice(top * scale, bottom * scale), slice(left * scale, right * scale))
+                total[window] += pixels.float() * weights
+                weight_sum[window] += weights
+        return (total / weight_sum).to(z.dtype)
+
+
+def _check_decode_options(group: int, tile: int | None, tile_overlap: int) -> None:
+    if group < 1:
+        raise InputError(f"the VAE decode group must be at least 1 frame, got {group}")
+    if tile is not None and not 0 <= tile_overlap < tile:
+        raise InputError(f"the VAE tile overlap must be in [0, tile={tile}), got {tile_overlap}")

@@ -1,0 +1,178 @@
+"""The STAR engine: one plan window of LR frames in, restored frames out.
+
+Stage by stage, as the reference does it: frames -> [-1, 1] -> bilinear resize to
+the target size -> canvas padding -> VAE encode (per frame, seeded posterior
+sample) -> LR latent noised to t_max and denoised chunk x tile by chunk x tile at
+every step -> temporal VAE decode in groups (tiled when large) -> crop -> colour fix
+against the LR frames -> uint8. Everything random is drawn from (seed, window
+start), so windows are independent and a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from star_cli.diffusion.noise import derive_seed
+from star_cli.diffusion.tiled import Region
+from star_cli.diffusion.window import SamplerSettings, sample_window
+from star_cli.errors import StarError
+from star_cli.hub import ensure_weights
+from star_cli.models import STARUNet
+from star_cli.models.loading import load_star_unet
+from star_cli.models.text import TextEncoder
+from star_cli.models.vae import VideoVAE
+from star_cli.pipeline.colorfix import apply_color_fix
+from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
+from star_cli.pipeline.plan import Padding, Plan, Window
+from star_cli.pipeline.request import StarSettings
+
+VARIANTS = ("light", "heavy")
+VAE_POSTERIOR_STREAM = 2
+"""Random stream of the VAE posterior samples (the sampler draws streams 0 and 1 of each window)."""
+
+
+def to_signed(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3), rounded."""
+    unit = ((frames.float().clamp(-1, 1) + 1) * 127.5).round()
+    return unit.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
+    """Pad (N, 3, H, W) frames to the plan's canvas (white like the reference, or edge replication)."""
+    pad = (padding.left, padding.right, padding.top, padding.bottom)
+    if not any(pad):
+        return frames
+    if padding.mode == "constant":
+        return F.pad(frames, pad, mode="constant", value=padding.value)
+    return F.pad(frames, pad, mode="replicate")
+
+
+def window_regions(plan: Plan, window: Window) -> list[Region]:
+    """Every chunk x tile of `window`, with the plan's separable join weights."""
+    regions = []
+    for chunk in window.chunks:
+        frame_weights = torch.tensor(chunk.weights, dtype=torch.float32)
+        for tile in plan.tiles:
+            rows = torch.tensor(tile.row_weights, dtype=torch.float32)
+            cols = torch.tensor(tile.col_weights, dtype=torch.float32)
+            regions.append(
+                Region(
+                    frames=slice(chunk.start - window.start, chunk.end - window.start),
+                    rows=slice(tile.top, tile.top + tile.height),
+                    cols=slice(tile.left, tile.left + tile.width),
+                    weight=frame_weights[:, None, None] * rows[None, :, None] * cols[None, None, :],
+                )
+            )
+    return regions
+
+
+@dataclass
+class StarEngine:
+    """Loaded STAR components plus the settings of the run."""
+
+    unet: STARUNet
+    vae: VideoVAE
+    context: torch.Tensor
+    negative_context: torch.Tensor
+    settings: StarSettings
+    placement: Placement
+    dtype: torch.dtype
+    name: str = "star"
+    temporal: bool = True
+
+    @classmethod
+    def load(cls, settings: StarSettings, *, console: Console, quiet: bool = False) -> StarEngine:
+        """Find and check the weights, load every component, and encode the prompts once."""
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        variant = settings.checkpoint if settings.checkpoint in VARIANTS else "light"
+        paths = ensure_weights(settings.weights_dir, variant, console=console)
+        checkpoint = paths.star if settings.checkpoint in VARIANTS else Path(settings.checkpoint).expanduser()
+        if not checkpoint.is_file():
+            raise StarError(f"checkpoint not found: {checkpoint} (give light, heavy or a .safetensors/.pt file)")
+        placement = Placement(device, settings.offload)
+        if not quiet:
+            console.print(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
+        text = TextEncoder.from_dirs(paths.text_encoder_dir, paths.tokenizer_dir, dtype=dtype)
+        placement.place("text", text.model)
+        context, negative = text.contexts(settings.prompt)
+        del text
+        vae = VideoVAE.from_dir(paths.vae_dir, dtype=dtype)
+        placement.place("vae", vae.model)
+        unet = load_star_unet(checkpoint, dtype=dtype, device="cpu")
+        unet = placement.place("unet", unet, streamable=True)
+        return cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.device
+
+    def sampler_settings(self) -> SamplerSettings:
+        return SamplerSettings(solver=self.settings.solver, steps=self.settings.steps, guide_scale=self.settings.guidance)
+
+    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
+        return v.float()
+
+    def _resized(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
+        """The LR frames in [-1, 1], bilinearly resized to the output size (float32, on the device)."""
+        return F.interpolate(to_signed(frames, self.device), size=plan.output_size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray, plan: Plan, window: Window) -> torch.Tensor:
+        """LR latents (1, 4, F, h, w) of the window, frame by frame, the posterior sampled from (seed, window)."""
+        self.placement.activate("vae")
+        generator = torch.Generator("cpu").manual_seed(derive_seed(self.settings.seed, window.start, VAE_POSTERIOR_STREAM))
+        latents = [
+            self.vae.encode(pad_canvas(self._resized(frames[i : i + 1], plan), plan.canvas.padding), generator)
+            for i in range(len(frames))
+        ]
+        return torch.cat(latents).float().permute(1, 0, 2, 3).unsqueeze(0)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, frames: np.ndarray, plan: Plan) -> np.ndarray:
+        """Decode (1, 4, F, h, w) latents group by group, crop the canvas, colour-fix, to uint8."""
+        self.placement.activate("vae")
+        out_h, out_w = plan.output_size
+        top, left = plan.canvas.padding.top, plan.canvas.padding.left
+        restored = np.empty((len(frames), out_h, out_w, 3), dtype=np.uint8)
+        done = 0
+        for pixels in self.vae.iter_decode(latents[0].permute(1, 0, 2, 3), group=self.settings.vae_group):
+            if not torch.isfinite(pixels).all():
+                raise StarError("the VAE decode produced NaN/inf values; try --dtype bf16 or --dtype fp32")
+            pixels = pixels[:, :, top : top + out_h, left : left + out_w].float()
+            count = len(pixels)
+            reference = to_signed(frames[done : done + count], pixels.device)
+            restored[done : done + count] = to_uint8(apply_color_fix(self.settings.color_fix, pixels, reference))
+            done += count
+        return restored
+
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray:
+        """Restore one window of uint8 LR frames to uint8 frames at the plan's output size."""
+        if window is None:
+            raise ValueError("the STAR engine restores plan windows")
+        hint = self.encode(frames, plan, window)
+        self.placement.activate("unet")
+        latents = sample_window(
+            self._denoise,
+            hint,
+            self.context,
+            self.negative_context,
+            window_regions(plan, window),
+            self.sampler_settings(),
+            seed=self.settings.seed,
+            window=window.start,
+        )
+        return self.decode(latents, frames, plan)

@@ -1,0 +1,197 @@
+"""Analytical memory and FLOPs of a plan, so a run that cannot fit fails before it starts.
+
+All constants live in the block below, each with its source. "Measured" figures come from
+/work/shared/fixtures/star-reference/MEASUREMENTS.md (the reference ControlledV2VUNet,
+fp16, batch 1, memory-efficient attention); the rest are derived from the architectures
+and say how.
+
+Assumptions about the engine (what the estimate is of):
+- the UNet's activation peak is one forward of the largest chunk on the largest tile,
+  for one guidance branch (passes one after the other, as in the reference) or for all
+  branches at once (`batched_guidance`, one batch of 2: twice the activations);
+- the VAE (star_cli.models.vae) encodes whole canvas frames one at a time and decodes
+  groups of `vae_group` frames in spatial tiles of VAE_TILE latent pixels into
+  full-canvas float32 sums; its working set is not alive during UNet passes;
+- the text encoder stays resident (a run may free it after encoding the prompts; the
+  estimate then errs high by its weights);
+- host memory holds one window's source frames and its restored frames (uint8), and
+  the float32 cross-fade sums of those frames (star_cli.pipeline.stream.WindowJoiner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from star_cli.errors import InputError
+from star_cli.pipeline.plan import Plan
+
+GiB = 1024**3
+
+# Parameter counts. UNet+ControlNet: exact, star_i2vgenxl_unet_manifest.json; it is also
+# what a model-by-model offload keeps on the device (the largest model). Largest
+# top-level block (`middle_block`, summed from the same manifest): what a block-by-block
+# (sequential) offload keeps on the device. VAE: SVD's AutoencoderKLTemporalDecoder (~97.7M).
+# Text: the OpenCLIP ViT-H/14 text tower (~354M).
+UNET_PARAMS = 2_041_121_910
+UNET_LARGEST_BLOCK_PARAMS = 173_117_542
+VAE_PARAMS = 97_700_000
+TEXT_PARAMS = 354_000_000
+
+# Measured UNet activation peak, fp16: 19.21 GiB for 32 frames x 122 x 216 latent pixels.
+# MEASUREMENTS.md: linear in frames x latent pixels (the other rows, 10.51 GiB at
+# 32x90x160, 9.60 at 16x122x216 and 4.80 at 8x122x216, agree within 0.2%).
+ACTIVATION_BYTES_PER_FRAME_PIXEL_FP16 = 19.21 * GiB / (32 * 122 * 216)
+
+# Measured FLOPs of one forward per frame: 17.9 TFLOP at 122x216, 8.06 TFLOP at 90x160.
+# A straight line a + b*P through these two points has a negative intercept (about -3.8
+# TFLOP), which would make small tiles cost less than nothing: the growth is superlinear
+# because spatial self-attention is quadratic in the tokens of a frame. We fit
+# c1*P + c2*P^2 through both points instead: c2 comes out near 1.0e4 FLOP per token^2,
+# matching the attention count at the full-resolution level (about seven 320-channel
+# spatial transformers in UNet+ControlNet, 4 * 320 FLOP per token pair each).
+_P_LARGE, _F_LARGE = 122 * 216, 17.9e12
+_P_SMALL, _F_SMALL = 90 * 160, 8.06e12
+FLOPS_PER_TOKEN_SQUARED = (_F_LARGE / _P_LARGE - _F_SMALL / _P_SMALL) / (_P_LARGE - _P_SMALL)
+FLOPS_PER_TOKEN = _F_SMALL / _P_SMALL - FLOPS_PER_TOKEN_SQUARED * _P_SMALL
+
+# VAE working sets (derived from the diffusers architectures, not measured), in channels
+# of activation per pixel-frame at full size. Decoder: its last upsampler interpolates a
+# 256-channel map to full size and convolves it, and the first full-size res-block keeps
+# input, normalised and activated copies alive: about 1024. Encoder: its full-size
+# res-blocks work on 128 channels with about four copies alive: about 512.
+VAE_DECODE_CHANNELS = 1024
+VAE_ENCODE_CHANNELS = 512
+# The decode defaults of star_cli.models.vae (DEFAULT_GROUP, DEFAULT_TILE; not imported
+# here because that module pulls in diffusers, which --dry-run must not wait for).
+VAE_GROUP = 3
+VAE_TILE = 64
+
+# Sampler state per window, float32 latents of 4 channels: x, the LR hint, the joined x0
+# and its weight sum, the DPM-Solver++(2M) history and the SDE noise.
+LATENT_CHANNELS = 4
+LATENT_COPIES = 6
+
+# Host memory of the process before any frame or weight: Python, torch and the CUDA
+# runtime libraries (typical resident size of a CUDA torch process).
+HOST_RUNTIME_BYTES = 2 * GiB
+
+FLOAT32 = 4
+Offload = Literal["none", "model", "sequential"]
+_DEVICE_WEIGHT_PARAMS = {"model": UNET_PARAMS, "sequential": UNET_LARGEST_BLOCK_PARAMS}
+
+
+def flops_per_frame(latent_pixels: int) -> float:
+    """FLOPs of one UNet+ControlNet forward per frame on a tile of `latent_pixels` (one branch)."""
+    return FLOPS_PER_TOKEN * latent_pixels + FLOPS_PER_TOKEN_SQUARED * latent_pixels**2
+
+
+def activation_bytes(frames: int, latent_pixels: int, dtype_bytes: int = 2) -> int:
+    """Peak UNet activation memory of one forward over `frames` x `latent_pixels` (batch 1)."""
+    return int(frames * latent_pixels * ACTIVATION_BYTES_PER_FRAME_PIXEL_FP16 * dtype_bytes / 2)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a plan costs. Byte counts are peaks of the component they name."""
+
+    weights_bytes: int  # on the device (the UNet, or one block of it, under offload)
+    activation_bytes: int  # UNet, largest chunk x largest tile
+    vae_bytes: int  # VAE: one canvas frame encoded or one tile of a frame group decoded
+    latent_bytes: int  # sampler state of the largest window
+    frame_bytes: int  # host: frames and cross-fade sums of the largest window
+    offloaded_bytes: int  # host: weights kept off the device by offloading
+    flops: float  # UNet, whole video, all steps and branches
+    output_frames: int
+    offload: Offload
+
+    @property
+    def device_bytes(self) -> int:
+        return self.weights_bytes + self.latent_bytes + max(self.activation_bytes, self.vae_bytes)
+
+    @property
+    def host_bytes(self) -> int:
+        return HOST_RUNTIME_BYTES + self.frame_bytes + self.offloaded_bytes
+
+    @property
+    def flops_per_output_frame(self) -> float:
+        return self.flops / self.output_frames
+
+
+def vae_bytes(plan: Plan, dtype_bytes: int = 2, vae_group: int = VAE_GROUP) -> int:
+    """Peak of the VAE: encoding one whole canvas frame, or decoding one tile of a frame group."""
+    canvas = plan.canvas.height * plan.canvas.width
+    tile = min(plan.canvas.latent_height, VAE_TILE) * min(plan.canvas.latent_width, VAE_TILE) * 64
+    encode = canvas * VAE_ENCODE_CHANNELS * dtype_bytes
+    decode = vae_group * (tile * VAE_DECODE_CHANNELS * dtype_bytes + canvas * 3 * FLOAT32) + canvas * FLOAT32
+    return max(encode, decode)
+
+
+def estimate(
+    plan: Plan,
+    *,
+    dtype_bytes: int = 2,
+    offload: Offload = "none",
+    vae_group: int = VAE_GROUP,
+    batched_guidance: bool = False,
+) -> Estimate:
+    """Memory and FLOPs of running `plan` with weights and activations of `dtype_bytes` (2: fp16/bf16).
+
+    `offload`: 'none' keeps every model on the device; 'model' moves whole models in and
+    out (the UNet is the largest); 'sequential' streams the UNet block by block. Both
+    keep all weights in host memory.
+    """
+    if offload not in ("none", "model", "sequential"):
+        raise ValueError(f"unknown offload mode {offload!r}")
+    steps_branches = plan.options.model_steps * plan.options.guidance_branches
+    tile_pixels = max(t.height * t.width for t in plan.tiles)
+    batch = plan.options.guidance_branches if batched_guidance else 1
+    tile_flops = sum(flops_per_frame(t.height * t.width) for t in plan.tiles)
+    weights = (UNET_PARAMS + VAE_PARAMS + TEXT_PARAMS) * dtype_bytes
+    out_pixels = plan.output_size[0] * plan.output_size[1]
+    in_pixels = plan.input_size[0] * plan.input_size[1]
+    window_frames = max(w.length for w in plan.windows)
+    latent_pixels = plan.canvas.latent_height * plan.canvas.latent_width
+    return Estimate(
+        weights_bytes=_DEVICE_WEIGHT_PARAMS[offload] * dtype_bytes if offload != "none" else weights,
+        activation_bytes=batch * activation_bytes(max(c.length for c in plan.chunks), tile_pixels, dtype_bytes),
+        vae_bytes=vae_bytes(plan, dtype_bytes, vae_group),
+        latent_bytes=window_frames * LATENT_CHANNELS * latent_pixels * FLOAT32 * LATENT_COPIES,
+        frame_bytes=window_frames * (in_pixels * 3 + out_pixels * 3 * (1 + FLOAT32)),
+        offloaded_bytes=weights if offload != "none" else 0,
+        flops=plan.frame_evaluations * tile_flops * steps_branches,
+        output_frames=plan.num_frames,
+        offload=offload,
+    )
+
+
+def check_fits(est: Estimate, host_bytes_available: int, device_bytes_available: int | None) -> None:
+    """Raise InputError (one line, with what to change) if `est` exceeds the memory available.
+
+    `device_bytes_available` None means no accelerator: everything lives in host memory
+    (weights counted once even when an offload mode was asked for).
+    """
+    if device_bytes_available is None:
+        need = est.host_bytes + est.device_bytes - min(est.offloaded_bytes, est.weights_bytes)
+        if need > host_bytes_available:
+            raise InputError(
+                f"this plan needs about {need / GiB:.1f} GiB of memory but {host_bytes_available / GiB:.1f} GiB "
+                f"is available; try a smaller --chunk-len, --tile-size or --window-chunks"
+            )
+        return
+    if est.device_bytes > device_bytes_available:
+        hint = "try a smaller --tile-size or --chunk-len"
+        if est.offload != "sequential":
+            hint += ", or --offload sequential"
+        raise InputError(
+            f"this plan needs about {est.device_bytes / GiB:.1f} GiB of GPU memory but "
+            f"{device_bytes_available / GiB:.1f} GiB is free; {hint}"
+        )
+    if est.host_bytes > host_bytes_available:
+        hint = "try a smaller --window-chunks or --chunk-len"
+        if est.offload != "none":
+            hint += ", or --offload none"
+        raise InputError(
+            f"this plan needs about {est.host_bytes / GiB:.1f} GiB of memory but "
+            f"{host_bytes_available / GiB:.1f} GiB is available; {hint}"
+        )

@@ -1,0 +1,431 @@
+"""The plan: what the UNet sees, pass by pass, for one video. Plain data, no tensors, no weights.
+
+A video is split into shots at scene cuts; each shot into temporal chunks (the UNet's
+frame batches) grouped into windows (what the engine holds and denoises at once); each
+frame is resized to the output size, padded to a canvas the UNet accepts, and the
+canvas's latent grid is split into spatial tiles when it exceeds the tile size. Every
+overlap carries blend weights (see `blend.py`). ``star upscale --dry-run`` prints this.
+
+UNet size rule (latent units; pixel = 8 x latent). The STAR UNet downsamples three times
+with stride-2 3x3 convolutions padded by 2 rows and 1 column, and its upsamplers double
+the size (nearest) and then drop the first and last row. A skip connection joins each
+upsampled map with the map of the same level, so every level must come back to its size:
+- height: down ``h' = floor((h + 2*2 - 3) / 2) + 1 = floor((h + 1) / 2) + 1``; up
+  ``2h' - 2 = 2 * floor((h + 1) / 2)``, which equals h iff h is even. Levels 0, 1, 2 must
+  be even: h even; ``h/2 + 1`` even <=> ``h = 2 (mod 4)``; then ``h1 = h/2 + 1`` and
+  ``h1/2 + 1`` even <=> ``h1 = 2 (mod 4)`` <=> ``h = 2 (mod 8)``; level 2 is then even.
+  So a latent height is valid iff ``h = 2 (mod 8)`` (pixels: 16 more than a multiple of 64).
+- width: down ``w' = floor((w + 2*1 - 3) / 2) + 1 = ceil(w / 2)``; up ``2w'`` equals w iff
+  w is even, at levels 0, 1, 2: valid iff ``w = 0 (mod 8)`` (pixels: a multiple of 64).
+Examples: 90x160 (720x1280) and 122x216 (976x1728) are valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from star_cli.errors import InputError
+from star_cli.pipeline.blend import BLEND_MODES, BlendMode, span_weights
+
+VAE_FACTOR = 8
+REFERENCE_CANVAS = (720, 1280)  # STAR's pad_to_fit "BEST_H, BEST_W"
+REFERENCE_PAD_VALUE = 1.0  # in [-1, 1]: white
+MAX_SCALE = 8.0
+CanvasPolicy = Literal["minimal", "reference"]
+CANVAS_POLICIES: tuple[str, ...] = ("minimal", "reference")
+
+
+def is_valid_latent_height(h: int) -> bool:
+    """True iff the UNet returns a latent of height `h` unchanged (h = 2 mod 8, module doc)."""
+    return h >= 2 and h % 8 == 2
+
+
+def is_valid_latent_width(w: int) -> bool:
+    """True iff the UNet returns a latent of width `w` unchanged (w = 0 mod 8, module doc)."""
+    return w >= 8 and w % 8 == 0
+
+
+def valid_latent_height(h: int) -> int:
+    """The smallest valid latent height >= h."""
+    return max(2, h + (2 - h) % 8)
+
+
+def valid_latent_width(w: int) -> int:
+    """The smallest valid latent width >= w."""
+    return max(8, -(-w // 8) * 8)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to cut a video into UNet passes. Sizes of tiles are in output pixels (height, width).
+
+    Defaults, and why (the reference's policy is `PlanOptions.reference()`):
+    - chunk_len 32: the reference's max_chunk_len. Soft blends plan the fewest equal
+      chunks of at most chunk_len frames (memory is bounded by it); 'cut' follows the
+      reference's rule exactly, whose last chunk may reach 1.25 x chunk_len.
+    - chunk_overlap 8 (reference 16): chunks are joined at every sampling step, so the
+      overlap only carries a cross-fade between estimates that are already pulled
+      together, not a repair of independent results. 8 frames (1/3 s at 24 fps) is a
+      smooth fade; 16 makes every frame cost 2x (32/16), 8 costs 1.33x (32/24). On 100
+      frames of 426x240 at x4: 124 frame-evaluations instead of 164 (0.76).
+    - blend 'cosine': zero-slope ends, no visible kink where a fade starts.
+    - canvas 'minimal': pad to the smallest valid size by edge replication (the reference
+      pads with white to 720x1280, which can double the work on small targets and puts a
+      hard white edge beside the picture).
+    - tile_size 720x1280 (latent 90x160), the size the model was trained around; a larger
+      canvas is split into the fewest tiles of at most this size, each shrunk to the
+      smallest valid size that still covers the canvas with the overlap. On the
+      reference's 976x1728 canvas that gives 4 tiles of 592x960 costing about 17.9 TFLOP
+      per frame together, like the untiled frame (attention is quadratic in tile area;
+      see estimate.py), with a third of its activation memory.
+    - tile_overlap 128 px (16 latent px): two cells of the UNet's coarsest level, a
+      feathered seam wide enough for per-step joins (MultiDiffusion-style).
+    - window_chunks 4: the engine holds at most ~4 chunks of frames (<= 104 frames at
+      the defaults) at output size; 3 of every 4 chunk joins happen inside the per-step
+      joint denoising, only window seams are cross-faded after decoding.
+    - model_steps 14: 'fast' DPM-Solver++(2M) SDE with 15 steps drops its penultimate
+      sigma; guidance_branches 2: classifier-free guidance (conditional + unconditional).
+    """
+
+    scale: float = 4.0
+    chunk_len: int = 32
+    chunk_overlap: int = 8
+    blend: BlendMode = "cosine"
+    canvas: CanvasPolicy = "minimal"
+    tile_size: tuple[int, int] | None = (720, 1280)
+    tile_overlap: int = 128
+    tile_blend: BlendMode = "cosine"
+    window_chunks: int | None = 4
+    model_steps: int = 14
+    guidance_branches: int = 2
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def reference(cls, scale: float = 4.0) -> PlanOptions:
+        """The reference's policy: 720x1280 white canvas, chunks of 32 with 16 overlap, hard cuts, no tiles."""
+        return cls(
+            scale=scale, chunk_overlap=16, blend="cut", canvas="reference", tile_size=None, window_chunks=None
+        )
+
+
+def _nearest_on_grid(value: int, period: int, offset: int) -> int:
+    """The value of ``offset + k * period`` (k >= 0) closest to `value`."""
+    return offset + period * max(0, math.floor((value - offset) / period + 0.5))
+
+
+def _check_tile_size(tile: tuple[int, int], overlap: int) -> None:
+    height, width = tile
+    if height % VAE_FACTOR or not is_valid_latent_height(height // VAE_FACTOR):
+        near = _nearest_on_grid(height, 8 * VAE_FACTOR, 2 * VAE_FACTOR)
+        raise InputError(
+            f"--tile-size height {height} does not fit the STAR UNet: tile heights must be 16 more "
+            f"than a multiple of 64 (latent 2 mod 8); nearest valid: {near}"
+        )
+    if width % VAE_FACTOR or not is_valid_latent_width(width // VAE_FACTOR):
+        near = _nearest_on_grid(width, 8 * VAE_FACTOR, 8 * VAE_FACTOR)
+        raise InputError(
+            f"--tile-size width {width} does not fit the STAR UNet: tile widths must be a multiple "
+            f"of 64 (latent 0 mod 8); nearest valid: {near}"
+        )
+    if overlap % VAE_FACTOR or not 0 <= 2 * overlap <= min(height, width):
+        raise InputError(
+            f"tile overlap {overlap} must be a multiple of {VAE_FACTOR} px between 0 and half the tile size"
+        )
+
+
+def _validate(o: PlanOptions) -> None:
+    if not (math.isfinite(o.scale) and 0 < o.scale <= MAX_SCALE):
+        raise InputError(f"--scale must be greater than 0 and at most {MAX_SCALE:g}, got {o.scale:g}")
+    if o.chunk_len < 2:
+        raise InputError(
+            f"--chunk-len must be at least 2 frames (a video model needs temporal context), got {o.chunk_len}"
+        )
+    if not 0 <= 2 * o.chunk_overlap <= o.chunk_len:
+        raise InputError(
+            f"--chunk-overlap must be between 0 and half of --chunk-len ({o.chunk_len // 2}), got {o.chunk_overlap}"
+        )
+    if o.blend not in BLEND_MODES:
+        raise InputError(f"blend must be one of {', '.join(BLEND_MODES)}, got {o.blend!r}")
+    if o.tile_blend not in ("cosine", "linear"):
+        raise InputError(f"tile blend must be 'cosine' or 'linear', got {o.tile_blend!r}")
+    if o.canvas not in CANVAS_POLICIES:
+        raise InputError(f"canvas must be one of {', '.join(CANVAS_POLICIES)}, got {o.canvas!r}")
+    if o.tile_size is not None:
+        _check_tile_size(o.tile_size, o.tile_overlap)
+    if o.window_chunks is not None and o.window_chunks < 1:
+        raise InputError(f"window size must be at least 1 chunk, got {o.window_chunks}")
+    if o.model_steps < 1 or o.guidance_branches not in (1, 2):
+        raise InputError("model steps must be >= 1 and guidance branches 1 or 2")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames [start, end) denoised in one UNet pass; `weights[i]` is frame start+i's share of the join."""
+
+    start: int
+    end: int
+    weights: tuple[float, ...]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A rectangle of the latent canvas (latent units) with separable feather weights."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    row_weights: tuple[float, ...]
+    col_weights: tuple[float, ...]
+
+    @property
+    def pixel_box(self) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of this tile on the pixel canvas."""
+        return (self.top * VAE_FACTOR, self.left * VAE_FACTOR, self.height * VAE_FACTOR, self.width * VAE_FACTOR)
+
+    def weight_map(self) -> np.ndarray:
+        """(height, width) float32 weights; the maps of all tiles sum to 1 over the canvas."""
+        return np.outer(self.row_weights, self.col_weights).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Whole chunks of one shot held and denoised together; `weights` cross-fade decoded windows."""
+
+    start: int
+    end: int
+    chunks: tuple[Chunk, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Pixels added around the resized frame; `mode` is a torch.nn.functional.pad mode."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    mode: Literal["constant", "replicate"]
+    value: float = 0.0
+
+    @property
+    def torch_pad(self) -> tuple[int, int, int, int]:
+        """The (left, right, top, bottom) argument of torch.nn.functional.pad."""
+        return (self.left, self.right, self.top, self.bottom)
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """The padded frame the VAE and UNet see, in pixels."""
+
+    height: int
+    width: int
+    padding: Padding
+
+    @property
+    def latent_height(self) -> int:
+        return self.height // VAE_FACTOR
+
+    @property
+    def latent_width(self) -> int:
+        return self.width // VAE_FACTOR
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the engine needs to know about how to cut one video; see the module doc."""
+
+    options: PlanOptions
+    num_frames: int
+    input_size: tuple[int, int]  # (height, width) of the source frames
+    output_size: tuple[int, int]  # (height, width) written
+    canvas: Canvas
+    scene_cuts: tuple[int, ...]
+    shots: tuple[tuple[int, int], ...]
+    windows: tuple[Window, ...]
+    tiles: tuple[Tile, ...]
+
+    @property
+    def chunks(self) -> tuple[Chunk, ...]:
+        return tuple(c for w in self.windows for c in w.chunks)
+
+    @property
+    def frame_evaluations(self) -> int:
+        """Frames fed to the UNet per sampling step and guidance branch (tiles not counted)."""
+        return sum(c.length for c in self.chunks)
+
+    @property
+    def unet_evaluations(self) -> int:
+        """UNet forward passes: chunks x tiles x model steps x guidance branches."""
+        o = self.options
+        return len(self.chunks) * len(self.tiles) * o.model_steps * o.guidance_branches
+
+    @property
+    def processed_pixel_frames(self) -> int:
+        """Canvas pixel-frames fed to the UNet per sampling step and branch (tile overlaps included)."""
+        tile_pixels = sum(t.height * t.width for t in self.tiles) * VAE_FACTOR**2
+        return self.frame_evaluations * tile_pixels
+
+    @property
+    def output_pixel_frames(self) -> int:
+        return self.num_frames * self.output_size[0] * self.output_size[1]
+
+    @property
+    def work_ratio(self) -> float:
+        """processed / output pixel-frames: the price of padding and overlaps (1.0 = none)."""
+        return self.processed_pixel_frames / self.output_pixel_frames
+
+
+def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """scale x size, rounded half up; exact for integer scales (321x241 x3 -> 963x723)."""
+    return (max(1, math.floor(height * scale + 0.5)), max(1, math.floor(width * scale + 0.5)))
+
+
+def _reference_pad(size: int, best: int, offset: int) -> tuple[int, int]:
+    """STAR's pad_to_fit along one axis: centre on `best`, or extend past it to its grid."""
+    if size < best:
+        before = (best - size) // 2
+        return before, best - size - before
+    if size == best:
+        return 0, 0
+    return 0, (size + offset) // 64 * 64 + 64 - offset - size
+
+
+def reference_canvas(height: int, width: int) -> Canvas:
+    """The reference's canvas: white padding to at least 720x1280 (e.g. 960x1704 -> 976x1728)."""
+    top, bottom = _reference_pad(height, REFERENCE_CANVAS[0], 48)
+    left, right = _reference_pad(width, REFERENCE_CANVAS[1], 0)
+    pad = Padding(top, bottom, left, right, "constant", REFERENCE_PAD_VALUE)
+    return Canvas(height + top + bottom, width + left + right, pad)
+
+
+def minimal_canvas(height: int, width: int) -> Canvas:
+    """The smallest valid canvas, padded at the bottom and right by edge replication.
+
+    Bottom/right keeps the picture at the canvas origin, so cropping the output is a
+    plain slice; replicated edges continue the picture instead of adding a white border
+    that the model would try to restore.
+    """
+    canvas_h = VAE_FACTOR * valid_latent_height(-(-height // VAE_FACTOR))
+    canvas_w = VAE_FACTOR * valid_latent_width(-(-width // VAE_FACTOR))
+    return Canvas(canvas_h, canvas_w, Padding(0, canvas_h - height, 0, canvas_w - width, "replicate"))
+
+
+def reference_spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """STAR's sliding_windows_1d: windows of `window`, the last one stretched up to 1.25x."""
+    stride, start, spans = window - overlap, 0, []
+    while start < length:
+        if start + window * 1.25 >= length:
+            spans.append((start, length))
+            break
+        spans.append((start, start + window))
+        start += stride
+    return spans
+
+
+def balanced_spans(
+    length: int, max_len: int, min_overlap: int, fit: Callable[[int], int] = int
+) -> list[tuple[int, int]]:
+    """The fewest equal spans of at most `max_len` covering [0, length) with overlaps >= `min_overlap`.
+
+    Spans are as short as possible (then rounded up by `fit` to a valid size, which must
+    keep a valid `max_len` unchanged) and evenly spread, so no span is a wasteful
+    leftover and memory is bounded by `max_len`.
+    """
+    if length <= max_len:
+        return [(0, length)]
+    count = -(-(length - min_overlap) // (max_len - min_overlap))
+    size = fit(-(-(length + (count - 1) * min_overlap) // count))
+    room, gaps = length - size, count - 1
+    starts = [(2 * i * room + gaps) // (2 * gaps) for i in range(count)]
+    return [(s, s + size) for s in starts]
+
+
+def _shots(num_frames: int, scene_cuts: Sequence[int]) -> list[tuple[int, int]]:
+    cuts = sorted({int(c) for c in scene_cuts} - {0})
+    if cuts and not 0 < cuts[0] <= cuts[-1] < num_frames:
+        raise ValueError(f"scene cuts must lie in [0, {num_frames}), got {cuts}")
+    bounds = [0, *cuts, num_frames]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _groups(count: int, per_group: int | None) -> list[tuple[int, int]]:
+    """Split `count` items into the fewest runs of at most `per_group`, sizes differing by <= 1."""
+    n = 1 if per_group is None else -(-count // per_group)
+    base, extra = divmod(count, n)
+    bounds = np.cumsum([0] + [base + (i < extra) for i in range(n)])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _shot_windows(shot: tuple[int, int], o: PlanOptions) -> list[Window]:
+    start, end = shot
+    if o.blend == "cut":
+        local = reference_spans(end - start, o.chunk_len, o.chunk_overlap)
+    else:
+        local = balanced_spans(end - start, o.chunk_len, o.chunk_overlap)
+    spans = [(start + s, start + e) for s, e in local]
+    groups = [spans[a:b] for a, b in _groups(len(spans), o.window_chunks)]
+    window_spans = [(g[0][0], g[-1][1]) for g in groups]
+    windows = []
+    for group, (w_start, w_end), w_weights in zip(groups, window_spans, span_weights(window_spans, o.blend)):
+        chunks = tuple(
+            Chunk(s, e, tuple(weights.tolist())) for (s, e), weights in zip(group, span_weights(group, o.blend))
+        )
+        windows.append(Window(w_start, w_end, chunks, tuple(w_weights.tolist())))
+    return windows
+
+
+def _axis_spans(canvas: int, tile: int | None, overlap: int, fit: Callable[[int], int]) -> list[tuple[int, int]]:
+    return [(0, canvas)] if tile is None else balanced_spans(canvas, tile, overlap, fit)
+
+
+def _tiles(canvas: Canvas, o: PlanOptions) -> tuple[Tile, ...]:
+    tile_h, tile_w = (None, None) if o.tile_size is None else (s // VAE_FACTOR for s in o.tile_size)
+    overlap = o.tile_overlap // VAE_FACTOR
+    rows = _axis_spans(canvas.latent_height, tile_h, overlap, valid_latent_height)
+    cols = _axis_spans(canvas.latent_width, tile_w, overlap, valid_latent_width)
+    row_w, col_w = span_weights(rows, o.tile_blend), span_weights(cols, o.tile_blend)
+    return tuple(
+        Tile(r0, c0, r1 - r0, c1 - c0, tuple(rw.tolist()), tuple(cw.tolist()))
+        for (r0, r1), rw in zip(rows, row_w)
+        for (c0, c1), cw in zip(cols, col_w)
+    )
+
+
+def make_plan(
+    num_frames: int, height: int, width: int, options: PlanOptions, scene_cuts: Sequence[int] = ()
+) -> Plan:
+    """Plan the upscale of `num_frames` frames of `height` x `width` (cuts: first frames of new shots)."""
+    if num_frames < 1 or height < 1 or width < 1:
+        raise InputError(f"nothing to upscale: {num_frames} frames of {width}x{height}")
+    out_h, out_w = output_size(height, width, options.scale)
+    canvas = reference_canvas(out_h, out_w) if options.canvas == "reference" else minimal_canvas(out_h, out_w)
+    shots = _shots(num_frames, scene_cuts)
+    windows = tuple(w for shot in shots for w in _shot_windows(shot, options))
+    return Plan(
+        options=options,
+        num_frames=num_frames,
+        input_size=(height, width),
+        output_size=(out_h, out_w),
+        canvas=canvas,
+        scene_cuts=tuple(s for s, _ in shots[1:]),
+        shots=tuple(shots),
+        windows=windows,
+        tiles=_tiles(canvas, options),
+    )

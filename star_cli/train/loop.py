@@ -1,0 +1,403 @@
+"""`star train`: fine-tune STAR's ControlNet and LIEM gates with accelerate.
+
+One process per device (`accelerate launch -m star_cli train --config cfg.toml` for DDP,
+or FSDP through an accelerate config); every process reads its own shard of the
+clips. A step: encode GT and LQ with the frozen VAE, draw t ~ U{0..999} and noise
+from a per-process generator, predict v, decode the x0 estimate with gradient for
+the DF term (`losses`), back-propagate, clip, step AdamW and the LR schedule, update
+the EMA. Every random draw comes from state that checkpoints save, so `--resume`
+continues a run exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from star_cli.atomic import atomic_output
+from star_cli.diffusion.schedule import NUM_TIMESTEPS, q_sample, v_to_x0, x0_eps_to_v
+from star_cli.diffusion.tiled import grid_regions
+from star_cli.diffusion.window import SamplerSettings, sample_window
+from star_cli.errors import InputError, StarError
+from star_cli.hub.layout import check_weights_dir, resolve_weights_dir
+from star_cli.models.text import TextEncoder
+from star_cli.models.vae import VideoVAE
+from star_cli.train import checkpoint as ckpt
+from star_cli.train.config import Config, load_config
+from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, read_crop, scan_sources
+from star_cli.train.degrade import derive_seed
+from star_cli.train.losses import LossTerms, decode_with_grad, training_loss
+from star_cli.video.probe import VideoInfo, probe
+from star_cli.video.writer import EncodeOptions, VideoWriter
+
+METRICS = ("step", "loss", "v_loss", "df", "df_low", "df_high", "grad_norm", "lr", "it_per_s")
+_TEXT_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ValidationClip:
+    """The validation LQ clip at the training canvas, and the prompt's contexts."""
+
+    info: VideoInfo
+    frames: torch.Tensor  # (F, 3, crop_h, crop_w) in [-1, 1]
+    pts: list[int]
+    context: torch.Tensor
+    negative: torch.Tensor
+
+
+@dataclass
+class Session:
+    """Everything a run holds; built once by `setup`."""
+
+    cfg: Config
+    accelerator: Accelerator
+    model: torch.nn.Module
+    vae: VideoVAE
+    contexts: dict[str, torch.Tensor]
+    trainable: list[str]
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMAModel | None
+    generator: torch.Generator
+    dataset: ClipDataset
+    weight_dtype: torch.dtype
+    validation: ValidationClip | None
+    console: Console
+    reported: set[str] = field(default_factory=set)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _accelerator(cfg: Config) -> Accelerator:
+    trackers = ["tensorboard"] if cfg.log.tensorboard and importlib.util.find_spec("tensorboard") else None
+    try:
+        return Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            log_with=trackers,
+            project_config=ProjectConfiguration(project_dir=str(cfg.train.output_dir),
+                                                logging_dir=str(cfg.train.output_dir / "logs")),
+        )
+    except ValueError as error:
+        raise InputError(f"train.mixed_precision={cfg.train.mixed_precision!r}: {error}") from None
+
+
+def _weight_dtype(accelerator: Accelerator) -> torch.dtype:
+    """Frozen helpers (VAE, text tower) run in the mixed-precision dtype, as in the reference."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def _caption_contexts(encoder: TextEncoder, captions: list[str]) -> dict[str, torch.Tensor]:
+    """Each distinct caption's (77, dim) context, computed once by the frozen text tower, kept on the CPU."""
+    unique = sorted(set(captions) | {""})
+    out: dict[str, torch.Tensor] = {}
+    for start in range(0, len(unique), _TEXT_BATCH):
+        chunk = unique[start:start + _TEXT_BATCH]
+        out.update(zip(chunk, encoder.encode(chunk).cpu()))
+    return out
+
+
+def _validation_clip(cfg: Config, text: TextEncoder) -> ValidationClip:
+    """First frames of the validation clip, scaled to cover the training crop and centre-cropped."""
+    path = cfg.validation.clip
+    info = probe(path)
+    count = min(cfg.validation.max_frames, info.num_frames)
+    frames = torch.from_numpy(read_crop(path, 0, count, (0, 0, info.height, info.width))).permute(0, 3, 1, 2).float()
+    ch, cw = cfg.data.crop_height, cfg.data.crop_width
+    cover = max(ch / info.height, cw / info.width)
+    size = (max(ch, round(info.height * cover)), max(cw, round(info.width * cover)))
+    frames = F.interpolate(frames / 255.0, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
+    frames = frames[:, :, top:top + ch, left:left + cw] * 2 - 1
+    step = round(1 / (info.fps * info.time_base))
+    positive, negative = text.contexts(cfg.validation.prompt)
+    return ValidationClip(info, frames, [info.start_pts + i * step for i in range(count)], positive.cpu(), negative.cpu())
+
+
+def _optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    opt = cfg.optim
+    cls = torch.optim.AdamW
+    if opt.use_8bit:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise InputError("optim.use_8bit needs bitsandbytes (pip install bitsandbytes), or set it to false")
+        import bitsandbytes
+
+        cls = bitsandbytes.optim.AdamW8bit
+    return cls(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay, eps=opt.eps)
+
+
+def setup(cfg: Config, console: Console) -> Session:
+    accelerator = _accelerator(cfg)
+    device, dtype = accelerator.device, _weight_dtype(accelerator)
+    # Global RNGs drive dropout (the UNet trains with the reference's p=0.1) and fresh LIEM
+    # initialisation; checkpoints save them with the step generator.
+    set_seed(derive_seed(cfg.train.seed, accelerator.process_index, 1) % 2**32)
+    sources, problems = scan_sources(cfg.data)
+    if accelerator.is_main_process:
+        for line in problems:
+            console.print(f"[yellow]left out[/] {line}", highlight=False)
+    weights = check_weights_dir(resolve_weights_dir(cfg.model.weights_dir), cfg.model.variant)
+    text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, device=device, dtype=dtype)
+    contexts = _caption_contexts(text, [source.caption for source in sources])
+    validation = _validation_clip(cfg, text) if cfg.validation.clip is not None else None
+    del text
+    vae = VideoVAE.from_dir(weights.vae_dir, device=device, dtype=dtype)
+    model, initialised = ckpt.load_initial_model(cfg.model.init_from or weights.star, device=device)
+    if initialised and accelerator.is_main_process:
+        console.print(f"initialised {len(initialised)} LIEM tensors the checkpoint lacks: {', '.join(initialised)}",
+                      highlight=False)
+    factor = vae.spatial_factor
+    try:
+        model.check_latent_size(cfg.data.crop_height // factor, cfg.data.crop_width // factor)
+    except ValueError as error:
+        raise InputError(f"data.crop_height x data.crop_width = {cfg.data.crop_height}x{cfg.data.crop_width}: "
+                         f"{error} (latents are 1/{factor} of the crop)") from None
+    model.train()
+    model.enable_gradient_checkpointing(cfg.model.gradient_checkpointing)
+    trainable = ckpt.select_trainable(model)
+    named = dict(model.named_parameters())
+    params = [named[name] for name in trainable]
+    optimizer = _optimizer(cfg, params)
+    scheduler = get_scheduler(cfg.optim.scheduler, optimizer=optimizer, num_warmup_steps=cfg.optim.warmup_steps,
+                              num_training_steps=cfg.train.max_steps)
+    ema = EMAModel(params, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator(device=device).manual_seed(derive_seed(cfg.train.seed, accelerator.process_index))
+    return Session(cfg, accelerator, model, vae, contexts, trainable, params, optimizer, scheduler, ema, generator,
+                   ClipDataset(sources, cfg.data, cfg.train.seed), dtype, validation, console)
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def encode_videos(vae: VideoVAE, videos: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, F, H, W) in [-1, 1] -> scaled latents (B, C, F, h, w), float32."""
+    return torch.stack([vae.encode(video.transpose(0, 1), generator).transpose(0, 1) for video in videos]).float()
+
+
+def compute_loss(s: Session, batch: dict[str, object]) -> LossTerms:
+    device = s.accelerator.device
+    gt = batch["gt"].to(device, s.weight_dtype)
+    z0 = encode_videos(s.vae, gt, s.generator)
+    hint = encode_videos(s.vae, batch["lq"].to(device, s.weight_dtype), s.generator)
+    y = torch.stack([s.contexts[c] for c in batch["caption"]]).to(device)
+    t = torch.randint(0, NUM_TIMESTEPS, (z0.shape[0],), generator=s.generator, device=device)
+    noise = torch.randn(z0.shape, generator=s.generator, device=device)
+    x_t = q_sample(z0, t, noise)
+    with s.accelerator.autocast():
+        v_pred = s.model(x_t, t, y, hint)
+        pixels = None
+        if s.cfg.loss.df_weight > 0:
+            pixels = decode_with_grad(s.vae, v_to_x0(v_pred.float(), x_t, t), s.cfg.loss.decode_chunk)
+    return training_loss(v_pred, x0_eps_to_v(z0, noise, t), t, s.cfg.loss, pixels, gt.float())
+
+
+# ----------------------------------------------------------------------------- state on disk
+
+
+def _inference_state(s: Session) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(raw state, state to export): the export carries the EMA weights when there is an EMA."""
+    raw = s.accelerator.get_state_dict(s.model)
+    export = dict(raw)
+    if s.ema is not None:
+        export.update(zip(s.trainable, (p.detach() for p in s.ema.shadow_params)))
+    return raw, export
+
+
+def save_checkpoint(s: Session, step: int, position: DataPosition) -> Path:
+    acc, out = s.accelerator, s.cfg.train.output_dir
+    raw, export = _inference_state(s)
+    tmp = ckpt.staging_dir(out, step)
+    if acc.is_main_process:
+        ckpt.reset_dir(tmp)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.write_checkpoint(
+            tmp, full_state=raw, export=export, trainable=s.trainable,
+            model_config=acc.unwrap_model(s.model).config.to_dict(), optimizer=s.optimizer.state_dict(),
+            scheduler=s.scheduler.state_dict(), ema=s.ema.state_dict() if s.ema is not None else None,
+            state=ckpt.TrainState(step, position.epoch, position.position, acc.num_processes),
+        )
+    ckpt.write_rng(tmp, acc.process_index, s.generator)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.publish(tmp, out, step, s.cfg.checkpoint.keep)
+    acc.wait_for_everyone()
+    return ckpt.checkpoint_dir(out, step)
+
+
+def resume_from(s: Session, resume: str) -> tuple[int, DataPosition]:
+    folder = ckpt.find_checkpoint(s.cfg.train.output_dir, resume)
+    loaded = ckpt.read_checkpoint(folder, s.accelerator.process_index, s.accelerator.num_processes)
+    absent = [name for name in s.trainable if name not in loaded.trainable]
+    if absent:
+        raise StarError(f"{folder}: the checkpoint lacks trainable tensor {absent[0]}")
+    with torch.no_grad():
+        for name, param in zip(s.trainable, s.params):
+            param.copy_(loaded.trainable[name])
+    s.optimizer.load_state_dict(loaded.optimizer)
+    s.scheduler.load_state_dict(loaded.scheduler)
+    if s.ema is not None and loaded.ema is not None:
+        s.ema.load_state_dict(loaded.ema)
+    ckpt.restore_rng(loaded.rng, s.generator)
+    return loaded.state.step, loaded.position
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+
+def open_metrics(path: Path, resumed_step: int) -> tuple[object, csv.DictWriter]:
+    """metrics.csv for appending; rows past a resumed step (a run that went on) are dropped first."""
+    rows = []
+    if path.is_file() and resumed_step:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resumed_step]
+    handle = path.open("w", newline="", encoding="utf-8")
+    writer = csv.DictWriter(handle, fieldnames=METRICS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle, writer
+
+
+def write_validation(s: Session, step: int) -> Path:
+    """Restore the validation clip with the current (EMA) weights and write it as a video."""
+    acc, clip, cfg = s.accelerator, s.validation, s.cfg
+    device = acc.device
+    model = acc.unwrap_model(s.model)
+    if s.ema is not None:
+        s.ema.store(s.params)
+        s.ema.copy_to(s.params)
+    model.eval()
+    try:
+        with torch.no_grad():
+            hint = encode_videos(s.vae, clip.frames.transpose(0, 1)[None].to(device, s.weight_dtype),
+                                 torch.Generator(device=device).manual_seed(cfg.train.seed))
+            size = tuple(hint.shape[2:])
+            regions = grid_regions([(0, size[0])], [(0, size[1])], [(0, size[2])], size)
+
+            def denoise(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+                with acc.autocast():
+                    return model(x_t, t, y, h)
+
+            latents = sample_window(denoise, hint, clip.context.to(device), clip.negative.to(device), regions,
+                                    SamplerSettings(mode="normal", steps=cfg.validation.steps), seed=cfg.train.seed)
+            frames = s.vae.decode(latents[0].transpose(0, 1))
+    finally:
+        model.train()
+        if s.ema is not None:
+            s.ema.restore(s.params)
+    pixels = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    dest = cfg.train.output_dir / "validation" / f"step-{step:08d}.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(dest, clip.info, pixels.shape[2], pixels.shape[1], EncodeOptions(crf=18)) as writer:
+        writer.write(np.ascontiguousarray(pixels), clip.pts)
+    return dest
+
+
+def _report_skipped(s: Session, lines: list[str]) -> None:
+    for line in lines:
+        if line not in s.reported:
+            s.reported.add(line)
+            s.console.print(f"[yellow]skipped[/] {line}", highlight=False)
+
+
+def _summary(row: dict[str, float]) -> str:
+    return (f"loss {row['loss']:.4f} (v {row['v_loss']:.4f}, df {row['df']:.4f}: low {row['df_low']:.3f} "
+            f"high {row['df_high']:.3f})  lr {row['lr']:.2e}  {row['it_per_s']:.2f} it/s")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(s: Session, step: int, position: DataPosition) -> Path:
+    """Run from `step` to train.max_steps; return the last checkpoint folder."""
+    acc, cfg = s.accelerator, s.cfg
+    main = acc.is_main_process
+    sampler = ClipSampler(len(s.dataset), cfg.train.seed, acc.process_index, acc.num_processes, position)
+    batches = iter(make_loader(s.dataset, sampler, cfg.train.batch_size, cfg.data.num_workers))
+    cfg.train.output_dir.mkdir(parents=True, exist_ok=True)
+    handle, metrics = open_metrics(cfg.train.output_dir / "metrics.csv", step) if main else (None, None)
+    if acc.log_with:
+        acc.init_trackers("star-train")
+    last_saved = None
+    columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    try:
+        with Progress(*columns, console=s.console, disable=not main, transient=False) as progress:
+            task = progress.add_task("train", total=cfg.train.max_steps, completed=step, info="")
+            sums, micro, started = torch.zeros(5), 0, time.perf_counter()
+            while step < cfg.train.max_steps:
+                batch = next(batches)
+                _report_skipped(s, batch["skipped"])
+                with acc.accumulate(s.model):
+                    terms = compute_loss(s, batch)
+                    acc.backward(terms.total)
+                    grad_norm = acc.clip_grad_norm_(s.params, cfg.optim.max_grad_norm) if acc.sync_gradients else None
+                    s.optimizer.step()
+                    s.optimizer.zero_grad(set_to_none=True)
+                sums += torch.stack([terms.total.detach().float().cpu(), terms.v.cpu(), terms.df.cpu(),
+                                     terms.low.cpu(), terms.high.cpu()])
+                micro += 1
+                if not acc.sync_gradients:
+                    continue
+                s.scheduler.step()
+                if s.ema is not None:
+                    s.ema.step(s.params)
+                step, position = step + 1, batch["next"]
+                elapsed = time.perf_counter() - started
+                means = (sums / micro).tolist()
+                row = dict(zip(METRICS, [step, *means, float(grad_norm), s.scheduler.get_last_lr()[0], 1 / elapsed]))
+                sums, micro, started = torch.zeros(5), 0, time.perf_counter()
+                progress.update(task, completed=step, info=_summary(row))
+                if step % cfg.log.every == 0 or step == cfg.train.max_steps:
+                    if metrics is not None:
+                        metrics.writerow(row)
+                        handle.flush()
+                    if acc.log_with:
+                        acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                if step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps:
+                    last_saved = save_checkpoint(s, step, position)
+                if s.validation is not None and step % cfg.validation.every == 0:
+                    if main:
+                        write_validation(s, step)
+                    acc.wait_for_everyone()
+    finally:
+        if handle is not None:
+            handle.close()
+    return last_saved or ckpt.list_checkpoints(cfg.train.output_dir)[-1]
+
+
+def run_training(config_path: Path, overrides: dict[str, object], resume: str | None, console: Console) -> Path:
+    """`star train`: returns the trained UNet + ControlNet weights (`<output_dir>/unet.safetensors`),
+    a file `star upscale --checkpoint PATH` loads."""
+    cfg = load_config(config_path, overrides)
+    s = setup(cfg, console)
+    step, position = resume_from(s, resume) if resume else (0, DataPosition())
+    if step >= cfg.train.max_steps:
+        raise InputError(f"the checkpoint is at step {step}, not before train.max_steps={cfg.train.max_steps}")
+    result = cfg.train.output_dir / ckpt.EXPORT_NAME
+    try:
+        last = train(s, step, position)
+        if s.accelerator.is_main_process:
+            with atomic_output(result) as tmp:
+                shutil.copyfile(last / ckpt.EXPORT_NAME, tmp)
+            console.print(f"trained weights: {result}", highlight=False)
+        s.accelerator.wait_for_everyone()
+    finally:
+        s.accelerator.end_training()  # closes trackers and the process group
+    return result

@@ -1,0 +1,255 @@
+"""Encode frames as they arrive into a new file that keeps the source's timing and streams.
+
+The output video uses the source's time base and the caller's timestamps, so
+variable-frame-rate sources stay variable; audio and subtitles come across
+through `StreamCopier`. Everything goes to a hidden temporary file next to
+`dest` that replaces it only when the whole file was written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, VideoReformatter
+
+from star_cli.atomic import atomic_output
+from star_cli.errors import InputError, StarError
+from star_cli.video.colour import MATRICES, PRIMARIES, RANGES, TRANSFERS, code_of, encode_matrix, output_tags
+from star_cli.video.probe import VideoInfo
+from star_cli.video.remux import StreamCopier
+
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "ffv1": "ffv1"}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+# SVT-AV1 presets are numbers (0 slowest .. 13 fastest); these track x264's names by speed.
+_SVT_PRESETS = dict(zip(X264_PRESETS, ("12", "11", "10", "9", "8", "6", "5", "4", "2")))
+_CRF_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (0, 63)}
+# ffv1 is lossless; bgr0 stores our RGB frames bit-exactly (no YUV rounding at all).
+_LOSSLESS_PIX_FMT = "bgr0"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Video encoding settings; `pix_fmt=None` picks one from the codec, source depth and output size."""
+
+    codec: str = "h264"
+    crf: int = 18
+    preset: str = "medium"
+    pix_fmt: str | None = None
+
+
+def encoder_options(options: EncodeOptions) -> dict[str, str]:
+    """The encoder's own option dict for `options` (ffv1 is lossless: no crf, no preset)."""
+    if options.codec == "ffv1":
+        return {"level": "3", "g": "1"}
+    if options.preset not in X264_PRESETS:
+        raise InputError(f"unknown preset {options.preset!r}; choose one of: {', '.join(X264_PRESETS)}")
+    low, high = _CRF_RANGE[options.codec]
+    if not low <= options.crf <= high:
+        raise InputError(f"--crf {options.crf} is out of range for {options.codec} ({low}..{high})")
+    if options.codec == "av1":
+        return {"crf": str(options.crf), "preset": _SVT_PRESETS[options.preset]}
+    extra = {"x265-params": "log-level=error"} if options.codec == "hevc" else {}
+    return {"crf": str(options.crf), "preset": options.preset, **extra}
+
+
+def choose_pix_fmt(options: EncodeOptions, bit_depth: int, width: int, height: int) -> str:
+    """The pixel format to encode with, checked against the encoder and the frame size.
+
+    Default: 4:2:0 at the source's depth (10-bit when the source has more than
+    8 bits and the encoder can), 4:4:4 when a side is odd (4:2:0 cannot hold an
+    odd size exactly, and we never crop or pad), and lossless RGB for ffv1.
+    """
+    encoder = ENCODERS[options.codec]
+    supported = [f.name for f in av.Codec(encoder, "w").video_formats]
+    odd = width % 2 or height % 2
+    if options.pix_fmt is not None:
+        pix_fmt = options.pix_fmt
+    elif options.codec == "ffv1":
+        pix_fmt = _LOSSLESS_PIX_FMT
+    else:
+        pix_fmt = ("yuv444p" if odd else "yuv420p") + ("10le" if bit_depth > 8 else "")
+        if pix_fmt not in supported:
+            pix_fmt = pix_fmt.removesuffix("10le")
+    if pix_fmt not in supported:
+        hint = " (it needs even width and height)" if odd and options.pix_fmt is None else ""
+        raise InputError(
+            f"{options.codec} ({encoder}) cannot encode {pix_fmt} at {width}x{height}{hint}; "
+            f"its pixel formats: {', '.join(supported)}"
+        )
+    fmt = av.VideoFormat(pix_fmt)
+    if (width % 2 and fmt.chroma_width(16) < 16) or (height % 2 and fmt.chroma_height(16) < 16):
+        raise InputError(f"{pix_fmt} cannot hold an odd size exactly ({width}x{height}); use --pix-fmt yuv444p")
+    return pix_fmt
+
+
+class VideoWriter:
+    """Context manager writing `dest`: video encoded from RGB frames + the source's other streams.
+
+    `warnings` lists the source streams that were re-encoded or dropped (known
+    once the block is entered); `frames_written` counts encoded frames. Frames
+    must be (N, height, width, 3) uint8 RGB with strictly increasing `pts` in
+    the source's time base (as `read_batches` yields them).
+    """
+
+    def __init__(
+        self,
+        dest: str | os.PathLike,
+        source: VideoInfo,
+        width: int,
+        height: int,
+        options: EncodeOptions = EncodeOptions(),
+    ) -> None:
+        if options.codec not in ENCODERS:
+            raise InputError(f"unknown codec {options.codec!r}; choose one of: {', '.join(ENCODERS)}")
+        if width < 1 or height < 1:
+            raise InputError(f"output size {width}x{height} is empty")
+        self.dest = Path(dest)
+        if not self.dest.parent.is_dir():
+            raise InputError(f"{self.dest}: the folder {self.dest.parent} does not exist")
+        self.source = source
+        self.width, self.height = width, height
+        self.options = options
+        self._encoder_options = encoder_options(options)
+        self.pix_fmt = choose_pix_fmt(options, source.bit_depth, width, height)
+        self.tags = output_tags(source.colour, height, rgb=av.VideoFormat(self.pix_fmt).is_rgb)
+        self._tag_codes = (
+            code_of(PRIMARIES, self.tags.primaries),
+            code_of(TRANSFERS, self.tags.trc),
+            code_of(MATRICES, self.tags.matrix),
+            code_of(RANGES, self.tags.range),
+        )
+        self.warnings: list[str] = []
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self._reformatter = VideoReformatter()
+        self._atomic = atomic_output(self.dest)
+
+    def __enter__(self) -> VideoWriter:
+        tmp = self._atomic.__enter__()
+        self._converter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="star-rgb-to-yuv")
+        try:
+            self._output = av.open(str(tmp), "w")
+            self._video = self._add_video_stream()
+            self._copier = StreamCopier(self.source.path, self._output, self.source.stream_index)
+        except BaseException as error:
+            self._abort(type(error), error, error.__traceback__)
+            if isinstance(error, ValueError):
+                raise InputError(
+                    f"{self.dest}: cannot write this kind of file ({error}); use .mp4, .mkv, .mov or .webm"
+                ) from None
+            raise
+        self.warnings = self._copier.warnings
+        return self
+
+    def _add_video_stream(self) -> av.VideoStream:
+        encoder = ENCODERS[self.options.codec]
+        if encoder == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its banner straight to stderr
+        if encoder not in self._output.supported_codecs:
+            raise InputError(
+                f"{self.dest}: a {self.dest.suffix or 'file without extension'} file cannot hold "
+                f"{self.options.codec} video; use .mkv or .mp4"
+            )
+        rate = self.source.fps or self.source.nominal_fps or None
+        stream = self._output.add_stream(encoder, rate=rate, options=self._encoder_options)
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
+        ctx = stream.codec_context
+        ctx.time_base = self.source.time_base
+        stream.time_base = self.source.time_base
+        ctx.thread_count = 0
+        if encoder == "libx265" and self._output.format.name in ("mp4", "mov"):
+            ctx.codec_tag = "hvc1"  # Apple players refuse HEVC tagged hev1 (FFmpeg's default)
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = self._tag_codes
+        return stream
+
+    def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
+        """Encode (N, height, width, 3) uint8 RGB `frames` shown at `pts` (source time base, increasing)."""
+        if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise ValueError(
+                f"expected (N, {self.height}, {self.width}, 3) uint8 frames, got {frames.shape} {frames.dtype}"
+            )
+        if len(pts) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(pts)} timestamps")
+        stamps = [int(p) for p in pts]
+        for before, after in zip([self._last_pts, *stamps], stamps):
+            if before is not None and after <= before:
+                raise ValueError(f"timestamps must increase: {after} after {before}")
+        if not stamps:
+            return
+        try:
+            # Convert frame i+1 on the worker thread while frame i is encoded (swscale releases the GIL).
+            upcoming = self._converter.submit(self._to_frame, frames[0], stamps[0])
+            for i in range(len(stamps)):
+                frame = upcoming.result()
+                if i + 1 < len(stamps):
+                    upcoming = self._converter.submit(self._to_frame, frames[i + 1], stamps[i + 1])
+                self._output.mux(self._video.encode(frame))
+                self.frames_written += 1
+            self._last_pts = stamps[-1]
+            self._copier.mux_until(float(self._last_pts * self.source.time_base))
+        except av.FFmpegError as error:
+            raise StarError(f"{self.dest}: writing failed: {error}") from None
+
+    def _to_frame(self, rgb: np.ndarray, stamp: int) -> av.VideoFrame:
+        """RGB array -> frame in the output pixel format, converted with the matrix it is tagged with.
+
+        The array is wrapped, not copied (swscale reads it in place): at 1080p
+        a copy costs as much as the colour conversion itself.
+        """
+        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")
+        out = self._reformatter.reformat(
+            frame,
+            format=self.pix_fmt,
+            src_color_range=ColorRange.JPEG,
+            dst_colorspace=encode_matrix(self.tags),
+            dst_color_range=ColorRange.JPEG if self.tags.range == "pc" else ColorRange.MPEG,
+            threads=0,
+        )
+        out.color_primaries, out.color_trc, out.colorspace, out.color_range = self._tag_codes
+        out.pts, out.time_base = stamp, self.source.time_base
+        return out
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self._abort(exc_type, exc, tb)
+            return
+        try:
+            if not self.frames_written:
+                raise StarError(f"{self.dest}: no frames were written, so no video was made")
+            self._converter.shutdown()
+            self._output.mux(self._video.encode(None))
+            self._copier.finish()
+            self._output.close()
+        except BaseException as error:
+            self._abort(type(error), error, error.__traceback__)
+            if isinstance(error, av.FFmpegError):
+                raise StarError(f"{self.dest}: could not finish writing: {error}") from None
+            raise
+        self._atomic.__exit__(None, None, None)
+
+    def _abort(
+        self, exc_type: type[BaseException], exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Release everything and let `atomic_output` delete the partial file."""
+        self._converter.shutdown(cancel_futures=True)
+        for closable in (getattr(self, "_copier", None), getattr(self, "_output", None)):
+            if closable is not None:
+                try:
+                    closable.close()
+                except (av.FFmpegError, OSError, ValueError):
+                    pass  # already failing; the partial file is about to be removed
+        try:
+            self._atomic.__exit__(exc_type, exc, tb)
+        except BaseException as error:
+            if error is not exc:
+                raise
+

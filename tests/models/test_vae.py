@@ -1,0 +1,162 @@
+"""VAE wrapper: seeded per-frame encoding, grouped temporal decoding, tiled decoding."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder
+
+from star_cli.errors import InputError, StarError
+from star_cli.models.vae import VideoVAE, feather, tile_spans
+from star_cli.testing.weights import TINY_VAE, write_vae
+
+
+@pytest.fixture(scope="module")
+def tiny_vae() -> VideoVAE:
+    torch.manual_seed(0)
+    return VideoVAE(AutoencoderKLTemporalDecoder(**TINY_VAE))
+
+
+class CallLog:
+    """Wraps a model's `decode` to record the latent shape and num_frames of every call."""
+
+    def __init__(self, model) -> None:
+        self.calls: list[tuple[tuple[int, ...], int]] = []
+        self._decode = model.decode
+
+    def __call__(self, z, num_frames):
+        self.calls.append((tuple(z.shape), num_frames))
+        return self._decode(z, num_frames=num_frames)
+
+
+class LocalDecoderVAE(torch.nn.Module):
+    """A stand-in decoder in which each pixel depends on its own latent only.
+
+    Tiled decoding of such a decoder must equal whole-frame decoding exactly, which
+    isolates the tiling and blending arithmetic from the real decoder's seams.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(scaling_factor=0.5, block_out_channels=(1, 1, 1, 1))
+        self.mix = torch.nn.Parameter(torch.randn(3, 4))
+
+    @property
+    def device(self) -> torch.device:
+        return self.mix.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mix.dtype
+
+    def decode(self, z, num_frames):
+        assert z.shape[0] == num_frames
+        pixels = torch.tanh(torch.einsum("oc,fchw->fohw", self.mix, z))
+        return SimpleNamespace(sample=F.interpolate(pixels, scale_factor=8, mode="nearest"))
+
+
+def test_tile_spans_cover_the_length_with_the_overlap():
+    assert tile_spans(40, 64, 16) == [(0, 40)]
+    assert tile_spans(200, None, 16) == [(0, 200)]
+    for length, tile, overlap in [(65, 64, 16), (130, 64, 16), (29, 8, 3), (100, 10, 0)]:
+        spans = tile_spans(length, tile, overlap)
+        assert spans[0][0] == 0 and spans[-1][1] == length
+        assert all(end - start == tile for start, end in spans)
+        assert all(prev_end - start >= overlap for (_, prev_end), (start, _) in zip(spans, spans[1:]))
+        assert len(tile_spans(length, tile, overlap)) == -(-(length - overlap) // (tile - overlap))
+
+
+def test_feather_ramps_of_neighbours_sum_to_one():
+    left, right = feather(48, 0, 16), feather(48, 16, 0)
+    torch.testing.assert_close(left[32:] + right[:16], torch.ones(16))
+    assert left[0] == 1 and right[-1] == 1 and (left > 0).all()
+
+
+def test_encode_is_seeded_and_per_frame(tiny_vae):
+    frames = torch.rand(2, 3, 16, 24) * 2 - 1
+    latents = tiny_vae.encode(frames, torch.Generator().manual_seed(7))
+    assert latents.shape == (2, 4, 2, 3)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        one_by_one = [tiny_vae.model.encode(frame[None]).latent_dist.sample(generator) for frame in frames]
+    torch.testing.assert_close(latents, torch.cat(one_by_one) * 0.18215)
+    assert not torch.allclose(latents, tiny_vae.encode(frames, torch.Generator().manual_seed(8)))
+
+
+def test_decode_uses_groups_of_three_with_a_short_last_group(tiny_vae, monkeypatch):
+    latents = torch.randn(7, 4, 4, 6)
+    log = CallLog(tiny_vae.model)
+    monkeypatch.setattr(tiny_vae.model, "decode", log)
+    frames = tiny_vae.decode(latents)
+    assert frames.shape == (7, 3, 32, 48)
+    assert [num for _, num in log.calls] == [3, 3, 1]
+    with torch.no_grad():
+        expected = torch.cat([log._decode(chunk / 0.18215, num_frames=len(chunk)).sample for chunk in latents.split(3)])
+    torch.testing.assert_close(frames, expected)
+
+
+def test_group_size_changes_the_result(tiny_vae):
+    latents = torch.randn(4, 4, 4, 6)
+    by_three = tiny_vae.decode(latents, group=3)
+    by_two = tiny_vae.decode(latents, group=2)
+    torch.testing.assert_close(by_three[3:], tiny_vae.decode(latents[3:], group=1))
+    assert not torch.allclose(by_three[:2], by_two[:2], atol=1e-5)
+
+
+def test_iter_decode_yields_one_group_at_a_time(tiny_vae):
+    groups = list(tiny_vae.iter_decode(torch.randn(5, 4, 4, 6), group=2))
+    assert [len(group) for group in groups] == [2, 2, 1]
+
+
+def test_tiled_decode_equals_whole_frame_decode_for_a_local_decoder(monkeypatch):
+    torch.manual_seed(0)
+    vae = VideoVAE(LocalDecoderVAE())
+    log = CallLog(vae.model)
+    monkeypatch.setattr(vae.model, "decode", log)
+    latents = torch.randn(4, 4, 20, 29)
+    whole = vae.decode(latents, tile=None)
+    log.calls.clear()
+    tiled = vae.decode(latents, group=3, tile=8, tile_overlap=3)
+    torch.testing.assert_close(tiled, whole)
+    shapes = [shape for shape, _ in log.calls]
+    assert len(shapes) == 2 * 4 * 6  # two frame groups x 4 tile rows x 6 tile columns
+    assert max(shape[2] for shape in shapes) == 8 and max(shape[3] for shape in shapes) == 8
+
+
+def test_tiling_is_skipped_when_a_frame_fits_one_tile(tiny_vae, monkeypatch):
+    latents = torch.randn(3, 4, 4, 6)
+    log = CallLog(tiny_vae.model)
+    monkeypatch.setattr(tiny_vae.model, "decode", log)
+    torch.testing.assert_close(tiny_vae.decode(latents, tile=6, tile_overlap=2), tiny_vae.decode(latents, tile=None))
+    assert len(log.calls) == 2
+
+
+def test_tiled_decode_of_the_real_decoder_stays_close_to_whole_frames(tiny_vae):
+    # The decoder's mid-block attends over the whole frame, so tiles cannot match exactly;
+    # misplaced or unblended tiles would differ by about the signal's own spread.
+    torch.manual_seed(1)
+    latents = torch.randn(1, 4, 10, 12)
+    whole = tiny_vae.decode(latents, tile=None)
+    tiled = tiny_vae.decode(latents, tile=6, tile_overlap=2)
+    assert tiled.shape == whole.shape == (1, 3, 80, 96)
+    assert (tiled - whole).abs().mean() < 0.3 * whole.std()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"group": 0}, "group"),
+    ({"tile": 8, "tile_overlap": 8}, "overlap"),
+])
+def test_bad_decode_options_are_input_errors(tiny_vae, options, message):
+    with pytest.raises(InputError, match=message):
+        tiny_vae.decode(torch.randn(1, 4, 4, 4), **options)
+
+
+def test_from_dir_loads_a_written_folder(tmp_path):
+    write_vae(tmp_path / "vae")
+    vae = VideoVAE.from_dir(tmp_path / "vae", dtype=torch.float64)
+    assert vae.dtype == torch.float64 and vae.spatial_factor == 8 and vae.scaling_factor == pytest.approx(0.18215)
+    with pytest.raises(StarError, match="VAE"):
+        VideoVAE.from_dir(tmp_path / "missing")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from star_cli.errors import InputError
+from star_cli.pipeline.estimate import GiB, activation_bytes, check_fits, estimate, flops_per_frame
+from star_cli.pipeline.plan import PlanOptions, make_plan
+
+
+@pytest.mark.parametrize(
+    "frames,h,w,gib", [(32, 122, 216, 19.21), (32, 90, 160, 10.51), (16, 122, 216, 9.60), (8, 122, 216, 4.80)]
+)
+def test_activation_model_matches_measurements(frames, h, w, gib):
+    assert activation_bytes(frames, h * w) / GiB == pytest.approx(gib, rel=0.01)
+
+
+def test_flops_model_matches_measurements_and_stays_positive():
+    assert flops_per_frame(122 * 216) == pytest.approx(17.9e12)
+    assert flops_per_frame(90 * 160) == pytest.approx(8.06e12)
+    assert 0 < flops_per_frame(2 * 8) < flops_per_frame(10 * 16)
+
+
+def test_reference_policy_flops_and_memory():
+    ref = estimate(make_plan(100, 240, 426, PlanOptions.reference()))
+    assert ref.flops == pytest.approx(164 * 17.9e12 * 2 * 14)  # about 82 PFLOP (MEASUREMENTS.md)
+    ref72 = estimate(make_plan(72, 240, 426, PlanOptions.reference()))
+    assert ref72.device_bytes == pytest.approx(39e9, rel=0.3)  # published ~39 GB
+
+
+def test_default_costs_at_most_80_percent_of_reference_per_output_frame():
+    ours = estimate(make_plan(100, 240, 426, PlanOptions()))
+    ref = estimate(make_plan(100, 240, 426, PlanOptions.reference()))
+    assert ours.flops_per_output_frame <= 0.8 * ref.flops_per_output_frame
+    assert ours.device_bytes < ref.device_bytes / 2
+
+
+def test_offload_and_dtype_move_memory():
+    plan = make_plan(100, 240, 426, PlanOptions())
+    base, fp32 = estimate(plan), estimate(plan, dtype_bytes=4)
+    model, sequential = estimate(plan, offload="model"), estimate(plan, offload="sequential")
+    assert sequential.device_bytes < model.device_bytes < base.device_bytes
+    assert base.device_bytes - sequential.device_bytes > 4 * GiB
+    assert model.host_bytes == sequential.host_bytes > base.host_bytes + 4 * GiB
+    assert fp32.activation_bytes == pytest.approx(2 * base.activation_bytes, abs=2)
+    assert estimate(plan, batched_guidance=True).activation_bytes == 2 * base.activation_bytes
+
+
+def test_window_chunks_bound_host_frames():
+    long = make_plan(2000, 540, 960, PlanOptions(scale=2))
+    whole = make_plan(2000, 540, 960, PlanOptions(scale=2, window_chunks=None))
+    assert estimate(long).frame_bytes * 10 < estimate(whole).frame_bytes
+
+
+def test_check_fits():
+    est = estimate(make_plan(100, 240, 426, PlanOptions()))
+    check_fits(est, 64 * GiB, 24 * GiB)
+    check_fits(est, 64 * GiB, None)
+    with pytest.raises(InputError, match=r"GPU memory.*--tile-size.*--offload") as info:
+        check_fits(est, 64 * GiB, 8 * GiB)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="--window-chunks"):
+        check_fits(est, 2 * GiB, 24 * GiB)
+    with pytest.raises(InputError, match="--chunk-len"):
+        check_fits(est, 8 * GiB, None)
+    offloaded = estimate(make_plan(100, 240, 426, PlanOptions()), offload="sequential")
+    with pytest.raises(InputError) as info:
+        check_fits(offloaded, 64 * GiB, 1 * GiB)
+    assert "--offload" not in str(info.value)
+    # without a GPU the weights are counted once, offloaded or not
+    on_cpu = estimate(make_plan(100, 240, 426, PlanOptions()), dtype_bytes=4)
+    need = on_cpu.host_bytes + on_cpu.device_bytes
+    check_fits(on_cpu, need, None)
+    check_fits(estimate(make_plan(100, 240, 426, PlanOptions()), dtype_bytes=4, offload="model"), need, None)
+    with pytest.raises(InputError):
+        check_fits(on_cpu, need - 1, None)

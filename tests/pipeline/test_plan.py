@@ -1,0 +1,192 @@
+"""Temporal side of the plan: chunks, windows, scene cuts, options, canvas, counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from star_cli.errors import InputError
+from star_cli.pipeline.plan import (
+    PlanOptions,
+    balanced_spans,
+    make_plan,
+    minimal_canvas,
+    output_size,
+    reference_canvas,
+    reference_spans,
+)
+
+FIXTURES = "/work/shared/fixtures/star-reference"
+
+
+def test_reference_chunk_rule_matches_readme_and_fixture():
+    assert reference_spans(100, 32, 16) == [(0, 32), (16, 48), (32, 64), (48, 80), (64, 100)]
+    with safe_open(f"{FIXTURES}/sampler_reference.safetensors", "pt") as f:
+        expected = json.loads(f.metadata()["chunks_40_frames_max16"])
+    assert [list(s) for s in reference_spans(40, 16, 8)] == expected
+    assert reference_spans(20, 32, 16) == [(0, 20)]
+
+
+def reference_owner(spans, num_frames):
+    """Which chunk each frame comes from in STAR's model_chunk_fn slicing (hard cut mid-overlap)."""
+    overlap = spans[0][1] - spans[1][0]
+    cut = overlap // 2
+    owner = []
+    for i, (s, e) in enumerate(spans):
+        lo = 0 if i == 0 else cut
+        hi = (e - s) if i == len(spans) - 1 else (e - s) + cut - overlap
+        owner += [i] * (hi - lo)
+    assert len(owner) == num_frames
+    return owner
+
+
+@pytest.mark.parametrize("frames,chunk,overlap", [(100, 32, 16), (40, 16, 8), (72, 32, 16), (95, 20, 7)])
+def test_cut_mode_joins_exactly_like_reference(frames, chunk, overlap):
+    options = PlanOptions(chunk_len=chunk, chunk_overlap=overlap, blend="cut", canvas="reference",
+                          tile_size=None, window_chunks=None)
+    plan = make_plan(frames, 24, 32, options)
+    chunks = plan.chunks
+    assert [(c.start, c.end) for c in chunks] == reference_spans(frames, chunk, overlap)
+    weights = np.zeros((len(chunks), frames))
+    for i, c in enumerate(chunks):
+        weights[i, c.start : c.end] = c.weights
+    assert set(np.unique(weights)) <= {0.0, 1.0}
+    assert weights.argmax(0).tolist() == reference_owner(reference_spans(frames, chunk, overlap), frames)
+
+
+def test_default_chunks_are_balanced_and_cheaper_than_reference():
+    plan = make_plan(100, 240, 426, PlanOptions())
+    assert [(c.start, c.end) for c in plan.chunks] == [(0, 31), (23, 54), (46, 77), (69, 100)]
+    reference = make_plan(100, 240, 426, PlanOptions.reference())
+    assert (plan.frame_evaluations, reference.frame_evaluations) == (124, 164)
+
+
+@pytest.mark.parametrize("length", [1, 2, 31, 32, 33, 57, 100, 1001])
+@pytest.mark.parametrize("max_len,overlap", [(32, 8), (32, 16), (9, 0), (5, 2)])
+def test_balanced_spans_cover_bounded_with_overlap(length, max_len, overlap):
+    spans = balanced_spans(length, max_len, overlap)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert len({e - s for s, e in spans}) == 1 and spans[0][1] - spans[0][0] <= max_len
+    for (_, e0), (s1, _) in zip(spans, spans[1:]):
+        assert e0 - s1 >= overlap
+    if len(spans) > 1:  # fewest: one span less could not cover
+        assert (len(spans) - 1) * max_len - (len(spans) - 2) * overlap < length
+
+
+@pytest.mark.parametrize("blend", ["cosine", "linear", "cut"])
+def test_weights_are_partitions_of_unity(blend):
+    plan = make_plan(500, 16, 16, PlanOptions(blend=blend, window_chunks=3), scene_cuts=[130, 131, 300])
+    windows = np.zeros(plan.num_frames)
+    for w in plan.windows:
+        windows[w.start : w.end] += w.weights
+        chunks = np.zeros(plan.num_frames)
+        for c in w.chunks:
+            chunks[c.start : c.end] += c.weights
+        assert np.allclose(chunks[w.start : w.end], 1.0)  # the per-step x0 join inside a window
+    assert np.allclose(windows, 1.0)  # the cross-fade of decoded windows
+    if blend != "cut":
+        assert all(0 < x <= 1 for c in plan.chunks for x in c.weights)
+
+
+def test_scene_cuts_split_everything():
+    cuts = [40, 41, 90]
+    plan = make_plan(200, 16, 16, PlanOptions(window_chunks=2), scene_cuts=[0, *cuts])
+    assert plan.scene_cuts == tuple(cuts)
+    assert plan.shots == ((0, 40), (40, 41), (41, 90), (90, 200))
+    for span in [*plan.windows, *plan.chunks]:
+        assert not any(span.start < cut < span.end for cut in cuts)
+    windows = {(w.start, w.end): w for w in plan.windows}
+    # a one-frame shot is one chunk in one window with full weight
+    assert windows[(40, 41)].weights == (1.0,) and windows[(40, 41)].chunks[0].weights == (1.0,)
+    # frames beside a cut come from a single window with weight 1: nothing blends across
+    weights = {f: [] for f in range(200)}
+    for w in plan.windows:
+        for f, x in zip(range(w.start, w.end), w.weights):
+            weights[f].append(x)
+    for cut in cuts:
+        assert weights[cut - 1] == [1.0] and weights[cut] == [1.0]
+
+
+def test_windows_hold_whole_chunks_and_overlap_by_chunk_overlap():
+    options = PlanOptions(window_chunks=4)
+    plan = make_plan(1000, 16, 16, options)
+    assert all(len(w.chunks) <= 4 for w in plan.windows)
+    assert max(len(w.chunks) for w in plan.windows) - min(len(w.chunks) for w in plan.windows) <= 1
+    for w in plan.windows:
+        assert (w.start, w.end) == (w.chunks[0].start, w.chunks[-1].end)
+    for a, b in zip(plan.windows, plan.windows[1:]):
+        assert a.end - b.start == a.chunks[-1].end - b.chunks[0].start >= options.chunk_overlap
+    single = make_plan(1000, 16, 16, PlanOptions(window_chunks=None))
+    assert len(single.windows) == 1
+    assert [(c.start, c.end) for c in single.chunks] == [(c.start, c.end) for c in plan.chunks]
+
+
+def test_short_shot_is_one_chunk():
+    plan = make_plan(7, 16, 16, PlanOptions())
+    assert [(c.start, c.end) for c in plan.chunks] == [(0, 7)]
+    assert plan.chunks[0].weights == (1.0,) * 7
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(scale=0), "--scale"),
+        (dict(scale=-2), "--scale"),
+        (dict(scale=8.01), "--scale"),
+        (dict(scale=float("nan")), "--scale"),
+        (dict(chunk_len=1), "--chunk-len"),
+        (dict(chunk_overlap=17), "overlap"),
+        (dict(chunk_overlap=-1), "overlap"),
+        (dict(blend="smooth"), "blend"),
+        (dict(canvas="huge"), "canvas"),
+        (dict(window_chunks=0), "window"),
+        (dict(tile_size=(700, 1280)), "nearest valid: 720"),
+        (dict(tile_size=(720, 1300)), "nearest valid: 1280"),
+        (dict(tile_size=(720, 1260)), "nearest valid: 1280"),
+        (dict(tile_overlap=100), "multiple of 8"),
+        (dict(tile_size=(144, 128), tile_overlap=80), "half the tile"),
+    ],
+)
+def test_bad_options_raise_one_line_input_error(kwargs, needle):
+    with pytest.raises(InputError) as info:
+        PlanOptions(**kwargs)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_scale_limits_and_odd_sizes():
+    PlanOptions(scale=8)
+    assert output_size(241, 321, 4) == (964, 1284)
+    assert output_size(241, 321, 3.0) == (723, 963)
+    assert output_size(3, 5, 1.5) == (5, 8)  # 4.5 and 7.5 round half up
+    plan = make_plan(3, 241, 321, PlanOptions(scale=3))
+    assert plan.output_size == (723, 963)
+    pad = plan.canvas.padding
+    assert (plan.canvas.height - pad.top - pad.bottom, plan.canvas.width - pad.left - pad.right) == (723, 963)
+    with pytest.raises(InputError):
+        make_plan(0, 241, 321, PlanOptions())
+
+
+def test_reference_canvas_matches_pad_to_fit():
+    c = reference_canvas(960, 1704)  # 426x240 at x4
+    assert (c.height, c.width, c.latent_height, c.latent_width) == (976, 1728, 122, 216)
+    p = c.padding
+    assert (p.top, p.bottom, p.left, p.right, p.mode, p.value) == (0, 16, 0, 24, "constant", 1.0)
+    small = reference_canvas(361, 641)
+    assert (small.height, small.width) == (720, 1280)
+    assert small.padding.torch_pad == (319, 320, 179, 180)
+    assert reference_canvas(720, 1280).padding.torch_pad == (0, 0, 0, 0)
+    big = reference_canvas(2160, 3840)
+    assert (big.height, big.width) == (2192, 3904)
+
+
+@pytest.mark.parametrize("h,w", [(960, 1704), (964, 1284), (723, 963), (720, 1280), (1, 1), (2160, 3840)])
+def test_minimal_canvas_is_smallest_valid(h, w):
+    c = minimal_canvas(h, w)
+    p = c.padding
+    assert (p.top, p.left, p.mode) == (0, 0, "replicate")
+    assert (c.height - p.bottom, c.width - p.right) == (h, w)
+    assert c.latent_height % 8 == 2 and c.latent_width % 8 == 0
+    assert c.height - 64 < h and c.width - 64 < w  # one grid step less would not fit

@@ -1,0 +1,100 @@
+"""Spatial side of the plan: the UNet size rule and the tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from star_cli.pipeline.plan import (
+    PlanOptions,
+    is_valid_latent_height,
+    is_valid_latent_width,
+    make_plan,
+    valid_latent_height,
+    valid_latent_width,
+)
+
+
+def survives_unet(h: int, w: int) -> bool:
+    """Run STAR's resampling geometry: 3 stride-2 convs padded (2, 1), nearest x2 ups dropping first/last row."""
+    weight = torch.zeros(1, 1, 3, 3)
+    skips = [torch.zeros(1, 1, h, w)]
+    for _ in range(3):
+        skips.append(F.conv2d(skips[-1], weight, stride=2, padding=(2, 1)))
+    x = skips.pop()
+    while skips:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")[:, :, 1:-1, :]
+        if x.shape != skips.pop().shape:
+            return False
+    return True
+
+
+def test_size_rule_matches_unet_geometry():
+    for h in range(2, 50):
+        assert is_valid_latent_height(h) == survives_unet(h, 16), h
+    for w in range(8, 50):
+        assert is_valid_latent_width(w) == survives_unet(10, w), w
+    assert is_valid_latent_height(90) and is_valid_latent_width(160)
+    assert is_valid_latent_height(122) and is_valid_latent_width(216)
+
+
+def test_smallest_valid_sizes():
+    assert [valid_latent_height(h) for h in (1, 2, 3, 10, 11, 120, 122)] == [2, 2, 10, 10, 18, 122, 122]
+    assert [valid_latent_width(w) for w in (1, 8, 9, 213, 216)] == [8, 8, 16, 216, 216]
+
+
+def weight_sum(plan):
+    total = np.zeros((plan.canvas.latent_height, plan.canvas.latent_width))
+    for t in plan.tiles:
+        total[t.top : t.top + t.height, t.left : t.left + t.width] += t.weight_map()
+    return total
+
+
+def test_reference_canvas_in_four_balanced_tiles():
+    plan = make_plan(4, 240, 426, PlanOptions())
+    assert [(t.top, t.left, t.height, t.width) for t in plan.tiles] == [
+        (0, 0, 74, 120), (0, 96, 74, 120), (48, 0, 74, 120), (48, 96, 74, 120)
+    ]
+    assert plan.tiles[3].pixel_box == (384, 768, 592, 960)
+    assert np.allclose(weight_sum(plan), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size,scale,tile,overlap",
+    [((1080, 1920), 2, (720, 1280), 128), ((241, 321), 4, (400, 512), 64), ((500, 90), 3, (144, 128), 64)],
+)
+def test_tiles_are_valid_bounded_and_cover(size, scale, tile, overlap):
+    plan = make_plan(2, *size, PlanOptions(scale=scale, tile_size=tile, tile_overlap=overlap))
+    assert len(plan.tiles) > 1
+    for t in plan.tiles:
+        assert is_valid_latent_height(t.height) and is_valid_latent_width(t.width)
+        assert t.height * 8 <= tile[0] and t.width * 8 <= tile[1]
+    assert np.allclose(weight_sum(plan), 1.0, atol=1e-6)
+    rows = sorted({(t.top, t.top + t.height) for t in plan.tiles})
+    cols = sorted({(t.left, t.left + t.width) for t in plan.tiles})
+    for spans in (rows, cols):
+        for (_, e0), (s1, _) in zip(spans, spans[1:]):
+            assert e0 - s1 >= overlap // 8
+    assert all(0 < x for t in plan.tiles for x in (*t.row_weights, *t.col_weights))
+
+
+def test_no_tiles_when_canvas_fits_or_tiling_is_off():
+    small = make_plan(2, 180, 320, PlanOptions())  # 720x1280: exactly one tile
+    assert [(t.top, t.left, t.height, t.width) for t in small.tiles] == [(0, 0, 90, 160)]
+    assert np.all(small.tiles[0].weight_map() == 1.0)
+    untiled = make_plan(2, 1080, 1920, PlanOptions(scale=2, tile_size=None))
+    assert len(untiled.tiles) == 1 and untiled.tiles[0].height == untiled.canvas.latent_height
+    wide = make_plan(2, 90, 1000, PlanOptions(scale=2))  # tall enough for one row only
+    assert len({t.top for t in wide.tiles}) == 1 and len(wide.tiles) > 1
+
+
+def test_counts():
+    plan = make_plan(100, 240, 426, PlanOptions())
+    assert plan.unet_evaluations == 4 * 4 * 14 * 2
+    assert plan.processed_pixel_frames == 124 * 4 * 592 * 960
+    assert plan.output_pixel_frames == 100 * 960 * 1704
+    reference = make_plan(100, 240, 426, PlanOptions.reference())
+    assert reference.unet_evaluations == 5 * 1 * 14 * 2
+    assert reference.work_ratio == pytest.approx(164 * 976 * 1728 / (100 * 960 * 1704))
