@@ -13,6 +13,7 @@ from typing import Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from star_cli.errors import StarError
 
@@ -42,15 +43,15 @@ Examples:
 """
 
 
-def _run(action: Callable[[], T], console: Console) -> T:
+def _run(action: Callable[[], T], console: Console, *, interrupted: str = "interrupted: no partial output was kept") -> T:
     """Run one command body, turning our errors and Ctrl-C into exit codes."""
     try:
         return action()
     except StarError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted: no partial output was kept[/]")
+        console.print(f"[yellow]{escape(interrupted)}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -91,7 +92,7 @@ def upscale(
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
     # encoding
-    codec: str = typer.Option("h264", help="h264, hevc, av1 or ffv1."),
+    codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),
     crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),
     preset: str = typer.Option("medium", help="Encoder speed preset."),
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: per codec and source depth)."),
@@ -122,7 +123,11 @@ def download_weights(
     from star_cli.hub import download_weights as fetch
 
     console = _stderr()
-    _run(lambda: fetch(variant, dir, revision=revision, verify=verify, keep_original=keep_original, console=console), console)
+    _run(
+        lambda: fetch(variant, dir, revision=revision, verify=verify, keep_original=keep_original, console=console),
+        console,
+        interrupted="interrupted: run the same command again to resume the download",
+    )
 
 
 @app.command()

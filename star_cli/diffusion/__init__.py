@@ -23,7 +23,7 @@ from star_cli.diffusion.schedule import (
     v_to_x0,
     x0_eps_to_v,
 )
-from star_cli.diffusion.tiled import Region, cut_weights, grid_regions, joined_x0_fn, ramp_weights
+from star_cli.diffusion.tiled import Region, grid_regions, joined_x0_fn
 from star_cli.diffusion.window import SamplerSettings, noised_hint, sample_window
 
 __all__ = [
@@ -33,13 +33,11 @@ __all__ = [
     "SamplerSettings",
     "X0Fn",
     "combine_guidance",
-    "cut_weights",
     "grid_regions",
     "joined_x0_fn",
     "model_x0_fn",
     "noised_hint",
     "q_sample",
-    "ramp_weights",
     "sample_dpmpp_2m_sde",
     "sample_heun",
     "sample_window",

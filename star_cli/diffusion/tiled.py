@@ -7,28 +7,22 @@ Joining x0 at every step, rather than whole sampled chunks at the end, lets the
 solver see one consistent video, so chunk and tile borders do not drift apart.
 
 The join knows nothing about how regions are planned: any positive weights work.
-Two weightings are provided for callers (the plan reuses them):
-- `cut_weights`: 0/1 weights with a hard cut in the middle of each overlap, the
-  reference's chunked mode;
-- `ramp_weights`: weights rising and falling smoothly across overlaps (our
-  default), which hide seams instead of moving them.
-A region weight is one tensor broadcastable to the region's (F, h, w);
-`grid_regions` builds separable weights for a grid of chunks x tile rows x tile columns.
+A region weight is one tensor broadcastable to the region's (F, h, w).
+`grid_regions` builds the regions of a grid of chunks x tile rows x tile columns
+with separable weights from `star_cli.spans.span_weights` (the same weights the
+plan carries): 'cut' is the reference's chunked mode, 'cosine'/'linear' feather.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import product
-from typing import Callable, Sequence
 
 import torch
 
 from star_cli.diffusion.samplers import X0Fn
-
-Span = tuple[int, int]
-WEIGHTINGS = ("cut", "cosine", "linear")
+from star_cli.spans import BlendMode, Span, span_weights
 
 
 @dataclass(frozen=True)
@@ -44,67 +38,20 @@ class Region:
         """The region of a (..., F, H, W) tensor (a view)."""
         return x[..., self.frames, self.rows, self.cols]
 
+    @classmethod
+    def separable(
+        cls, frames: Span, rows: Span, cols: Span, weights: tuple[Sequence[float], Sequence[float], Sequence[float]]
+    ) -> Region:
+        """A box whose weight is the outer product of per-frame, per-row and per-column weights."""
+        f, r, c = (torch.as_tensor(w, dtype=torch.float32) for w in weights)
+        return cls(slice(*frames), slice(*rows), slice(*cols), f[:, None, None] * r[None, :, None] * c[None, None, :])
 
-def _check_spans(spans: Sequence[Span], length: int) -> None:
-    """Spans must be sorted by start, non-empty, and cover 0..length without gaps."""
-    covered, previous_start = 0, -1
-    for start, end in spans:
-        if not (previous_start < start <= covered and start < end <= length):
-            raise ValueError(f"spans {list(spans)} must be sorted, non-empty and cover 0..{length} without gaps")
-        covered, previous_start = max(covered, end), start
-    if covered != length:
+
+def _axis_weights(spans: Sequence[Span], length: int, weighting: BlendMode) -> list[torch.Tensor]:
+    """float32 weights of spans that must cover 0..length (sorted and gap-free: `span_weights`)."""
+    if not spans or spans[0][0] != 0 or spans[-1][1] != length:
         raise ValueError(f"spans {list(spans)} must cover 0..{length}")
-
-
-def cut_weights(spans: Sequence[Span], length: int) -> list[torch.Tensor]:
-    """0/1 weights (one 1-D tensor per span) cutting each overlap at its middle.
-
-    Consecutive spans (a, b) and (c, d) hand over at c + (b - c) // 2. For equal
-    overlaps this is exactly the reference's rule, which keeps
-    [:len + cut - overlap] of the first chunk, [cut:len + cut - overlap] of the
-    middle ones and [cut:] of the last, with cut = overlap // 2.
-    """
-    _check_spans(spans, length)
-    handovers = [nxt[0] + max(cur[1] - nxt[0], 0) // 2 for cur, nxt in zip(spans, spans[1:])]
-    bounds = [0, *handovers, length]
-    weights = []
-    for (start, end), keep_from, keep_to in zip(spans, bounds, bounds[1:]):
-        position = torch.arange(start, end)
-        weights.append(((position >= keep_from) & (position < keep_to)).float())
-    return weights
-
-
-def _ramp(n: int, kind: str) -> torch.Tensor:
-    """n strictly positive weights rising towards 1; a rising and a falling ramp sum to 1."""
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    ramp = u if kind == "linear" else 0.5 - 0.5 * torch.cos(math.pi * u)
-    return ramp.float()
-
-
-def ramp_weights(spans: Sequence[Span], length: int, kind: str = "cosine") -> list[torch.Tensor]:
-    """Smooth weights (one 1-D tensor per span): 1 inside, ramps over the overlaps with neighbours."""
-    if kind not in ("cosine", "linear"):
-        raise ValueError(f"unknown ramp {kind!r}: choose 'cosine' or 'linear'")
-    _check_spans(spans, length)
-    weights = []
-    for k, (start, end) in enumerate(spans):
-        size = end - start
-        weight = torch.ones(size)
-        if k > 0 and spans[k - 1][1] > start:
-            n = min(spans[k - 1][1] - start, size)
-            weight[:n] = torch.minimum(weight[:n], _ramp(n, kind))
-        if k + 1 < len(spans) and spans[k + 1][0] < end:
-            n = min(end - spans[k + 1][0], size)
-            weight[size - n :] = torch.minimum(weight[size - n :], _ramp(n, kind).flip(0))
-        weights.append(weight)
-    return weights
-
-
-def axis_weights(spans: Sequence[Span], length: int, weighting: str) -> list[torch.Tensor]:
-    """`cut_weights` or `ramp_weights` by name (one of WEIGHTINGS)."""
-    if weighting == "cut":
-        return cut_weights(spans, length)
-    return ramp_weights(spans, length, weighting)
+    return [torch.from_numpy(w).float() for w in span_weights(spans, weighting)]
 
 
 def grid_regions(
@@ -112,20 +59,17 @@ def grid_regions(
     row_spans: Sequence[Span],
     col_spans: Sequence[Span],
     size: tuple[int, int, int],
-    weighting: str = "cosine",
+    weighting: BlendMode = "cosine",
 ) -> list[Region]:
     """Every chunk x tile-row x tile-column box of an (F, H, W) latent, with separable weights.
 
     The reference's chunked mode is `weighting='cut'` with a single full-frame tile.
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
-    per_axis = [axis_weights(spans, n, weighting) for spans, n in zip((frame_spans, row_spans, col_spans), size)]
-    regions = []
-    for (fi, f), (ri, r), (ci, c) in product(*(enumerate(spans) for spans in (frame_spans, row_spans, col_spans))):
-        weight = per_axis[0][fi][:, None, None] * per_axis[1][ri][None, :, None] * per_axis[2][ci][None, None, :]
-        regions.append(Region(slice(*f), slice(*r), slice(*c), weight))
-    return regions
+    axes = (frame_spans, row_spans, col_spans)
+    per_axis = [list(zip(spans, _axis_weights(spans, n, weighting))) for spans, n in zip(axes, size)]
+    return [
+        Region.separable(f, r, c, (fw, rw, cw)) for (f, fw), (r, rw), (c, cw) in product(*per_axis)
+    ]
 
 
 def joined_x0_fn(

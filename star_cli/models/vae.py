@@ -7,14 +7,14 @@ group (`time_conv_out`), so the group size is part of the result and stays an op
 
 diffusers has no tiling for this decoder, and a whole 4K frame group does not fit a
 consumer GPU, so large frames are decoded here in overlapping spatial tiles whose
-pixel outputs are cross-faded with linear ramps across each overlap. The decoder
-then only ever sees (group, C, tile, tile) latents: its memory is bounded by the
-tile, not the frame. Tiling is used only when a frame is larger than one tile.
+pixel outputs are cross-faded with linear ramps across each overlap (the spans and
+weights of `star_cli.spans`, which also cut the UNet's chunks and tiles). The decoder
+then only ever sees latents of at most (group, C, tile, tile): its memory is bounded
+by the tile, not the frame. Tiling is used only when a frame is larger than one tile.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,51 +22,22 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder
 
 from star_cli.errors import InputError, StarError
+from star_cli.spans import balanced_spans, span_weights
 
 DEFAULT_GROUP = 3
 DEFAULT_TILE = 64
 DEFAULT_TILE_OVERLAP = 16
 
 
-def tile_spans(length: int, tile: int | None, overlap: int) -> list[tuple[int, int]]:
-    """Start/end of tiles covering [0, length), each `tile` long, neighbours sharing >= `overlap`.
-
-    One span when the length fits a tile (or tiling is off); otherwise the fewest
-    tiles, spread evenly so the first starts at 0 and the last ends at `length`.
-    """
-    if tile is None or length <= tile:
-        return [(0, length)]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    starts = [round(index * (length - tile) / (count - 1)) for index in range(count)]
-    return [(start, start + tile) for start in starts]
-
-
-def feather(length: int, ramp_start: int, ramp_end: int) -> torch.Tensor:
-    """1-D blending weights of a tile: linear ramps of the given widths at its two ends.
-
-    A ramp rises as (i + 0.5) / width, so two tiles whose ramps cover the same
-    overlap sum to exactly 1 there; a ramp of width 0 (an image border) stays at 1.
-    """
-    weights = torch.ones(length)
-    if ramp_start:
-        weights[:ramp_start] = (torch.arange(ramp_start) + 0.5) / ramp_start
-    if ramp_end:
-        weights[length - ramp_end :] = torch.minimum(
-            weights[length - ramp_end :], (torch.arange(ramp_end, 0, -1) - 0.5) / ramp_end
-        )
-    return weights
-
-
 def _axis_tiles(length: int, tile: int | None, overlap: int, scale: int) -> list[tuple[int, int, torch.Tensor]]:
-    """Latent spans along one axis with the pixel weights of each tile."""
-    spans = tile_spans(length, tile, overlap)
-    ramp = overlap * scale
-    out = []
-    for index, (start, end) in enumerate(spans):
-        ramp_start = ramp if index > 0 else 0
-        ramp_end = ramp if index < len(spans) - 1 else 0
-        out.append((start, end, feather((end - start) * scale, ramp_start, ramp_end)))
-    return out
+    """Latent spans along one axis, each with its pixel weights (a partition of unity over the pixels).
+
+    The weights are taken on the pixel grid (spans x `scale`), so a ramp spans every
+    decoded pixel of an overlap rather than stepping once per latent.
+    """
+    spans = balanced_spans(length, tile, overlap)
+    weights = span_weights([(start * scale, end * scale) for start, end in spans], "linear")
+    return [(start, end, torch.from_numpy(w).float()) for (start, end), w in zip(spans, weights)]
 
 
 class VideoVAE:
@@ -153,16 +124,14 @@ class VideoVAE:
         cols = _axis_tiles(width, tile, tile_overlap, scale)
         if len(rows) == 1 and len(cols) == 1:
             return self.model.decode(z, num_frames=frames).sample
-        total = torch.zeros(frames, 3, height * scale, width * scale, device=z.device, dtype=torch.float32)
-        weight_sum = torch.zeros(1, 1, height * scale, width * scale, device=z.device, dtype=torch.float32)
+        joined = torch.zeros(frames, 3, height * scale, width * scale, device=z.device, dtype=torch.float32)
         for top, bottom, row_weights in rows:
             for left, right, col_weights in cols:
                 pixels = self.model.decode(z[:, :, top:bottom, left:right], num_frames=frames).sample
                 weights = (row_weights[:, None] * col_weights[None, :]).to(z.device)
                 window = (..., slice(top * scale, bottom * scale), slice(left * scale, right * scale))
-                total[window] += pixels.float() * weights
-                weight_sum[window] += weights
-        return (total / weight_sum).to(z.dtype)
+                joined[window] += pixels.float() * weights
+        return joined.to(z.dtype)
 
 
 def _check_decode_options(group: int, tile: int | None, tile_overlap: int) -> None:

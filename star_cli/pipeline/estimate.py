@@ -165,6 +165,14 @@ def estimate(
     )
 
 
+def _require(need: int, available: int, memory: str, state: str, hint: str) -> None:
+    """Raise the one-line InputError of a plan needing more `memory` than is `state` (free/available)."""
+    if need > available:
+        raise InputError(
+            f"this plan needs about {need / GiB:.1f} GiB of {memory} but {available / GiB:.1f} GiB is {state}; {hint}"
+        )
+
+
 def check_fits(est: Estimate, host_bytes_available: int, device_bytes_available: int | None) -> None:
     """Raise InputError (one line, with what to change) if `est` exceeds the memory available.
 
@@ -173,25 +181,14 @@ def check_fits(est: Estimate, host_bytes_available: int, device_bytes_available:
     """
     if device_bytes_available is None:
         need = est.host_bytes + est.device_bytes - min(est.offloaded_bytes, est.weights_bytes)
-        if need > host_bytes_available:
-            raise InputError(
-                f"this plan needs about {need / GiB:.1f} GiB of memory but {host_bytes_available / GiB:.1f} GiB "
-                f"is available; try a smaller --chunk-len, --tile-size or --window-chunks"
-            )
+        hint = "try a smaller --chunk-len, --tile-size or --window-chunks"
+        _require(need, host_bytes_available, "memory", "available", hint)
         return
-    if est.device_bytes > device_bytes_available:
-        hint = "try a smaller --tile-size or --chunk-len"
-        if est.offload != "sequential":
-            hint += ", or --offload sequential"
-        raise InputError(
-            f"this plan needs about {est.device_bytes / GiB:.1f} GiB of GPU memory but "
-            f"{device_bytes_available / GiB:.1f} GiB is free; {hint}"
-        )
-    if est.host_bytes > host_bytes_available:
-        hint = "try a smaller --window-chunks or --chunk-len"
-        if est.offload != "none":
-            hint += ", or --offload none"
-        raise InputError(
-            f"this plan needs about {est.host_bytes / GiB:.1f} GiB of memory but "
-            f"{host_bytes_available / GiB:.1f} GiB is available; {hint}"
-        )
+    device_hint = "try a smaller --tile-size or --chunk-len"
+    if est.offload != "sequential":
+        device_hint += ", or --offload sequential"
+    _require(est.device_bytes, device_bytes_available, "GPU memory", "free", device_hint)
+    host_hint = "try a smaller --window-chunks or --chunk-len"
+    if est.offload != "none":
+        host_hint += ", or --offload none"
+    _require(est.host_bytes, host_bytes_available, "memory", "available", host_hint)

@@ -4,7 +4,7 @@ A video is split into shots at scene cuts; each shot into temporal chunks (the U
 frame batches) grouped into windows (what the engine holds and denoises at once); each
 frame is resized to the output size, padded to a canvas the UNet accepts, and the
 canvas's latent grid is split into spatial tiles when it exceeds the tile size. Every
-overlap carries blend weights (see `blend.py`). ``star upscale --dry-run`` prints this.
+overlap carries blend weights (see `star_cli.spans`). ``star upscale --dry-run`` prints this.
 
 UNet size rule (latent units; pixel = 8 x latent). The STAR UNet downsamples three times
 with stride-2 3x3 convolutions padded by 2 rows and 1 column, and its upsamplers double
@@ -23,14 +23,14 @@ Examples: 90x160 (720x1280) and 122x216 (976x1728) are valid.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from star_cli.errors import InputError
-from star_cli.pipeline.blend import BLEND_MODES, BlendMode, span_weights
+from star_cli.spans import BLEND_MODES, SOFT_BLEND_MODES, BlendMode, balanced_spans, reference_spans, span_weights
 
 VAE_FACTOR = 8
 REFERENCE_CANVAS = (720, 1280)  # STAR's pad_to_fit "BEST_H, BEST_W"
@@ -153,8 +153,8 @@ def _validate(o: PlanOptions) -> None:
         )
     if o.blend not in BLEND_MODES:
         raise InputError(f"blend must be one of {', '.join(BLEND_MODES)}, got {o.blend!r}")
-    if o.tile_blend not in ("cosine", "linear"):
-        raise InputError(f"tile blend must be 'cosine' or 'linear', got {o.tile_blend!r}")
+    if o.tile_blend not in SOFT_BLEND_MODES:
+        raise InputError(f"tile blend must be {' or '.join(map(repr, SOFT_BLEND_MODES))}, got {o.tile_blend!r}")
     if o.canvas not in CANVAS_POLICIES:
         raise InputError(f"canvas must be one of {', '.join(CANVAS_POLICIES)}, got {o.canvas!r}")
     if o.tile_size is not None:
@@ -327,36 +327,6 @@ def minimal_canvas(height: int, width: int) -> Canvas:
     return Canvas(canvas_h, canvas_w, Padding(0, canvas_h - height, 0, canvas_w - width, "replicate"))
 
 
-def reference_spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """STAR's sliding_windows_1d: windows of `window`, the last one stretched up to 1.25x."""
-    stride, start, spans = window - overlap, 0, []
-    while start < length:
-        if start + window * 1.25 >= length:
-            spans.append((start, length))
-            break
-        spans.append((start, start + window))
-        start += stride
-    return spans
-
-
-def balanced_spans(
-    length: int, max_len: int, min_overlap: int, fit: Callable[[int], int] = int
-) -> list[tuple[int, int]]:
-    """The fewest equal spans of at most `max_len` covering [0, length) with overlaps >= `min_overlap`.
-
-    Spans are as short as possible (then rounded up by `fit` to a valid size, which must
-    keep a valid `max_len` unchanged) and evenly spread, so no span is a wasteful
-    leftover and memory is bounded by `max_len`.
-    """
-    if length <= max_len:
-        return [(0, length)]
-    count = -(-(length - min_overlap) // (max_len - min_overlap))
-    size = fit(-(-(length + (count - 1) * min_overlap) // count))
-    room, gaps = length - size, count - 1
-    starts = [(2 * i * room + gaps) // (2 * gaps) for i in range(count)]
-    return [(s, s + size) for s in starts]
-
-
 def _shots(num_frames: int, scene_cuts: Sequence[int]) -> list[tuple[int, int]]:
     cuts = sorted({int(c) for c in scene_cuts} - {0})
     if cuts and not 0 < cuts[0] <= cuts[-1] < num_frames:
@@ -391,15 +361,11 @@ def _shot_windows(shot: tuple[int, int], o: PlanOptions) -> list[Window]:
     return windows
 
 
-def _axis_spans(canvas: int, tile: int | None, overlap: int, fit: Callable[[int], int]) -> list[tuple[int, int]]:
-    return [(0, canvas)] if tile is None else balanced_spans(canvas, tile, overlap, fit)
-
-
 def _tiles(canvas: Canvas, o: PlanOptions) -> tuple[Tile, ...]:
     tile_h, tile_w = (None, None) if o.tile_size is None else (s // VAE_FACTOR for s in o.tile_size)
     overlap = o.tile_overlap // VAE_FACTOR
-    rows = _axis_spans(canvas.latent_height, tile_h, overlap, valid_latent_height)
-    cols = _axis_spans(canvas.latent_width, tile_w, overlap, valid_latent_width)
+    rows = balanced_spans(canvas.latent_height, tile_h, overlap, valid_latent_height)
+    cols = balanced_spans(canvas.latent_width, tile_w, overlap, valid_latent_width)
     row_w, col_w = span_weights(rows, o.tile_blend), span_weights(cols, o.tile_blend)
     return tuple(
         Tile(r0, c0, r1 - r0, c1 - c0, tuple(rw.tolist()), tuple(cw.tolist()))

@@ -7,11 +7,12 @@ here with one line (exit 2) before a file is opened or a model is loaded.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from star_cli.errors import InputError
 from star_cli.pipeline.plan import PlanOptions
+from star_cli.spans import BLEND_MODES
 from star_cli.video.writer import EncodeOptions
 
 ENGINES = ("star", "lanczos")
@@ -20,9 +21,10 @@ DEVICES = ("auto", "cuda", "cpu", "mps")
 DTYPES = ("fp16", "bf16", "fp32")
 OFFLOADS = ("none", "model", "sequential")
 SOLVERS = ("dpmpp_2m_sde", "heun")
-CODECS = ("h264", "hevc", "av1", "ffv1")
+CODECS = ("auto", "h264", "hevc", "av1", "ffv1")
+AUTO_CODECS = {".webm": "av1"}
+"""`--codec auto` per output container: h264, except where the container takes no h264 (WebM)."""
 CANVASES = ("minimal", "reference")
-BLENDS = ("cosine", "linear", "cut")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class UpscaleRequest:
     output: Path
     engine: str
     plan: PlanOptions
-    encode: EncodeOptions
+    encode: EncodeOptions  # codec may be 'auto': see encode_options_for
     star: StarSettings
     dry_run: bool = False
     overwrite: bool = False
@@ -66,6 +68,13 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got '{value}'")
     return value
+
+
+def encode_options_for(dest: Path, options: EncodeOptions) -> EncodeOptions:
+    """The encoder settings for one output file, with `--codec auto` resolved by its container."""
+    if options.codec != "auto":
+        return options
+    return replace(options, codec=AUTO_CODECS.get(dest.suffix.lower(), "h264"))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -86,12 +95,6 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
         return prompt_file.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read --prompt-file {prompt_file}: {error.strerror or error}") from None
-
-
-def _positive(name: str, value: float, *, upper: float | None = None) -> None:
-    if value <= 0 or (upper is not None and value > upper):
-        bound = f" and at most {upper:g}" if upper is not None else ""
-        raise InputError(f"--{name} must be above 0{bound}, got {value:g}")
 
 
 def build_request(
@@ -132,9 +135,8 @@ def build_request(
     verbose: bool,
 ) -> UpscaleRequest:
     """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one)."""
-    _positive("scale", scale, upper=8)
     _choice("engine", engine, ENGINES)
-    _choice("blend", blend, BLENDS)
+    _choice("blend", blend, BLEND_MODES)
     _choice("canvas", canvas, CANVASES)
     _choice("color_fix", color_fix, COLOR_FIXES)
     _choice("device", device, DEVICES)

@@ -8,6 +8,8 @@ writer encodes as frames become final. Nothing here knows how an engine works.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -19,11 +21,11 @@ from star_cli.pipeline.estimate import Estimate, check_fits, estimate
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
 from star_cli.pipeline.render import plan_summary
-from star_cli.pipeline.request import UpscaleRequest
+from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
-from star_cli.video.probe import VideoInfo, probe
-from star_cli.video.reader import read_batches
+from star_cli.video.probe import probe
+from star_cli.video.reader import count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
 from star_cli.video.writer import VideoWriter
 
@@ -41,15 +43,29 @@ class Engine(Protocol):
 
 
 def host_memory_available() -> int | None:
-    """Physical memory the OS can give us now (None where the OS does not say)."""
+    """Physical memory the OS can give us now (None where the OS does not say).
+
+    Linux's MemAvailable counts the page cache the kernel would drop for us; free
+    pages alone (the POSIX fallback) can be a small part of that on a machine that
+    has just read large files, and would refuse runs that fit.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
 
 
-def _progress(console: Console, quiet: bool) -> Progress:
-    return Progress(
+@contextmanager
+def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
+    """Frames, fps and ETA while a video is written; a failed run erases the bar, leaving only its error line."""
+    progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -60,6 +76,12 @@ def _progress(console: Console, quiet: bool) -> Progress:
         disable=quiet,
         transient=False,
     )
+    with progress:
+        try:
+            yield progress
+        except BaseException:
+            progress.live.transient = True
+            raise
 
 
 def _make_engine(request: UpscaleRequest, console: Console) -> Engine:
@@ -72,11 +94,23 @@ def _make_engine(request: UpscaleRequest, console: Console) -> Engine:
     return StarEngine.load(request.star, console=console, quiet=request.quiet)
 
 
-def _plan_job(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Plan]:
+def _device_memory(request: UpscaleRequest) -> int | None:
+    """Free accelerator memory on the device the run will use (None: unknown, or the CPU)."""
+    from star_cli.pipeline.engines.placement import device_memory, resolve_device
+
+    return device_memory(resolve_device(request.star.device))
+
+
+def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
+    """Probe and plan one job, and set up (not open) its writer, so bad settings fail before any engine runs."""
     info = probe(job.source, ignore_errors=request.ignore_errors)
+    # A damaged file may hold packets that decode to nothing: plan the frames the reader will yield.
+    frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
     temporal = request.engine == "star"
     cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
-    return info, make_plan(info.num_frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    out_h, out_w = plan.output_size
+    return plan, VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
 
 
 def _estimate(plan: Plan, request: UpscaleRequest) -> Estimate:
@@ -89,29 +123,29 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     """Upscale every job of `request`; the engine (and its weights) is loaded once."""
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     planned = [(job, *_plan_job(job, request)) for job in jobs]
+    report = Console() if request.dry_run else console
     engine: Engine | None = None
-    for job, info, plan in planned:
+    for job, plan, writer in planned:
         if request.dry_run or request.verbose:
-            console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
+            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
         if request.dry_run:
             continue
         if request.engine == "star":
-            check_fits(_estimate(plan, request), host_memory_available() or 0, None)
+            check_fits(_estimate(plan, request), host_memory_available() or 0, _device_memory(request))
         engine = engine or _make_engine(request, console)
-        _upscale_one(job, info, plan, engine, request, console)
+        _upscale_one(job, plan, writer, engine, request, console)
         if not request.quiet:
             console.print(f"[green]wrote[/] {job.dest}")
 
 
-def _upscale_one(job: Job, info: VideoInfo, plan: Plan, engine: Engine, request: UpscaleRequest, console: Console) -> None:
-    out_h, out_w = plan.output_size
+def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console) -> None:
     store = None
     if engine.temporal:
         run_id = fingerprint(job.source, (_frame_settings(request), plan))
         store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
     with _progress(console, request.quiet) as progress:
         task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
-        with VideoWriter(job.dest, info, out_w, out_h, request.encode) as writer:
+        with writer:
             batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
             if store is None:
                 for batch in batches:
@@ -121,10 +155,10 @@ def _upscale_one(job: Job, info: VideoInfo, plan: Plan, engine: Engine, request:
                 for frames, pts in _restore_windows(batches, plan, engine, store):
                     writer.write(frames, pts)
                     _advance(progress, task, len(pts))
+            if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
+                raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
         for warning in writer.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
-    if writer.frames_written != plan.num_frames:
-        raise InputError(f"{job.source}: wrote {writer.frames_written} of {plan.num_frames} frames")
     if store is not None:
         store.remove()
 

@@ -222,5 +222,7 @@ def collate(items: list[dict[str, object]]) -> dict[str, object]:
 
 
 def make_loader(dataset: ClipDataset, sampler: ClipSampler, batch_size: int, num_workers: int) -> DataLoader:
+    """A loader whose own generator seeds its workers: creating it must not draw from the global
+    RNG, which dropout uses and checkpoints restore (a resumed run would otherwise drift)."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(sampler.seed))

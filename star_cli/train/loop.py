@@ -242,8 +242,7 @@ def save_checkpoint(s: Session, step: int, position: DataPosition) -> Path:
     return ckpt.checkpoint_dir(out, step)
 
 
-def resume_from(s: Session, resume: str) -> tuple[int, DataPosition]:
-    folder = ckpt.find_checkpoint(s.cfg.train.output_dir, resume)
+def resume_from(s: Session, folder: Path) -> tuple[int, DataPosition]:
     loaded = ckpt.read_checkpoint(folder, s.accelerator.process_index, s.accelerator.num_processes)
     absent = [name for name in s.trainable if name not in loaded.trainable]
     if absent:
@@ -386,8 +385,9 @@ def run_training(config_path: Path, overrides: dict[str, object], resume: str | 
     """`star train`: returns the trained UNet + ControlNet weights (`<output_dir>/unet.safetensors`),
     a file `star upscale --checkpoint PATH` loads."""
     cfg = load_config(config_path, overrides)
+    folder = ckpt.find_checkpoint(cfg.train.output_dir, resume) if resume else None
     s = setup(cfg, console)
-    step, position = resume_from(s, resume) if resume else (0, DataPosition())
+    step, position = resume_from(s, folder) if folder else (0, DataPosition())
     if step >= cfg.train.max_steps:
         raise InputError(f"the checkpoint is at step {step}, not before train.max_steps={cfg.train.max_steps}")
     result = cfg.train.output_dir / ckpt.EXPORT_NAME

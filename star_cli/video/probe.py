@@ -126,6 +126,8 @@ class Declared:
 
     MP4/MOV sample tables count the frames; Matroska/WebM muxers tag each
     track with its DURATION (lost, like everything, when the tail is cut off).
+    Other headers' counts are not frames: an AVI index also lists the empty
+    chunks that stand for dropped or repeated frames.
     """
 
     frames: int = 0
@@ -133,7 +135,9 @@ class Declared:
 
     @classmethod
     def of(cls, stream: av.VideoStream) -> Declared:
-        return cls(max(int(stream.frames or 0), 0), _clock_seconds(stream.metadata.get("DURATION", "")))
+        sample_table = "mp4" in stream.container.format.name.split(",")
+        frames = max(int(stream.frames or 0), 0) if sample_table else 0
+        return cls(frames, _clock_seconds(stream.metadata.get("DURATION", "")))
 
     def first_missing(self, frames: int, end: float, interval: float) -> int | None:
         """Index of the first promised frame missing from `frames` frames ending at `end` s, or None."""
@@ -172,7 +176,7 @@ def probe(path: str | os.PathLike, *, ignore_errors: bool = False) -> VideoInfo:
 def truncated_message(path: Path, index: int) -> str:
     return (
         f"{path}: frame {index} could not be decoded (the file is damaged or truncated); "
-        "use --ignore-errors to keep the frames before it"
+        "use --ignore-errors to keep the frames that decode"
     )
 
 

@@ -105,6 +105,18 @@ def decoded_frames(
         raise InputError(truncated_message(path, missing))
 
 
+def count_decodable_frames(path: str | os.PathLike) -> int:
+    """How many frames `read_batches(path, ..., ignore_errors=True)` will yield.
+
+    `probe` counts packets; in a damaged file some packets hold data no decoder
+    can use, so planning around the frames of such a file needs this decode pass.
+    """
+    path = Path(path)
+    with open_input(path) as container:
+        stream = video_stream(container, path)
+        return sum(1 for _ in decoded_frames(container, stream, path, ignore_errors=True))
+
+
 def read_batches(
     path: str | os.PathLike, batch_size: int, *, ignore_errors: bool = False
 ) -> Iterator[FrameBatch]:

@@ -8,6 +8,7 @@ through `StreamCopier`. Everything goes to a hidden temporary file next to
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,25 @@ def choose_pix_fmt(options: EncodeOptions, bit_depth: int, width: int, height: i
     return pix_fmt
 
 
+def check_container(dest: Path, codec: str) -> None:
+    """Refuse a file type that cannot hold `codec` video, before any work is done for it.
+
+    FFmpeg picks the muxer by the file name; an in-memory stand-in carrying only
+    the name lets us ask it without creating a file.
+    """
+    stand_in = io.BytesIO()
+    stand_in.name = dest.name
+    try:
+        with av.open(stand_in, "w") as container:
+            supported = container.supported_codecs
+    except ValueError as error:
+        raise InputError(f"{dest}: cannot write this kind of file ({error}); use .mp4, .mkv, .mov or .webm") from None
+    if ENCODERS[codec] not in supported:
+        raise InputError(
+            f"{dest}: a {dest.suffix or 'file without extension'} file cannot hold {codec} video; use .mkv or .mp4"
+        )
+
+
 class VideoWriter:
     """Context manager writing `dest`: video encoded from RGB frames + the source's other streams.
 
@@ -117,6 +137,7 @@ class VideoWriter:
         self.width, self.height = width, height
         self.options = options
         self._encoder_options = encoder_options(options)
+        check_container(self.dest, options.codec)
         self.pix_fmt = choose_pix_fmt(options, source.bit_depth, width, height)
         self.tags = output_tags(source.colour, height, rgb=av.VideoFormat(self.pix_fmt).is_rgb)
         self._tag_codes = (
@@ -140,10 +161,6 @@ class VideoWriter:
             self._copier = StreamCopier(self.source.path, self._output, self.source.stream_index)
         except BaseException as error:
             self._abort(type(error), error, error.__traceback__)
-            if isinstance(error, ValueError):
-                raise InputError(
-                    f"{self.dest}: cannot write this kind of file ({error}); use .mp4, .mkv, .mov or .webm"
-                ) from None
             raise
         self.warnings = self._copier.warnings
         return self
@@ -152,11 +169,6 @@ class VideoWriter:
         encoder = ENCODERS[self.options.codec]
         if encoder == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its banner straight to stderr
-        if encoder not in self._output.supported_codecs:
-            raise InputError(
-                f"{self.dest}: a {self.dest.suffix or 'file without extension'} file cannot hold "
-                f"{self.options.codec} video; use .mkv or .mp4"
-            )
         rate = self.source.fps or self.source.nominal_fps or None
         stream = self._output.add_stream(encoder, rate=rate, options=self._encoder_options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,6 @@ def toy_v():
 
 
 @pytest.fixture(scope="session")
-def reference() -> dict[str, torch.Tensor]:
-    """sampler_reference.safetensors from $STAR_FIXTURES, else the nearest `shared/fixtures` above this file."""
-    env = os.environ.get("STAR_FIXTURES")
-    candidates = [Path(env)] if env else [parent / "shared" / "fixtures" for parent in Path(__file__).resolve().parents]
-    for fixtures in candidates:
-        if (fixtures / FIXTURE_NAME).is_file():
-            return load_file(fixtures / FIXTURE_NAME)
-    pytest.skip("STAR sampler fixture not found (set STAR_FIXTURES to the shared/fixtures folder)")
+def reference(fixtures_dir: Path) -> dict[str, torch.Tensor]:
+    """The fixture README's sampler inputs and outputs (star-reference/sampler_reference.safetensors)."""
+    return load_file(fixtures_dir / FIXTURE_NAME)

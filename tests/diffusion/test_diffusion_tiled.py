@@ -3,33 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from star_cli.diffusion.tiled import Region, cut_weights, grid_regions, joined_x0_fn, ramp_weights
+from star_cli.diffusion.tiled import Region, grid_regions, joined_x0_fn
 from star_cli.diffusion.window import SamplerSettings, sample_window
-
-CHUNKS = [(0, 16), (8, 24), (16, 32), (24, 40)]
-
-
-def test_cut_weights_hand_over_in_the_middle_of_each_overlap():
-    weights = cut_weights(CHUNKS, 40)
-    kept = [(start + int(w.nonzero().min()), start + int(w.nonzero().max()) + 1) for (start, _), w in zip(CHUNKS, weights)]
-    assert kept == [(0, 12), (12, 20), (20, 28), (28, 40)]  # the reference keeps exactly these frames
-    assert set(torch.cat(weights).tolist()) == {0.0, 1.0}
-
-
-@pytest.mark.parametrize("kind", ["cosine", "linear"])
-def test_ramp_weights_are_positive_and_sum_to_one_across_equal_overlaps(kind):
-    weights = ramp_weights(CHUNKS, 40, kind)
-    total = torch.zeros(40)
-    for (start, end), w in zip(CHUNKS, weights):
-        assert (w > 0).all() and (w <= 1).all()
-        total[start:end] += w
-    assert torch.allclose(total, torch.ones(40))
 
 
 @pytest.mark.parametrize("spans", [[(0, 10), (12, 20)], [(1, 20)], [(0, 12), (8, 18)], [(0, 12), (0, 20)], [], [(0, 25)]])
 def test_spans_must_cover_the_axis(spans):
     with pytest.raises(ValueError):
-        cut_weights(spans, 20)
+        grid_regions(spans, [(0, 1)], [(0, 1)], (20, 1, 1), "cut")
 
 
 def test_zero_weight_everywhere_on_a_point_is_an_error():

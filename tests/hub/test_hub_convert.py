@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_STAR
+from hub_release import TINY_STAR
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -108,7 +108,7 @@ def test_default_config_expects_exactly_the_official_checkpoint_tensors() -> Non
     if not found:
         pytest.skip("STAR reference manifest not found (set STAR_FIXTURES to the shared/fixtures folder)")
     manifest = json.loads(found[0].read_text())
-    official = {name: torch.empty(shape, device="meta") for name, shape in manifest.items()}
+    official = {name: torch.empty(shape, device="meta") for name, shape in manifest["tensors"].items()}
     (star,) = [c for c in load_sources().components if c.name == "star"]
     assert star.config == {}
     assert not compare_keys(meta_model(star.config), official)

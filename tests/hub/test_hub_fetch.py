@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import STAR_REPO, TEXT_REPO, TINY_STAR, VAE_FALLBACK, VAE_REPO, TinyRelease, sources_text, star_path
+from hub_release import STAR_REPO, TEXT_REPO, TINY_STAR, VAE_FALLBACK, VAE_REPO, TinyRelease, sources_text, star_path
 from fakehub import COMMIT, FakeHub
 from rich.console import Console
 from safetensors import safe_open

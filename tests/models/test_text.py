@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,24 +24,19 @@ from star_cli.models.text import (
 from star_cli.testing.weights import tiny_vocabulary, write_text_encoder, write_tokenizer
 
 
-def clip_fixture_dir() -> Path:
-    """shared/fixtures/clip-tokenizer: $STAR_FIXTURES, else the nearest `shared/fixtures` above this file."""
-    env = os.environ.get("STAR_FIXTURES")
-    candidates = [Path(env)] if env else [parent / "shared" / "fixtures" for parent in Path(__file__).resolve().parents]
-    for fixtures in candidates:
-        if (fixtures / "clip-tokenizer" / "vocab.json").is_file():
-            return fixtures / "clip-tokenizer"
-    pytest.skip("CLIP tokenizer fixture not found (set STAR_FIXTURES to the shared/fixtures folder)")
+@pytest.fixture(scope="module")
+def clip_fixture_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "clip-tokenizer"
 
 
 @pytest.fixture(scope="module")
-def clip_tokenizer():
-    return load_tokenizer(clip_fixture_dir())
+def clip_tokenizer(clip_fixture_dir: Path):
+    return load_tokenizer(clip_fixture_dir)
 
 
 @pytest.fixture(scope="module")
-def openclip_cases():
-    return json.loads((clip_fixture_dir() / "openclip_tokenize_cases.json").read_text(encoding="utf-8"))
+def openclip_cases(clip_fixture_dir: Path):
+    return json.loads((clip_fixture_dir / "openclip_tokenize_cases.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,6 @@ from star_cli.models import STARUNet
 from star_cli.models.attention import multi_head_attention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_model() -> STARUNet:
     """Two levels, one ResBlock each, every parameter random (no zero-initialised branches)."""
     torch.manual_seed(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,19 @@ from star_cli.models.loading import compare_keys
 TOLERANCE = 5e-5
 
 
-def reference_dir() -> Path:
-    """shared/fixtures/star-reference: $STAR_FIXTURES, else the nearest `shared/fixtures` above this file."""
-    env = os.environ.get("STAR_FIXTURES")
-    candidates = [Path(env)] if env else [p / "shared" / "fixtures" for p in Path(__file__).resolve().parents]
-    for fixtures in candidates:
-        if (fixtures / "star-reference" / "unet_tiny_a.safetensors").is_file():
-            return fixtures / "star-reference"
-    pytest.skip("STAR reference fixtures not found (set STAR_FIXTURES to the shared/fixtures folder)")
+@pytest.fixture(scope="module")
+def reference_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "star-reference"
 
 
-def manifest() -> dict:
-    return json.loads((reference_dir() / "star_i2vgenxl_unet_manifest.json").read_text())
+@pytest.fixture(scope="module")
+def manifest(reference_dir: Path) -> dict:
+    return json.loads((reference_dir / "star_i2vgenxl_unet_manifest.json").read_text())
 
 
-def load_fixture(name: str) -> tuple[STARUNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def load_fixture(folder: Path, name: str) -> tuple[STARUNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(model with the fixture's fp16 weights cast to fp32, inputs, outputs)."""
-    with safe_open(reference_dir() / f"unet_tiny_{name}.safetensors", framework="pt") as f:
+    with safe_open(folder / f"unet_tiny_{name}.safetensors", framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     config = {k: json.loads(v) for k, v in meta.items() if k != "num_params"}
@@ -46,15 +41,6 @@ def load_fixture(name: str) -> tuple[STARUNet, dict[str, torch.Tensor], dict[str
     return model, inputs, outputs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def full_meta_model() -> STARUNet:
     with torch.device("meta"):
@@ -62,13 +48,13 @@ def full_meta_model() -> STARUNet:
 
 
 @pytest.fixture(scope="module")
-def tiny_a() -> tuple[STARUNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    return load_fixture("a")
+def tiny_a(reference_dir: Path) -> tuple[STARUNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    return load_fixture(reference_dir, "a")
 
 
 @pytest.fixture(scope="module")
-def tiny_b() -> tuple[STARUNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    return load_fixture("b")
+def tiny_b(reference_dir: Path) -> tuple[STARUNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    return load_fixture(reference_dir, "b")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_a", "tiny_b"])
@@ -105,17 +91,16 @@ def test_half_precision_forward_is_finite_and_close(
     assert (v - outputs["v"]).abs().max().item() < 0.02 * scale
 
 
-def test_state_dict_names_and_shapes_are_the_official_checkpoints(full_meta_model: STARUNet) -> None:
-    reference = manifest()
+def test_state_dict_names_and_shapes_are_the_official_checkpoints(full_meta_model: STARUNet, manifest: dict) -> None:
     state = full_meta_model.state_dict()
-    assert {k: list(v.shape) for k, v in state.items()} == reference["tensors"]
-    assert sum(v.numel() for v in state.values()) == reference["num_params"] == 2_041_121_910
+    assert {k: list(v.shape) for k, v in state.items()} == manifest["tensors"]
+    assert sum(v.numel() for v in state.values()) == manifest["num_params"] == 2_041_121_910
     controlnet = sum(v.numel() for k, v in state.items() if k.startswith("VideoControlNet."))
-    assert controlnet == reference["num_params_controlnet"]
+    assert controlnet == manifest["num_params_controlnet"]
 
 
-def test_manifest_shaped_state_dict_loads_strictly(full_meta_model: STARUNet) -> None:
-    official = {k: torch.empty(shape, device="meta") for k, shape in manifest()["tensors"].items()}
+def test_manifest_shaped_state_dict_loads_strictly(full_meta_model: STARUNet, manifest: dict) -> None:
+    official = {k: torch.empty(shape, device="meta") for k, shape in manifest["tensors"].items()}
     assert not compare_keys(full_meta_model, official)
     with torch.device("meta"):
         model = STARUNet()

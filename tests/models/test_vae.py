@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 
 from star_cli.errors import InputError, StarError
-from star_cli.models.vae import VideoVAE, feather, tile_spans
+from star_cli.models.vae import VideoVAE
 from star_cli.testing.weights import TINY_VAE, write_vae
 
 
@@ -56,23 +56,6 @@ class LocalDecoderVAE(torch.nn.Module):
         assert z.shape[0] == num_frames
         pixels = torch.tanh(torch.einsum("oc,fchw->fohw", self.mix, z))
         return SimpleNamespace(sample=F.interpolate(pixels, scale_factor=8, mode="nearest"))
-
-
-def test_tile_spans_cover_the_length_with_the_overlap():
-    assert tile_spans(40, 64, 16) == [(0, 40)]
-    assert tile_spans(200, None, 16) == [(0, 200)]
-    for length, tile, overlap in [(65, 64, 16), (130, 64, 16), (29, 8, 3), (100, 10, 0)]:
-        spans = tile_spans(length, tile, overlap)
-        assert spans[0][0] == 0 and spans[-1][1] == length
-        assert all(end - start == tile for start, end in spans)
-        assert all(prev_end - start >= overlap for (_, prev_end), (start, _) in zip(spans, spans[1:]))
-        assert len(tile_spans(length, tile, overlap)) == -(-(length - overlap) // (tile - overlap))
-
-
-def test_feather_ramps_of_neighbours_sum_to_one():
-    left, right = feather(48, 0, 16), feather(48, 16, 0)
-    torch.testing.assert_close(left[32:] + right[:16], torch.ones(16))
-    assert left[0] == 1 and right[-1] == 1 and (left > 0).all()
 
 
 def test_encode_is_seeded_and_per_frame(tiny_vae):

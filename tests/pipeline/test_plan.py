@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from safetensors import safe_open
 
 from star_cli.errors import InputError
 from star_cli.pipeline.plan import (
     PlanOptions,
-    balanced_spans,
     make_plan,
     minimal_canvas,
     output_size,
     reference_canvas,
-    reference_spans,
 )
-
-FIXTURES = "/work/shared/fixtures/star-reference"
-
-
-def test_reference_chunk_rule_matches_readme_and_fixture():
-    assert reference_spans(100, 32, 16) == [(0, 32), (16, 48), (32, 64), (48, 80), (64, 100)]
-    with safe_open(f"{FIXTURES}/sampler_reference.safetensors", "pt") as f:
-        expected = json.loads(f.metadata()["chunks_40_frames_max16"])
-    assert [list(s) for s in reference_spans(40, 16, 8)] == expected
-    assert reference_spans(20, 32, 16) == [(0, 20)]
+from star_cli.spans import reference_spans
 
 
 def reference_owner(spans, num_frames):
@@ -62,18 +48,6 @@ def test_default_chunks_are_balanced_and_cheaper_than_reference():
     assert [(c.start, c.end) for c in plan.chunks] == [(0, 31), (23, 54), (46, 77), (69, 100)]
     reference = make_plan(100, 240, 426, PlanOptions.reference())
     assert (plan.frame_evaluations, reference.frame_evaluations) == (124, 164)
-
-
-@pytest.mark.parametrize("length", [1, 2, 31, 32, 33, 57, 100, 1001])
-@pytest.mark.parametrize("max_len,overlap", [(32, 8), (32, 16), (9, 0), (5, 2)])
-def test_balanced_spans_cover_bounded_with_overlap(length, max_len, overlap):
-    spans = balanced_spans(length, max_len, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == length
-    assert len({e - s for s, e in spans}) == 1 and spans[0][1] - spans[0][0] <= max_len
-    for (_, e0), (s1, _) in zip(spans, spans[1:]):
-        assert e0 - s1 >= overlap
-    if len(spans) > 1:  # fewest: one span less could not cover
-        assert (len(spans) - 1) * max_len - (len(spans) - 2) * overlap < length
 
 
 @pytest.mark.parametrize("blend", ["cosine", "linear", "cut"])

@@ -59,22 +59,17 @@ def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
 
 
 def window_regions(plan: Plan, window: Window) -> list[Region]:
-    """Every chunk x tile of `window`, with the plan's separable join weights."""
-    regions = []
-    for chunk in window.chunks:
-        frame_weights = torch.tensor(chunk.weights, dtype=torch.float32)
-        for tile in plan.tiles:
-            rows = torch.tensor(tile.row_weights, dtype=torch.float32)
-            cols = torch.tensor(tile.col_weights, dtype=torch.float32)
-            regions.append(
-                Region(
-                    frames=slice(chunk.start - window.start, chunk.end - window.start),
-                    rows=slice(tile.top, tile.top + tile.height),
-                    cols=slice(tile.left, tile.left + tile.width),
-                    weight=frame_weights[:, None, None] * rows[None, :, None] * cols[None, None, :],
-                )
-            )
-    return regions
+    """Every chunk x tile of `window` (frames relative to it), with the plan's separable join weights."""
+    return [
+        Region.separable(
+            (chunk.start - window.start, chunk.end - window.start),
+            (tile.top, tile.top + tile.height),
+            (tile.left, tile.left + tile.width),
+            (chunk.weights, tile.row_weights, tile.col_weights),
+        )
+        for chunk in window.chunks
+        for tile in plan.tiles
+    ]
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""What our I/O path costs: `star upscale --engine lanczos` against the ffmpeg binary, and its memory.
+
+1. Time. The same clip is upscaled with the same Lanczos scale and the same encode
+   (libx264, crf 18, preset medium, yuv420p, audio copied) twice per round: by our
+   console script (decode -> RGB -> Lanczos -> YUV -> encode -> remux, through PyAV)
+   and by the ffmpeg binary shipped with imageio-ffmpeg (`-vf scale=...:flags=lanczos`,
+   which never leaves YUV). Both are whole processes, start-up included, run one after
+   the other in alternating order; the median ratio is printed (target <= 1.3).
+2. Memory. Peak resident memory of `star upscale` on 60 and on 600 frames of the same
+   clip (target: ratio <= 1.15, i.e. memory does not grow with the video's length).
+
+    python benchmarks/io_overhead.py [--width 640 --height 360 --frames 120 --scale 2 --rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+
+from star_cli.testing.media import make_video
+
+STAR = [sys.executable, "-m", "star_cli"]
+ENCODE = dict(crf="18", preset="medium")
+
+
+def run_child(command: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak resident bytes) of one child process, which must succeed."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    if process.returncode:
+        raise SystemExit(f"{command[0]} failed ({process.returncode}): {stderr.strip()}")
+    return seconds, usage.ru_maxrss * 1024  # Linux reports kilobytes
+
+
+def star_command(source: Path, dest: Path, scale: float) -> list[str]:
+    return [*STAR, "upscale", str(source), "-o", str(dest), "--engine", "lanczos", "--scale", f"{scale:g}",
+            "--codec", "h264", "--crf", ENCODE["crf"], "--preset", ENCODE["preset"], "--pix-fmt", "yuv420p",
+            "--quiet", "--overwrite"]
+
+
+def ffmpeg_command(source: Path, dest: Path, width: int, height: int) -> list[str]:
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(source),
+            "-vf", f"scale={width}:{height}:flags=lanczos", "-c:v", "libx264", "-crf", ENCODE["crf"],
+            "-preset", ENCODE["preset"], "-pix_fmt", "yuv420p", "-c:a", "copy", str(dest)]
+
+
+def time_ratio(folder: Path, args: argparse.Namespace) -> None:
+    source = make_video(folder / "clip.mp4", frames=args.frames, width=args.width, height=args.height)
+    out_w, out_h = round(args.width * args.scale), round(args.height * args.scale)
+    ours_cmd = star_command(source, folder / "ours.mp4", args.scale)
+    theirs_cmd = ffmpeg_command(source, folder / "ffmpeg.mp4", out_w, out_h)
+    ours, theirs = [], []
+    for round_ in range(args.rounds):
+        pair = [(ours, ours_cmd), (theirs, theirs_cmd)]
+        for times, command in pair if round_ % 2 == 0 else pair[::-1]:
+            times.append(run_child(command)[0])
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"time: {args.frames} frames {args.width}x{args.height} -> {out_w}x{out_h}, lanczos + libx264 "
+          f"crf {ENCODE['crf']} {ENCODE['preset']}, median of {args.rounds}")
+    print(f"  star upscale --engine lanczos  {a:7.2f} s  ({args.frames / a:5.1f} fps)")
+    print(f"  ffmpeg (imageio-ffmpeg)        {b:7.2f} s  ({args.frames / b:5.1f} fps)")
+    print(f"  ratio star / ffmpeg            {a / b:7.2f}   (target <= 1.3)")
+
+
+def memory_ratio(folder: Path, args: argparse.Namespace) -> None:
+    peaks = {}
+    for frames in (args.short, args.long):
+        source = make_video(folder / f"clip{frames}.mp4", frames=frames, width=args.width, height=args.height)
+        peaks[frames] = run_child(star_command(source, folder / f"out{frames}.mp4", args.scale))[1]
+    short, long = peaks[args.short], peaks[args.long]
+    print(f"memory: peak RSS of star upscale --engine lanczos, {args.width}x{args.height} x{args.scale:g}")
+    print(f"  {args.short:4d} frames  {short / 2**20:7.1f} MiB")
+    print(f"  {args.long:4d} frames  {long / 2**20:7.1f} MiB")
+    print(f"  ratio {args.long}/{args.short}    {long / short:7.3f}   (target <= 1.15)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--scale", type=float, default=2.0)
+    parser.add_argument("--frames", type=int, default=120, help="clip length for the time comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each side (median reported)")
+    parser.add_argument("--short", type=int, default=60, help="short clip for the memory comparison")
+    parser.add_argument("--long", type=int, default=600, help="long clip for the memory comparison")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="star-io-bench-") as tmp:
+        time_ratio(Path(tmp), args)
+        memory_ratio(Path(tmp), args)
+
+
+if __name__ == "__main__":
+    main()

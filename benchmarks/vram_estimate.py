@@ -1,0 +1,333 @@
+"""Peak accelerator memory of the full-size STAR pipeline for a plan, measured without a GPU.
+
+Every stage of `star_cli.pipeline.engines.star.StarEngine` runs at the plan's real shapes
+on meta tensors (no data, no weights) under the dispatch-level tracker of `_tracker.py`,
+the methodology of the reference's MEASUREMENTS.md (live storage bytes, attention as a
+memory-efficient kernel). A stage's peak is
+
+    weights resident on the device in that stage (per offload mode)
+  + the most bytes the stage itself holds at once (activations, latents, frames)
+
+and the pipeline's peak is the largest stage:
+- text: the CLIP text tower encoding both prompts;
+- encode: `StarEngine.encode` of the largest window (resize, pad, VAE encode per frame);
+- sample: the sampler's state for the largest window plus, at each UNet call, what is
+  live then and the UNet's own peak for that region (chunk x tile). The sampler runs
+  for real on the CPU (it reads values) with a stand-in UNet that records each call;
+  the UNet's peak is measured on meta, once per region shape;
+- decode: `StarEngine.decode` of the first two frame groups (every group costs the
+  same), with the window's hint and sampled latents alive, as in `StarEngine.restore`.
+Resident weights: `none` all models the stage may touch (the engine frees the text
+encoder after encoding); `model` the working model only; `sequential` the UNet streamed
+by accelerate's `cpu_offload`, which loads one module's own tensors at a time.
+
+The reference's policy (PlanOptions.reference(): 720x1280 white canvas, chunks of 32
+with 16 overlap, the last up to 40, no tiles) is modelled on its `VideoToVideo_sr.test`:
+UNet fp16, text encoder and VAE fp32, all resident; the padded video at target size
+(fp32) on the device from encoding on; decoded frames gathered on the device and
+concatenated at the end. Its decode runs under autocast, measured here in fp32 (an upper
+bound). Not modelled anywhere: the caching allocator's slack (typically 5-15%).
+
+    python benchmarks/vram_estimate.py [--frames 72 --long-frames 720 --height 240 --width 426]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+from transformers import CLIPTextConfig, CLIPTextModel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tracker import GiB, largest_direct_bytes, module_bytes, track_memory  # noqa: E402
+
+from star_cli.models import STARUNet  # noqa: E402
+from star_cli.models.vae import VideoVAE  # noqa: E402
+from star_cli.pipeline.engines.placement import Placement  # noqa: E402
+from star_cli.pipeline.engines.star import StarEngine, window_regions  # noqa: E402
+from star_cli.diffusion.window import sample_window  # noqa: E402
+from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
+from star_cli.pipeline.request import StarSettings  # noqa: E402
+
+META = torch.device("meta")
+FP16, FP32 = torch.float16, torch.float32
+TARGETS_GIB = {"none": 20.0, "model": 12.0, "sequential": 8.0}
+REFERENCE_PUBLISHED_GB = 39.0
+# MEASUREMENTS.md: the reference UNet's activation peak (GiB), fp16, batch 1.
+REFERENCE_UNET_GIB = {(32, 122, 216): 19.21, (32, 90, 160): 10.51, (16, 122, 216): 9.60, (8, 122, 216): 4.80}
+OFFLOADS = ("none", "model", "sequential")
+SVD_VAE = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    layers_per_block=2,
+    latent_channels=4,
+)
+OPENCLIP_H_TEXT = dict(
+    hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+    vocab_size=49408, max_position_embeddings=77, hidden_act="gelu", projection_dim=1024,
+)
+LATENT_CHANNELS = 4
+
+
+# -- full-size models on meta ------------------------------------------------------------
+
+
+@cache
+def unet(ff_chunk: int | None) -> STARUNet:
+    with META:
+        model = STARUNet().to(FP16).eval()
+    model.set_feed_forward_chunk(ff_chunk)
+    return model
+
+
+@cache
+def vae(dtype: torch.dtype) -> VideoVAE:
+    # `.to` after building: diffusers creates some parameters with torch.Tensor([...]), on the CPU.
+    with META:
+        model = AutoencoderKLTemporalDecoder(**SVD_VAE)
+    return VideoVAE(model.to(META, dtype))
+
+
+@cache
+def text(dtype: torch.dtype) -> CLIPTextModel:
+    with META:
+        return CLIPTextModel(CLIPTextConfig(**OPENCLIP_H_TEXT)).to(META, dtype).eval()
+
+
+def meta_engine(ff_chunk: int | None, *, unet_model: object | None = None, device: torch.device = META) -> StarEngine:
+    """A StarEngine over meta models (or a stand-in UNet on `device`), as `StarEngine.load` builds it."""
+    context = torch.zeros(1, 77, OPENCLIP_H_TEXT["hidden_size"], dtype=FP16, device=device)
+    return StarEngine(
+        unet=unet_model if unet_model is not None else unet(ff_chunk),
+        vae=vae(FP16),
+        context=context,
+        negative_context=context.clone(),
+        settings=StarSettings(),
+        placement=Placement(device, "none"),
+        dtype=FP16,
+    )
+
+
+# -- stage probes (bytes the stage adds on top of resident weights) -------------------------
+
+
+@cache
+def unet_peak(ff_chunk: int | None, frames: int, height: int, width: int) -> tuple[int, str]:
+    """One UNet forward, batch 1, fp16: peak bytes and where it happens."""
+    model = unet(ff_chunk)
+    shape = (1, LATENT_CHANNELS, frames, height, width)
+    x, hint = torch.empty(shape, dtype=FP16, device=META), torch.empty(shape, dtype=FP16, device=META)
+    y = torch.empty(1, 77, model.config.context_dim, dtype=FP16, device=META)
+    t = torch.zeros(1, dtype=torch.long, device=META)
+    with track_memory(model) as tracker:
+        model(x, t, y, hint)
+    peak = tracker.peak
+    return peak.bytes, f"{peak.module} {peak.op.removeprefix('aten.')} {peak.shape}"
+
+
+def text_peak(dtype: torch.dtype) -> int:
+    model = text(dtype)
+    with track_memory() as tracker:
+        model(input_ids=torch.zeros(2, 77, dtype=torch.long, device=META), output_hidden_states=True)
+    return tracker.peak.bytes
+
+
+def source_frames(plan: Plan, count: int) -> np.ndarray:
+    height, width = plan.input_size
+    return np.zeros((count, height, width, 3), dtype=np.uint8)
+
+
+def encode_peak(plan: Plan, window: Window) -> int:
+    engine = meta_engine(None)
+    with track_memory(engine.vae.model) as tracker:
+        engine.encode(source_frames(plan, window.length), plan, window)
+    return tracker.peak.bytes
+
+
+def window_latent(plan: Plan, window: Window, device: torch.device) -> torch.Tensor:
+    shape = (1, LATENT_CHANNELS, window.length, plan.canvas.latent_height, plan.canvas.latent_width)
+    return torch.zeros(shape, dtype=FP32, device=device)
+
+
+def decode_peak(plan: Plan, window: Window, groups: int = 2) -> int:
+    engine = meta_engine(None)
+    count = min(window.length, groups * engine.settings.vae_group)
+    with track_memory(engine.vae.model) as tracker:
+        hint, latents = window_latent(plan, window, META), window_latent(plan, window, META)  # noqa: F841
+        engine.decode(latents[:, :, :count], source_frames(plan, count), plan)
+    return tracker.peak.bytes
+
+
+class UNetStandIn:
+    """Takes the UNet's place in a real sampler run: records what is live at each call."""
+
+    def __init__(self) -> None:
+        self.tracker = None
+        self.calls: list[tuple[int, tuple[int, ...]]] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        self.calls.append((self.tracker.live, tuple(x.shape[2:])))
+        return torch.zeros_like(x)
+
+
+@dataclass(frozen=True)
+class SampleStage:
+    bytes: int
+    state_bytes: int  # the sampler's own peak, without the UNet's activations
+    unet_bytes: int  # the UNet's peak in the region where the stage peaks
+    where: str
+
+
+def sample_peak(plan: Plan, window: Window, ff_chunk: int | None, batch: int = 1) -> SampleStage:
+    """The sampler over the largest window, with each UNet call's own peak added where it happens."""
+    stand_in = UNetStandIn()
+    engine = meta_engine(ff_chunk, unet_model=stand_in, device=torch.device("cpu"))
+    with track_memory(device="cpu") as tracker:
+        stand_in.tracker = tracker
+        hint = window_latent(plan, window, torch.device("cpu"))
+        sample_window(
+            engine._denoise, hint, engine.context, engine.negative_context, window_regions(plan, window),
+            engine.sampler_settings(), seed=0, window=window.start,
+        )
+    best = SampleStage(tracker.peak.bytes, tracker.peak.bytes, 0, "sampler state")
+    for live, shape in sorted(set(stand_in.calls)):
+        activation, where = unet_peak(ff_chunk, *shape)
+        if live + batch * activation > best.bytes:
+            best = SampleStage(live + batch * activation, tracker.peak.bytes, batch * activation, f"{shape}: {where}")
+    return best
+
+
+# -- whole pipeline ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelinePeak:
+    label: str
+    stages: dict[str, float]  # GiB per stage, weights included
+    where: str
+
+    @property
+    def peak(self) -> float:
+        return max(self.stages.values())
+
+
+def largest_window(plan: Plan) -> Window:
+    return max(plan.windows, key=lambda w: w.length)
+
+
+def ours(plan: Plan, ff_chunk: int | None) -> dict[str, PipelinePeak]:
+    """Our engine's peak per offload mode (activations are the same; resident weights differ)."""
+    window = largest_window(plan)
+    model = unet(ff_chunk)
+    w_unet, w_vae, w_text = module_bytes(model), module_bytes(vae(FP16).model), module_bytes(text(FP16))
+    work = {
+        "text": text_peak(FP16),
+        "encode": encode_peak(plan, window),
+        "decode": decode_peak(plan, window),
+    }
+    sample = sample_peak(plan, window, ff_chunk)
+    resident = {
+        "none": {"text": w_text, "encode": w_unet + w_vae, "sample": w_unet + w_vae, "decode": w_unet + w_vae},
+        "model": {"text": w_text, "encode": w_vae, "sample": w_unet, "decode": w_vae},
+        "sequential": {"text": w_text, "encode": w_vae, "sample": largest_direct_bytes(model), "decode": w_vae},
+    }
+    work["sample"] = sample.bytes
+    return {
+        mode: PipelinePeak(mode, {k: (weights[k] + work[k]) / GiB for k in work}, sample.where)
+        for mode, weights in resident.items()
+    }
+
+
+def reference(plan: Plan) -> PipelinePeak:
+    """The reference's `VideoToVideo_sr.test` on this plan (see the module doc)."""
+    window = largest_window(plan)  # the reference holds the whole video: one window
+    canvas = plan.canvas.height * plan.canvas.width
+    weights = module_bytes(unet(None)) + module_bytes(vae(FP32).model) + module_bytes(text(FP32))
+    video = window.length * 3 * canvas * 4  # padded frames at target size, fp32, on the device
+    latents = window.length * LATENT_CHANNELS * canvas // 64 * 4
+    frame = torch.empty(1, 3, plan.canvas.height, plan.canvas.width, device=META)
+    with track_memory() as tracker:
+        vae(FP32).encode(frame)
+    encode = tracker.peak.bytes
+    group = torch.empty(3, LATENT_CHANNELS, plan.canvas.latent_height, plan.canvas.latent_width, device=META)
+    with track_memory() as tracker:
+        next(vae(FP32).iter_decode(group, tile=None))
+    decoded = (window.length - 3) * 3 * canvas * 2  # frames gathered so far (fp16 under autocast)
+    decode = max(decoded + tracker.peak.bytes, 2 * window.length * 3 * canvas * 2)  # ... and their torch.cat
+    sample = sample_peak(plan, window, None)
+    stages = {
+        "text": weights + text_peak(FP32),
+        "encode": weights + video + latents + encode,
+        "sample": weights + video + sample.bytes,
+        "decode": weights + video + 2 * latents + decode,
+    }
+    return PipelinePeak("reference", {k: v / GiB for k, v in stages.items()}, sample.where)
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def calibration(ff_chunk: int | None) -> None:
+    print("UNet activation peak, fp16, batch 1 (ours on meta vs the reference's MEASUREMENTS.md):")
+    for shape, ref in REFERENCE_UNET_GIB.items():
+        peak, where = unet_peak(ff_chunk, *shape)
+        print(f"  {'x'.join(map(str, shape)):<12} ours {peak / GiB:6.2f} GiB  reference {ref:6.2f}  ratio "
+              f"{peak / GiB / ref:.3f}  at {where}")
+
+
+def feed_forward_sweep(shapes: list[tuple[int, int, int]], chunks: list[int | None]) -> None:
+    print("UNet activation peak (GiB) by feed-forward chunk (tokens):")
+    print("  " + "frames x h x w".ljust(16) + "".join(f"{str(c):>9}" for c in chunks))
+    for shape in shapes:
+        row = "".join(f"{unet_peak(c, *shape)[0] / GiB:9.2f}" for c in chunks)
+        print("  " + "x".join(map(str, shape)).ljust(16) + row)
+
+
+def print_table(title: str, rows: list[PipelinePeak]) -> None:
+    print(title)
+    print(f"  {'policy':<24}{'text':>7}{'encode':>8}{'sample':>8}{'decode':>8}{'peak':>8}{'target':>8}{'ratio':>7}")
+    for row in rows:
+        s = row.stages
+        target = TARGETS_GIB.get(row.label.split()[0])
+        if row.label == "reference":
+            bound, ratio = f"{REFERENCE_PUBLISHED_GB:g}GB", row.peak * GiB / 1e9 / REFERENCE_PUBLISHED_GB
+        else:
+            bound, ratio = f"{target:g}", row.peak / target
+        print(f"  {row.label:<24}{s['text']:7.2f}{s['encode']:8.2f}{s['sample']:8.2f}{s['decode']:8.2f}"
+              f"{row.peak:8.2f}{bound:>8}{ratio:7.2f}")
+    print("  sampling peaks at " + "; ".join(sorted({f"{r.label.split()[0]}: {r.where}" for r in rows[:1]})))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=72)
+    parser.add_argument("--long-frames", type=int, default=720)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=426)
+    parser.add_argument("--ff-chunk", type=int, default=16384, help="feed-forward chunk to evaluate against none")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    calibration(None)
+    short = make_plan(args.frames, args.height, args.width, PlanOptions())
+    tile = max((t.height, t.width) for t in short.tiles)
+    chunk = max(c.length for c in short.chunks)
+    feed_forward_sweep([(chunk, *tile), (32, 90, 160)], [None, 65536, args.ff_chunk, 4096])
+
+    ref = reference(make_plan(args.frames, args.height, args.width, PlanOptions.reference()))
+    for ff in (None, args.ff_chunk):
+        rows = [ref] if ff is None else []
+        for frames in (args.frames, args.long_frames):
+            plan = make_plan(frames, args.height, args.width, PlanOptions())
+            rows += [replace(r, label=f"{mode} {frames}f") for mode, r in ours(plan, ff).items()]
+        print_table(f"Peak device memory (GiB), {args.width}x{args.height} x4, feed-forward chunk {ff}:", rows)
+
+
+if __name__ == "__main__":
+    main()
