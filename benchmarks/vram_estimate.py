@@ -36,8 +36,10 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, replace
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -45,7 +47,7 @@ from diffusers import AutoencoderKLTemporalDecoder
 from transformers import CLIPTextConfig, CLIPTextModel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tracker import GiB, largest_direct_bytes, module_bytes, track_memory  # noqa: E402
+from _tracker import GiB, MemoryTracker, largest_direct_bytes, module_bytes, track_memory  # noqa: E402
 
 from star_cli.models import STARUNet  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
@@ -100,16 +102,16 @@ def text(dtype: torch.dtype) -> CLIPTextModel:
         return CLIPTextModel(CLIPTextConfig(**OPENCLIP_H_TEXT)).to(META, dtype).eval()
 
 
-def meta_engine(ff_chunk: int | None, *, unet_model: object | None = None, device: torch.device = META) -> StarEngine:
-    """A StarEngine over meta models (or a stand-in UNet on `device`), as `StarEngine.load` builds it."""
-    context = torch.zeros(1, 77, OPENCLIP_H_TEXT["hidden_size"], dtype=FP16, device=device)
+def meta_engine(unet_model: Callable[..., torch.Tensor] | None = None) -> StarEngine:
+    """A StarEngine over the meta models (or a stand-in UNet), as `StarEngine.load` builds it, fp16."""
+    context = torch.zeros(1, 77, OPENCLIP_H_TEXT["hidden_size"], dtype=FP16, device=META)
     return StarEngine(
-        unet=unet_model if unet_model is not None else unet(ff_chunk),
+        unet=unet_model or unet(None),
         vae=vae(FP16),
         context=context,
         negative_context=context.clone(),
         settings=StarSettings(),
-        placement=Placement(device, "none"),
+        placement=Placement(META, "none"),
         dtype=FP16,
     )
 
@@ -144,63 +146,96 @@ def source_frames(plan: Plan, count: int) -> np.ndarray:
 
 
 def encode_peak(plan: Plan, window: Window) -> int:
-    engine = meta_engine(None)
+    engine = meta_engine()
     with track_memory(engine.vae.model) as tracker:
         engine.encode(source_frames(plan, window.length), plan, window)
     return tracker.peak.bytes
 
 
-def window_latent(plan: Plan, window: Window, device: torch.device) -> torch.Tensor:
+def window_latent(plan: Plan, window: Window) -> torch.Tensor:
+    """A window's latent as the sampler holds it: (1, C, frames, h, w) float32."""
     shape = (1, LATENT_CHANNELS, window.length, plan.canvas.latent_height, plan.canvas.latent_width)
-    return torch.zeros(shape, dtype=FP32, device=device)
+    return torch.zeros(shape, dtype=FP32, device=META)
 
 
 def decode_peak(plan: Plan, window: Window, groups: int = 2) -> int:
-    engine = meta_engine(None)
+    engine = meta_engine()
     count = min(window.length, groups * engine.settings.vae_group)
     with track_memory(engine.vae.model) as tracker:
-        hint, latents = window_latent(plan, window, META), window_latent(plan, window, META)  # noqa: F841
+        hint, latents = window_latent(plan, window), window_latent(plan, window)  # noqa: F841
         engine.decode(latents[:, :, :count], source_frames(plan, count), plan)
     return tracker.peak.bytes
 
 
 class UNetStandIn:
-    """Takes the UNet's place in a real sampler run: records what is live at each call."""
+    """Takes the UNet's place in the sampler: records what is live at each call, returns a v."""
 
     def __init__(self) -> None:
-        self.tracker = None
+        self.tracker: MemoryTracker | None = None
         self.calls: list[tuple[int, tuple[int, ...]]] = []
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-        self.calls.append((self.tracker.live, tuple(x.shape[2:])))
+        self.calls.append((self.tracker.live, tuple(x.shape)))
         return torch.zeros_like(x)
 
 
+def _unseeded_randn(size, dtype, device, seed):
+    """torchsde seeds a generator per tree node; meta has neither generators nor values."""
+    return torch.empty(size, dtype=dtype, device=device)
+
+
 @dataclass(frozen=True)
-class SampleStage:
-    bytes: int
-    state_bytes: int  # the sampler's own peak, without the UNet's activations
-    unet_bytes: int  # the UNet's peak in the region where the stage peaks
-    where: str
+class SamplerRun:
+    """The sampler over one window: its own peak, and what was live at each UNet call (with the input shape)."""
+
+    peak: int
+    calls: tuple[tuple[int, tuple[int, ...]], ...]
 
 
-def sample_peak(plan: Plan, window: Window, ff_chunk: int | None, batch: int = 1) -> SampleStage:
-    """The sampler over the largest window, with each UNet call's own peak added where it happens."""
+@cache
+def run_sampler(plan: Plan, eta: float = 1.0) -> SamplerRun:
+    """`sample_window` over the plan's largest window, the UNet replaced by `UNetStandIn`."""
+    window = largest_window(plan)
     stand_in = UNetStandIn()
-    engine = meta_engine(ff_chunk, unet_model=stand_in, device=torch.device("cpu"))
-    with track_memory(device="cpu") as tracker:
+    engine = meta_engine(stand_in)
+    settings = replace(engine.sampler_settings(), eta=eta)
+    with mock.patch("torchsde._brownian.brownian_interval._randn", _unseeded_randn), track_memory() as tracker:
         stand_in.tracker = tracker
-        hint = window_latent(plan, window, torch.device("cpu"))
-        sample_window(
-            engine._denoise, hint, engine.context, engine.negative_context, window_regions(plan, window),
-            engine.sampler_settings(), seed=0, window=window.start,
-        )
-    best = SampleStage(tracker.peak.bytes, tracker.peak.bytes, 0, "sampler state")
-    for live, shape in sorted(set(stand_in.calls)):
-        activation, where = unet_peak(ff_chunk, *shape)
-        if live + batch * activation > best.bytes:
-            best = SampleStage(live + batch * activation, tracker.peak.bytes, batch * activation, f"{shape}: {where}")
-    return best
+        hint = window_latent(plan, window)
+        regions = window_regions(plan, window)
+        sample_window(engine._denoise, hint, engine.context, engine.negative_context, regions, settings, seed=0)
+    return SamplerRun(tracker.peak.bytes, tuple(sorted(set(stand_in.calls))))
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """Bytes each stage adds to the resident weights, for one plan (the UNet's part apart)."""
+
+    text: int
+    encode: int
+    decode: int
+    sampler: SamplerRun
+    sampler_without_tree: int  # the same run with eta = 0: no Brownian tree
+
+
+@cache
+def stage_work(plan: Plan) -> StageWork:
+    window = largest_window(plan)
+    return StageWork(
+        text_peak(FP16), encode_peak(plan, window), decode_peak(plan, window),
+        run_sampler(plan), run_sampler(plan, eta=0.0).peak,
+    )
+
+
+def sample_peak(run: SamplerRun, ff_chunk: int | None) -> tuple[int, str]:
+    """The sampling stage: the sampler's own peak, or what is live at a UNet call plus the UNet's peak."""
+    best, where = run.peak, "sampler state"
+    for live, shape in run.calls:
+        batch, _, frames, height, width = shape
+        activation, place = unet_peak(ff_chunk, frames, height, width)
+        if live + batch * activation > best:
+            best, where = live + batch * activation, f"{frames}x{height}x{width}: {place}"
+    return best, where
 
 
 # -- whole pipeline ------------------------------------------------------------------------
@@ -221,64 +256,62 @@ def largest_window(plan: Plan) -> Window:
     return max(plan.windows, key=lambda w: w.length)
 
 
-def ours(plan: Plan, ff_chunk: int | None) -> dict[str, PipelinePeak]:
-    """Our engine's peak per offload mode (activations are the same; resident weights differ)."""
-    window = largest_window(plan)
-    model = unet(ff_chunk)
+def ours(plan: Plan, ff_chunk: int | None) -> list[PipelinePeak]:
+    """Our engine's peak per offload mode (the work is the same; resident weights differ)."""
+    model, work = unet(ff_chunk), stage_work(plan)
+    sample, where = sample_peak(work.sampler, ff_chunk)
     w_unet, w_vae, w_text = module_bytes(model), module_bytes(vae(FP16).model), module_bytes(text(FP16))
-    work = {
-        "text": text_peak(FP16),
-        "encode": encode_peak(plan, window),
-        "decode": decode_peak(plan, window),
-    }
-    sample = sample_peak(plan, window, ff_chunk)
     resident = {
-        "none": {"text": w_text, "encode": w_unet + w_vae, "sample": w_unet + w_vae, "decode": w_unet + w_vae},
-        "model": {"text": w_text, "encode": w_vae, "sample": w_unet, "decode": w_vae},
-        "sequential": {"text": w_text, "encode": w_vae, "sample": largest_direct_bytes(model), "decode": w_vae},
+        "none": (w_text, w_unet + w_vae, w_unet + w_vae),
+        "model": (w_text, w_vae, w_unet),
+        "sequential": (w_text, w_vae, largest_direct_bytes(model)),
     }
-    work["sample"] = sample.bytes
-    return {
-        mode: PipelinePeak(mode, {k: (weights[k] + work[k]) / GiB for k in work}, sample.where)
-        for mode, weights in resident.items()
-    }
+    rows = []
+    for mode, (on_text, on_vae, on_sample) in resident.items():
+        stages = {
+            "text": on_text + work.text,
+            "encode": on_vae + work.encode,
+            "sample": on_sample + sample,
+            "decode": on_vae + work.decode,
+        }
+        rows.append(PipelinePeak(f"{mode} {plan.num_frames}f", {k: v / GiB for k, v in stages.items()}, where))
+    return rows
 
 
 def reference(plan: Plan) -> PipelinePeak:
     """The reference's `VideoToVideo_sr.test` on this plan (see the module doc)."""
-    window = largest_window(plan)  # the reference holds the whole video: one window
+    window = largest_window(plan)  # no window limit: the whole video
     canvas = plan.canvas.height * plan.canvas.width
     weights = module_bytes(unet(None)) + module_bytes(vae(FP32).model) + module_bytes(text(FP32))
     video = window.length * 3 * canvas * 4  # padded frames at target size, fp32, on the device
     latents = window.length * LATENT_CHANNELS * canvas // 64 * 4
-    frame = torch.empty(1, 3, plan.canvas.height, plan.canvas.width, device=META)
     with track_memory() as tracker:
-        vae(FP32).encode(frame)
+        vae(FP32).encode(torch.empty(1, 3, plan.canvas.height, plan.canvas.width, device=META))
     encode = tracker.peak.bytes
     group = torch.empty(3, LATENT_CHANNELS, plan.canvas.latent_height, plan.canvas.latent_width, device=META)
     with track_memory() as tracker:
         next(vae(FP32).iter_decode(group, tile=None))
-    decoded = (window.length - 3) * 3 * canvas * 2  # frames gathered so far (fp16 under autocast)
-    decode = max(decoded + tracker.peak.bytes, 2 * window.length * 3 * canvas * 2)  # ... and their torch.cat
-    sample = sample_peak(plan, window, None)
+    gathered = (window.length - 3) * 3 * canvas * 2  # decoded frames so far (fp16 under autocast)
+    decode = max(gathered + tracker.peak.bytes, 2 * window.length * 3 * canvas * 2)  # ... and their torch.cat
+    sample, where = sample_peak(run_sampler(plan), None)
     stages = {
         "text": weights + text_peak(FP32),
         "encode": weights + video + latents + encode,
-        "sample": weights + video + sample.bytes,
+        "sample": weights + video + sample,
         "decode": weights + video + 2 * latents + decode,
     }
-    return PipelinePeak("reference", {k: v / GiB for k, v in stages.items()}, sample.where)
+    return PipelinePeak("reference", {k: v / GiB for k, v in stages.items()}, where)
 
 
 # -- report --------------------------------------------------------------------------------
 
 
-def calibration(ff_chunk: int | None) -> None:
+def calibration() -> None:
     print("UNet activation peak, fp16, batch 1 (ours on meta vs the reference's MEASUREMENTS.md):")
     for shape, ref in REFERENCE_UNET_GIB.items():
-        peak, where = unet_peak(ff_chunk, *shape)
+        peak, where = unet_peak(None, *shape)
         print(f"  {'x'.join(map(str, shape)):<12} ours {peak / GiB:6.2f} GiB  reference {ref:6.2f}  ratio "
-              f"{peak / GiB / ref:.3f}  at {where}")
+              f"{peak / GiB / ref:.3f}  at {where}", flush=True)
 
 
 def feed_forward_sweep(shapes: list[tuple[int, int, int]], chunks: list[int | None]) -> None:
@@ -286,22 +319,22 @@ def feed_forward_sweep(shapes: list[tuple[int, int, int]], chunks: list[int | No
     print("  " + "frames x h x w".ljust(16) + "".join(f"{str(c):>9}" for c in chunks))
     for shape in shapes:
         row = "".join(f"{unet_peak(c, *shape)[0] / GiB:9.2f}" for c in chunks)
-        print("  " + "x".join(map(str, shape)).ljust(16) + row)
+        print("  " + "x".join(map(str, shape)).ljust(16) + row, flush=True)
 
 
 def print_table(title: str, rows: list[PipelinePeak]) -> None:
     print(title)
-    print(f"  {'policy':<24}{'text':>7}{'encode':>8}{'sample':>8}{'decode':>8}{'peak':>8}{'target':>8}{'ratio':>7}")
+    print(f"  {'policy':<18}{'text':>7}{'encode':>8}{'sample':>8}{'decode':>8}{'peak':>8}{'target':>8}{'ratio':>7}")
     for row in rows:
-        s = row.stages
-        target = TARGETS_GIB.get(row.label.split()[0])
-        if row.label == "reference":
-            bound, ratio = f"{REFERENCE_PUBLISHED_GB:g}GB", row.peak * GiB / 1e9 / REFERENCE_PUBLISHED_GB
+        mode = row.label.split()[0]
+        if mode == "reference":
+            target, ratio = f"{REFERENCE_PUBLISHED_GB:g} GB", row.peak * GiB / 1e9 / REFERENCE_PUBLISHED_GB
         else:
-            bound, ratio = f"{target:g}", row.peak / target
-        print(f"  {row.label:<24}{s['text']:7.2f}{s['encode']:8.2f}{s['sample']:8.2f}{s['decode']:8.2f}"
-              f"{row.peak:8.2f}{bound:>8}{ratio:7.2f}")
-    print("  sampling peaks at " + "; ".join(sorted({f"{r.label.split()[0]}: {r.where}" for r in rows[:1]})))
+            target, ratio = f"{TARGETS_GIB[mode]:g}", row.peak / TARGETS_GIB[mode]
+        stages = "".join(f"{row.stages[k]:{w}.2f}" for k, w in (("text", 7), ("encode", 8), ("sample", 8), ("decode", 8)))
+        print(f"  {row.label:<18}{stages}{row.peak:8.2f}{target:>8}{ratio:7.2f}")
+    for where in dict.fromkeys(row.where for row in rows):
+        print(f"  sampling peaks at {where}")
 
 
 def main() -> None:
@@ -310,23 +343,28 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=720)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=426)
-    parser.add_argument("--ff-chunk", type=int, default=16384, help="feed-forward chunk to evaluate against none")
+    parser.add_argument("--ff-chunk", type=int, default=16384, help="feed-forward chunk (tokens) to compare with none")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    calibration(None)
-    short = make_plan(args.frames, args.height, args.width, PlanOptions())
-    tile = max((t.height, t.width) for t in short.tiles)
-    chunk = max(c.length for c in short.chunks)
-    feed_forward_sweep([(chunk, *tile), (32, 90, 160)], [None, 65536, args.ff_chunk, 4096])
+    calibration()
+    plans = [make_plan(n, args.height, args.width, PlanOptions()) for n in (args.frames, args.long_frames)]
+    region_shapes = sorted({(c.length, t.height, t.width) for p in plans for c in p.chunks for t in p.tiles})
+    feed_forward_sweep([region_shapes[-1], (32, 90, 160)], [None, 131072, 65536, 32768, args.ff_chunk])
+    lengths = (args.frames, args.long_frames, 10 * args.long_frames, 100 * args.long_frames)
+    windows = [largest_window(make_plan(n, args.height, args.width, PlanOptions())).length for n in lengths]
+    print("largest window (the frames held at once) by video length: "
+          + ", ".join(f"{n} -> {w}" for n, w in zip(lengths, windows)), flush=True)
+    for plan in plans:
+        work = stage_work(plan)
+        print(f"sampler state without the UNet, {plan.num_frames} frames: {work.sampler.peak / GiB:.2f} GiB "
+              f"({work.sampler_without_tree / GiB:.2f} GiB without the Brownian tree, eta = 0)", flush=True)
 
     ref = reference(make_plan(args.frames, args.height, args.width, PlanOptions.reference()))
     for ff in (None, args.ff_chunk):
-        rows = [ref] if ff is None else []
-        for frames in (args.frames, args.long_frames):
-            plan = make_plan(frames, args.height, args.width, PlanOptions())
-            rows += [replace(r, label=f"{mode} {frames}f") for mode, r in ours(plan, ff).items()]
+        rows = ([ref] if ff is None else []) + [row for plan in plans for row in ours(plan, ff)]
         print_table(f"Peak device memory (GiB), {args.width}x{args.height} x4, feed-forward chunk {ff}:", rows)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ with the error's exit code (2 bad input, 1 runtime failure, 130 interrupted).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -134,23 +135,27 @@ def download_weights(
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="TOML training config (see configs/train.example.toml).", show_default=False),
     resume: Optional[str] = typer.Option(None, help="latest, or a checkpoint folder to continue from."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Overrides [run] output_dir."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Overrides [optim] max_steps."),
-    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Overrides [optim] lr."),
-    seed: Optional[int] = typer.Option(None, help="Overrides [run] seed."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Overrides train.output_dir."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Overrides train.max_steps."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Overrides optim.lr."),
+    seed: Optional[int] = typer.Option(None, help="Overrides train.seed."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Overrides model.weights_dir (VAE, text encoder)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Overrides model.init_from (a STAR or VEnhancer checkpoint)."),
 ) -> None:
     """Fine-tune STAR's ControlNet and LIEMs with the v-loss + Dynamic Frequency loss.
 
-    Example: star train --config configs/train.example.toml
-    Multi-GPU: accelerate launch -m star_cli train --config cfg.toml
+    Example: star train --config configs/train.example.toml --max-steps 2000
+    Multi-GPU: accelerate launch --multi_gpu -m star_cli train --config cfg.toml
     """
     from star_cli.train import run_training
 
     overrides = {
-        "run.output_dir": output_dir,
-        "optim.max_steps": max_steps,
+        "train.output_dir": output_dir,
+        "train.max_steps": max_steps,
         "optim.lr": learning_rate,
-        "run.seed": seed,
+        "train.seed": seed,
+        "model.weights_dir": weights_dir,
+        "model.init_from": init_from,
     }
     console = _stderr()
     _run(
@@ -179,6 +184,8 @@ def degrade(
 
 def main() -> None:
     """Console-script entry point."""
+    # Our own rich progress is the only one: silence transformers' and the hub's tqdm bars.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app(prog_name="star")
 
 

@@ -130,8 +130,9 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
             report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
         if request.dry_run:
             continue
-        if request.engine == "star":
-            check_fits(_estimate(plan, request), host_memory_available() or 0, _device_memory(request))
+        # Where the OS does not say how much memory is free, nothing is refused on a guess.
+        if request.engine == "star" and (host := host_memory_available()) is not None:
+            check_fits(_estimate(plan, request), host, _device_memory(request))
         engine = engine or _make_engine(request, console)
         _upscale_one(job, plan, writer, engine, request, console)
         if not request.quiet:

@@ -42,24 +42,16 @@ _GRAY = torch.tensor([0.299, 0.587, 0.114])
 # ----------------------------------------------------------------------------- single operations
 
 
-def _separable_gaussian(frames: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
-    ax = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (ax / sigma) ** 2)
-    k = (k / k.sum()).to(device=frames.device, dtype=frames.dtype)
-    n, c, h, w = frames.shape
-    x = frames.reshape(n * c, 1, h, w)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
-    return x.reshape(n, c, h, w)
-
-
 def usm_sharpen(frames: torch.Tensor, weight: float = 0.5, threshold: float = 10.0, radius: int = 50) -> torch.Tensor:
     """Unsharp masking as in Real-ESRGAN's USMSharp (OpenCV's sigma for a 101-tap kernel), edges only."""
     sigma = 0.3 * (radius - 1) + 0.8
-    blurred = _separable_gaussian(frames, sigma, radius)
-    residual = frames - blurred
+    ax = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    line = torch.exp(-0.5 * (ax / sigma) ** 2)
+    gaussian = torch.outer(line, line).float()
+    gaussian /= gaussian.sum()
+    residual = frames - filter2d(frames, gaussian)
     mask = ((residual.abs() * 255.0) > threshold).to(frames.dtype)
-    soft = _separable_gaussian(mask, sigma, radius)
+    soft = filter2d(mask, gaussian)
     sharp = (frames + weight * residual).clamp(0, 1)
     return soft * sharp + (1 - soft) * frames
 
@@ -118,7 +110,7 @@ class CodecChoice:
 
 @dataclass(frozen=True)
 class DegradationPlan:
-    """Every random choice for one clip; `apply_plan` is deterministic given it."""
+    """Every random choice for one clip; applying it (`PlanApplier`) involves no further draws but the noise."""
 
     scale: int
     sharpen_gt: bool

@@ -110,14 +110,31 @@ def random_final_sinc(rng: np.random.Generator, probability: float, kernel_sizes
     return pad_kernel(sinc_kernel(size, float(rng.uniform(math.pi / 3, math.pi))))
 
 
-def filter2d(frames: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Filter every channel of (N, C, H, W) frames with one (k, k) kernel.
+def fast_fft_length(n: int) -> int:
+    """The smallest length >= n with no prime factor above 5 (FFTs of such lengths are fast)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
 
-    All our kernels are point-symmetric, so correlation equals convolution. Padding
-    replicates the edge, which, unlike reflection, works on frames smaller than the kernel.
+
+def filter2d(frames: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Filter every channel of (N, C, H, W) frames with one (k, k) kernel, through the FFT.
+
+    All our kernels are point-symmetric, so convolution equals the reference's
+    correlation. Padding replicates the edge (unlike reflection it works on frames
+    smaller than the kernel), by k-1 in total, and the FFT length is at least the
+    padded size, so the circular product wraps nothing into the kept window. On a
+    CPU this is many times faster than a direct 21x21 (or USM's 101x101) convolution.
     """
     n, c, h, w = frames.shape
-    k = kernel.shape[-1]
-    padded = F.pad(frames.reshape(n * c, 1, h, w), (k // 2,) * 4, mode="replicate")
-    weight = kernel.to(device=frames.device, dtype=frames.dtype)[None, None]
-    return F.conv2d(padded, weight).reshape(n, c, h, w)
+    r = kernel.shape[-1] // 2
+    padded = F.pad(frames.reshape(n * c, 1, h, w), (r, r, r, r), mode="replicate")[:, 0]
+    size = (fast_fft_length(padded.shape[-2]), fast_fft_length(padded.shape[-1]))
+    spectrum = torch.fft.rfft2(padded.float(), s=size) * torch.fft.rfft2(kernel.to(padded.device, torch.float32), s=size)
+    out = torch.fft.irfft2(spectrum, s=size)[:, 2 * r:2 * r + h, 2 * r:2 * r + w]
+    return out.reshape(n, c, h, w).to(frames.dtype)

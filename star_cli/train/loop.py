@@ -1,8 +1,8 @@
 """`star train`: fine-tune STAR's ControlNet and LIEM gates with accelerate.
 
-One process per device (`accelerate launch -m star_cli train --config cfg.toml` for DDP,
-or FSDP through an accelerate config); every process reads its own shard of the
-clips. A step: encode GT and LQ with the frozen VAE, draw t ~ U{0..999} and noise
+One process per device (`accelerate launch -m star_cli train --config cfg.toml`, DDP;
+FSDP is refused until checkpoints gather sharded optimizer/EMA state); every process
+reads its own shard of the clips. A step: encode GT and LQ with the frozen VAE, draw t ~ U{0..999} and noise
 from a per-process generator, predict v, decode the x0 estimate with gradient for
 the DF term (`losses`), back-propagate, clip, step AdamW and the LR schedule, update
 the EMA. Every random draw comes from state that checkpoints save, so `--resume`
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from rich.console import Console
@@ -87,7 +87,7 @@ class Session:
 def _accelerator(cfg: Config) -> Accelerator:
     trackers = ["tensorboard"] if cfg.log.tensorboard and importlib.util.find_spec("tensorboard") else None
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
             log_with=trackers,
@@ -96,6 +96,10 @@ def _accelerator(cfg: Config) -> Accelerator:
         )
     except ValueError as error:
         raise InputError(f"train.mixed_precision={cfg.train.mixed_precision!r}: {error}") from None
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # Checkpoints hold rank 0's optimizer and EMA state, which under FSDP is one shard only.
+        raise InputError("FSDP is not supported by star train's checkpoints yet; launch with DDP (--multi_gpu)")
+    return accelerator
 
 
 def _weight_dtype(accelerator: Accelerator) -> torch.dtype:
@@ -309,6 +313,13 @@ def write_validation(s: Session, step: int) -> Path:
     return dest
 
 
+def _check_finite(grad_norm: torch.Tensor | None, step: int, precision: str) -> None:
+    """Stop on NaN/inf gradients; fp16 is exempt, its loss scaler skips such steps by design."""
+    if grad_norm is not None and precision != "fp16" and not torch.isfinite(grad_norm):
+        raise StarError(f"step {step}: the gradients are not finite (NaN/inf); lower optim.lr, or use "
+                        f"train.mixed_precision = 'no' (now {precision!r})")
+
+
 def _report_skipped(s: Session, lines: list[str]) -> None:
     for line in lines:
         if line not in s.reported:
@@ -325,7 +336,7 @@ def _summary(row: dict[str, float]) -> str:
 
 
 def train(s: Session, step: int, position: DataPosition) -> Path:
-    """Run from `step` to train.max_steps; return the last checkpoint folder."""
+    """Run from `step` (< train.max_steps) to train.max_steps; return the final checkpoint folder."""
     acc, cfg = s.accelerator, s.cfg
     main = acc.is_main_process
     sampler = ClipSampler(len(s.dataset), cfg.train.seed, acc.process_index, acc.num_processes, position)
@@ -334,7 +345,6 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
     handle, metrics = open_metrics(cfg.train.output_dir / "metrics.csv", step) if main else (None, None)
     if acc.log_with:
         acc.init_trackers("star-train")
-    last_saved = None
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     try:
         with Progress(*columns, console=s.console, disable=not main, transient=False) as progress:
@@ -347,6 +357,7 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
                     terms = compute_loss(s, batch)
                     acc.backward(terms.total)
                     grad_norm = acc.clip_grad_norm_(s.params, cfg.optim.max_grad_norm) if acc.sync_gradients else None
+                    _check_finite(grad_norm, step + 1, acc.mixed_precision)
                     s.optimizer.step()
                     s.optimizer.zero_grad(set_to_none=True)
                 sums += torch.stack([terms.total.detach().float().cpu(), terms.v.cpu(), terms.df.cpu(),
@@ -370,7 +381,7 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
                     if acc.log_with:
                         acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 if step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps:
-                    last_saved = save_checkpoint(s, step, position)
+                    save_checkpoint(s, step, position)
                 if s.validation is not None and step % cfg.validation.every == 0:
                     if main:
                         write_validation(s, step)
@@ -378,7 +389,7 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
     finally:
         if handle is not None:
             handle.close()
-    return last_saved or ckpt.list_checkpoints(cfg.train.output_dir)[-1]
+    return ckpt.checkpoint_dir(cfg.train.output_dir, cfg.train.max_steps)
 
 
 def run_training(config_path: Path, overrides: dict[str, object], resume: str | None, console: Console) -> Path:

@@ -13,13 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cli_checks import error_line, partial_files, snapshot
 from star_cli.pipeline.engines.lanczos import LanczosEngine
 from star_cli.testing.media import make_video
 
 
-def test_missing_weights_is_a_runtime_failure_exit_1(clip, tmp_path, run_cli, monkeypatch):
-    monkeypatch.setattr("star_cli.pipeline.upscale.host_memory_available", lambda: 2**50)
+# "unknown": where the OS does not say how much memory is free, the run must not be refused on a guess.
+@pytest.mark.parametrize("host_memory", [2**50, None], ids=["plenty", "unknown"])
+def test_missing_weights_is_a_runtime_failure_exit_1(host_memory, clip, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setattr("star_cli.pipeline.upscale.host_memory_available", lambda: host_memory)
     before = snapshot(tmp_path)
     line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--device", "cpu"), exit_code=1)
     assert "star download-weights" in line

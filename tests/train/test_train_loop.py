@@ -25,6 +25,7 @@ from star_cli.train import loop
 from star_cli.train.config import load_config
 from star_cli.train.data import ClipSampler, make_loader
 from star_cli.train.losses import decode_with_grad, df_terms
+from star_cli.video.probe import probe
 
 CONFIG = """
 [data]
@@ -48,15 +49,6 @@ keep = 0
 [log]
 every = 1
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """Two shared cores: one intra-op thread per process is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,8 @@ def _first_batch(s: loop.Session) -> dict:
 
 
 def test_overfits_one_batch(workspace: Path) -> None:
-    s = _session(workspace, **{"loss.df_weight": 0.0, "model.gradient_checkpointing": False, "optim.lr": 1e-2})
+    s = _session(workspace, **{"loss.df_weight": 0.0, "model.gradient_checkpointing": False, "optim.lr": 1e-2,
+                               "data.num_frames": 1})
     batch = _first_batch(s)
     losses = []
     for _ in range(30):
@@ -118,17 +111,24 @@ def test_df_loss_reaches_the_controlnet(workspace: Path) -> None:
 
 
 def test_frozen_stays_frozen_and_resume_is_bit_exact(workspace: Path) -> None:
-    def run(out: str, steps: int, resume: str | None = None) -> Path:
-        overrides = {"train.output_dir": workspace / out, "train.max_steps": steps}
+    def run(out: str, steps: int, resume: str | None = None, **extra: object) -> Path:
+        overrides = {"train.output_dir": workspace / out, "train.max_steps": steps, "data.num_frames": 1,
+                     "train.ema_decay": 0.9, **extra}
         return loop.run_training(workspace / "cfg.toml", overrides, resume, Console(quiet=True))
 
-    straight = run("straight", 10)
+    # Validation and checkpoint pruning in one run only: neither may disturb the training stream.
+    validation = {"validation.clip": workspace / "clips" / "lq" / "c0.mp4", "validation.every": 5,
+                  "validation.steps": 2, "checkpoint.keep": 1}
+    straight = run("straight", 10, **validation)
     run("halves", 5)
     resumed = run("halves", 10, "latest")
     step10 = "checkpoints/step-00000010"
-    for name in ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt", "unet.safetensors"):
+    for name in ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "ema.pt", "rng-0.pt", "unet.safetensors"):
         assert (workspace / "straight" / step10 / name).read_bytes() == (workspace / "halves" / step10 / name).read_bytes(), name
     assert straight.read_bytes() == resumed.read_bytes()
+    assert [p.name for p in ckpt.list_checkpoints(workspace / "straight")] == ["step-00000010"]
+    for step in (5, 10):
+        assert probe(workspace / "straight" / "validation" / f"step-{step:08d}.mp4").num_frames == 6
 
     start = load_file(workspace / "weights" / "star" / "light_deg.safetensors")
     end = load_file(straight)
@@ -174,7 +174,8 @@ def test_two_cpu_processes_train_data_parallel(workspace: Path, tmp_path: Path) 
         from star_cli.train.data import DataPosition
         torch.set_num_threads(1)
         cfg = load_config(Path({str(workspace / "cfg.toml")!r}), {{
-            "train.output_dir": Path({str(tmp_path / "run")!r}), "train.max_steps": 2, "loss.df_weight": 0.0}})
+            "train.output_dir": Path({str(tmp_path / "run")!r}), "train.max_steps": 2, "loss.df_weight": 0.0,
+            "data.num_frames": 1}})
         s = loop.setup(cfg, Console(quiet=True))
         loop.train(s, 0, DataPosition())
         digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in s.params)).hexdigest()

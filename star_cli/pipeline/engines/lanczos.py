@@ -16,10 +16,10 @@ from star_cli.pipeline.plan import Plan, Window
 class LanczosEngine:
     """Resize each RGB frame to the output size with a Lanczos kernel.
 
-    The resize writes planar RGB (gbrp) and a second, unscaled pass packs it back:
-    swscale gives the same pixels as a direct packed-RGB resize, but its packed-RGB
-    output is unthreaded and several times slower. Each reformatter keeps its swscale
-    context across frames (building a Lanczos context costs about as much as a resize).
+    The resize writes planar RGB (gbrp), which PyAV hands back as packed RGB: the
+    same pixels as swscale's packed-RGB output, whose scaler is unthreaded and several
+    times slower. The reformatter keeps its swscale context across frames (building a
+    Lanczos context costs about as much as a resize).
     """
 
     name = "lanczos"
@@ -27,7 +27,6 @@ class LanczosEngine:
 
     def __init__(self) -> None:
         self._resize = VideoReformatter()
-        self._pack = VideoReformatter()
 
     def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, out_h, out_w, 3) uint8 at the plan's output size."""
@@ -38,5 +37,5 @@ class LanczosEngine:
             planar = self._resize.reformat(
                 source, width=width, height=height, format="gbrp", interpolation=Interpolation.LANCZOS, threads=0
             )
-            out[i] = self._pack.reformat(planar, format="rgb24", threads=0).to_ndarray()
+            out[i] = planar.to_ndarray()
         return out
