@@ -183,11 +183,22 @@ def degrade(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: usage errors too leave as one line (exit 2)."""
     # Our own rich progress is the only one: silence transformers' and the hub's tqdm bars.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    app(prog_name="star")
+    try:
+        code = app(prog_name="star", standalone_mode=False)
+    except typer.exceptions.TyperException as error:  # click's UsageError and friends
+        message = error.format_message()
+        if message:  # empty when the help was shown for a bare `star`
+            ctx = getattr(error, "ctx", None)
+            command = ctx.command_path if ctx is not None else "star"
+            _stderr().print(f"[bold red]error:[/] {escape(message)} (see '{command} --help')", highlight=False, soft_wrap=True)
+        sys.exit(getattr(error, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -38,3 +38,14 @@ def test_module_entry_point_prints_help():
     )
     assert done.returncode == 0, done.stderr
     assert "star upscale" in done.stdout and "--dry-run" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["upscale", "x.mp4", "--scale", "four"], "--scale"), (["upscale", "x.mp4"], "--output"), (["bogus"], "bogus")],
+)
+def test_usage_errors_of_the_console_script_are_one_line(args, named):
+    done = subprocess.run([sys.executable, "-m", "star_cli", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], done.stderr
