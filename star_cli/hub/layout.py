@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -198,3 +199,25 @@ def check_weights_dir(root: Path, variant: str = "light", verify: bool = False) 
         text_encoder_dir=root / "text_encoder",
         tokenizer_dir=root / "tokenizer",
     )
+
+
+def safetensors_parameters(path: Path) -> int:
+    """Number of values stored in a .safetensors file, read from its header alone."""
+    with open(path, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+
+
+def weights_parameters(root: Path, checkpoint: str = "light") -> int | None:
+    """Parameters of the UNet, VAE and text encoder a run would load (None when a file is absent or not safetensors).
+
+    `checkpoint` is a variant name or a path, as `star upscale --checkpoint` takes it.
+    """
+    star = root / star_relpath(checkpoint) if checkpoint in STAR_VARIANTS else Path(checkpoint).expanduser()
+    files = [star, root / VAE_FILES[1], root / TEXT_ENCODER_FILES[1]]
+    if not all(f.is_file() and f.suffix == ".safetensors" for f in files):
+        return None
+    try:
+        return sum(safetensors_parameters(f) for f in files)
+    except (OSError, ValueError, KeyError):
+        return None

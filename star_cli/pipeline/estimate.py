@@ -134,8 +134,12 @@ def estimate(
     offload: Offload = "none",
     vae_group: int = VAE_GROUP,
     batched_guidance: bool = False,
+    model_params: int = UNET_PARAMS + VAE_PARAMS + TEXT_PARAMS,
 ) -> Estimate:
     """Memory and FLOPs of running `plan` with weights and activations of `dtype_bytes` (2: fp16/bf16).
+
+    `model_params` is what the weights actually hold (the released models by default);
+    weights resident under offload scale with it.
 
     `offload`: 'none' keeps every model on the device; 'model' moves whole models in and
     out (the UNet is the largest); 'sequential' streams the UNet block by block. Both
@@ -147,13 +151,14 @@ def estimate(
     tile_pixels = max(t.height * t.width for t in plan.tiles)
     batch = plan.options.guidance_branches if batched_guidance else 1
     tile_flops = sum(flops_per_frame(t.height * t.width) for t in plan.tiles)
-    weights = (UNET_PARAMS + VAE_PARAMS + TEXT_PARAMS) * dtype_bytes
+    weights = model_params * dtype_bytes
+    scale = model_params / (UNET_PARAMS + VAE_PARAMS + TEXT_PARAMS)
     out_pixels = plan.output_size[0] * plan.output_size[1]
     in_pixels = plan.input_size[0] * plan.input_size[1]
     window_frames = max(w.length for w in plan.windows)
     latent_pixels = plan.canvas.latent_height * plan.canvas.latent_width
     return Estimate(
-        weights_bytes=_DEVICE_WEIGHT_PARAMS[offload] * dtype_bytes if offload != "none" else weights,
+        weights_bytes=int(_DEVICE_WEIGHT_PARAMS[offload] * scale) * dtype_bytes if offload != "none" else weights,
         activation_bytes=batch * activation_bytes(max(c.length for c in plan.chunks), tile_pixels, dtype_bytes),
         vae_bytes=vae_bytes(plan, dtype_bytes, vae_group),
         latent_bytes=window_frames * LATENT_CHANNELS * latent_pixels * FLOAT32 * LATENT_COPIES,

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from star_cli.errors import InputError
+from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
+from star_cli.hub.layout import STAR_VARIANTS, weights_parameters
 from star_cli.pipeline.estimate import Estimate, check_fits, estimate
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
@@ -84,14 +86,21 @@ def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
             raise
 
 
-def _make_engine(request: UpscaleRequest, console: Console) -> Engine:
-    if request.engine == "lanczos":
+def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPaths | None) -> Engine:
+    if weights is None:
         from star_cli.pipeline.engines.lanczos import LanczosEngine
 
         return LanczosEngine()
     from star_cli.pipeline.engines.star import StarEngine
 
-    return StarEngine.load(request.star, console=console, quiet=request.quiet)
+    return StarEngine.load(request.star, weights, console=console, quiet=request.quiet)
+
+
+def _star_weights(request: UpscaleRequest, console: Console) -> WeightsPaths:
+    """The checked weights folder (offering a download on a terminal), before any model code is imported."""
+    checkpoint = request.star.checkpoint
+    variant = checkpoint if checkpoint in STAR_VARIANTS else STAR_VARIANTS[0]
+    return ensure_weights(request.star.weights_dir, variant, console=console)
 
 
 def _device_memory(request: UpscaleRequest) -> int | None:
@@ -113,10 +122,29 @@ def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
     return plan, VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
 
 
-def _estimate(plan: Plan, request: UpscaleRequest) -> Estimate:
+def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
     star = request.star
-    dtype_bytes = 4 if star.dtype == "fp32" else 2
-    return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group)
+    sizes = {} if model_params is None else {"model_params": model_params}
+    return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, **sizes)
+
+
+def _run_dtype_bytes(request: UpscaleRequest) -> int:
+    """Bytes per weight/activation of the coming run: fp16 on accelerators, fp32 on the CPU unless told."""
+    from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
+
+    return resolve_dtype(request.star.dtype, resolve_device(request.star.device)).itemsize
+
+
+def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
+    """Refuse, before any weights load, a run whose largest plan cannot fit (skipped where the OS does not say)."""
+    host = host_memory_available()
+    if host is None:
+        return
+    dtype_bytes = _run_dtype_bytes(request)
+    params = weights_parameters(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
+    device = _device_memory(request)
+    for plan in plans:
+        check_fits(_estimate(plan, request, dtype_bytes=dtype_bytes, model_params=params), host, device)
 
 
 def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
@@ -124,16 +152,18 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     planned = [(job, *_plan_job(job, request)) for job in jobs]
     report = Console() if request.dry_run else console
-    engine: Engine | None = None
-    for job, plan, writer in planned:
+    for job, plan, _ in planned:
         if request.dry_run or request.verbose:
             report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
-        if request.dry_run:
-            continue
-        # Where the OS does not say how much memory is free, nothing is refused on a guess.
-        if request.engine == "star" and (host := host_memory_available()) is not None:
-            check_fits(_estimate(plan, request), host, _device_memory(request))
-        engine = engine or _make_engine(request, console)
+    if request.dry_run:
+        return
+    weights = None
+    if request.engine == "star":
+        _check_memory([plan for _, plan, _ in planned], request)
+        weights = _star_weights(request, console)
+    engine: Engine | None = None
+    for job, plan, writer in planned:
+        engine = engine or _make_engine(request, console, weights)
         _upscale_one(job, plan, writer, engine, request, console)
         if not request.quiet:
             console.print(f"[green]wrote[/] {job.dest}")

@@ -22,7 +22,8 @@ from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.errors import StarError
-from star_cli.hub import ensure_weights
+from star_cli.hub import WeightsPaths
+from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
 from star_cli.models.loading import load_star_unet
 from star_cli.models.text import TextEncoder
@@ -32,7 +33,6 @@ from star_cli.pipeline.engines.placement import Placement, resolve_device, resol
 from star_cli.pipeline.plan import Padding, Plan, Window
 from star_cli.pipeline.request import StarSettings
 
-VARIANTS = ("light", "heavy")
 VAE_POSTERIOR_STREAM = 2
 """Random stream of the VAE posterior samples (the sampler draws streams 0 and 1 of each window)."""
 
@@ -87,23 +87,22 @@ class StarEngine:
     temporal: bool = True
 
     @classmethod
-    def load(cls, settings: StarSettings, *, console: Console, quiet: bool = False) -> StarEngine:
-        """Find and check the weights, load every component, and encode the prompts once."""
+    def load(cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False) -> StarEngine:
+        """Load every component from the checked `weights` folder and encode the prompts once."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        variant = settings.checkpoint if settings.checkpoint in VARIANTS else "light"
-        paths = ensure_weights(settings.weights_dir, variant, console=console)
-        checkpoint = paths.star if settings.checkpoint in VARIANTS else Path(settings.checkpoint).expanduser()
+        custom = settings.checkpoint not in STAR_VARIANTS
+        checkpoint = Path(settings.checkpoint).expanduser() if custom else weights.star
         if not checkpoint.is_file():
             raise StarError(f"checkpoint not found: {checkpoint} (give light, heavy or a .safetensors/.pt file)")
         placement = Placement(device, settings.offload)
         if not quiet:
             console.print(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
-        text = TextEncoder.from_dirs(paths.text_encoder_dir, paths.tokenizer_dir, dtype=dtype)
+        text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=dtype)
         placement.place("text", text.model)
         context, negative = text.contexts(settings.prompt)
         del text
-        vae = VideoVAE.from_dir(paths.vae_dir, dtype=dtype)
+        vae = VideoVAE.from_dir(weights.vae_dir, dtype=dtype)
         placement.place("vae", vae.model)
         unet = load_star_unet(checkpoint, dtype=dtype, device="cpu")
         unet = placement.place("unet", unet, streamable=True)
