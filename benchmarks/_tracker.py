@@ -14,8 +14,9 @@ can be checked against the reference's:
   (the counter knows the efficient kernel's FLOPs: 4 x batch x heads x Lq x Lk x d).
 
 Meta tensors carry shapes and dtypes but no data, so a 2-billion-parameter model and
-its 20 GiB of activations cost nothing but Python time. Code that reads values
-(`.item()`, `bool(tensor)`) cannot run on meta; probe such code on small real tensors.
+its 20 GiB of activations cost nothing but Python time. Only meta storages count: host
+tensors made on the way (noise drawn on the CPU, frames handed back) are not device
+memory. Pipeline code that reads values gets a healthy run's answers (`Meta`).
 """
 
 from __future__ import annotations
@@ -86,11 +87,10 @@ class Meta(TorchFunctionMode):
 
 
 class MemoryTracker(TorchDispatchMode):
-    """Live bytes of the storages created under this mode on one device type, and their peak."""
+    """Live bytes of the meta storages created under this mode, and their peak."""
 
-    def __init__(self, device: str = "meta") -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.device = device
         self.live = 0
         self.peak = PeakRecord(0, "", (), "")
         self._tracked: dict[int, int] = {}
@@ -99,29 +99,25 @@ class MemoryTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self._track(t.untyped_storage(), inputs, func, t)
+        new = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and self._track(t.untyped_storage(), inputs)]
+        if new and self.live > self.peak.bytes:
+            largest = max(new, key=lambda t: t.untyped_storage().nbytes())
+            module = self._stack[-1] if self._stack else ""
+            self.peak = PeakRecord(self.live, str(func), tuple(largest.shape), module)
         return out
 
-    def _track(self, storage: torch.UntypedStorage, inputs: set[int], func, t: torch.Tensor) -> None:
+    def _track(self, storage: torch.UntypedStorage, inputs: set[int]) -> bool:
+        """Count `storage` if the op created it on meta; True if it did."""
         key = id(storage)
-        if key in inputs or key in self._tracked or storage.device.type != self.device:
-            return
-        size = storage.nbytes()
-        self._tracked[key] = size
-        self.live += size
+        if key in inputs or key in self._tracked or storage.device.type != "meta":
+            return False
+        self._tracked[key] = storage.nbytes()
+        self.live += self._tracked[key]
         weakref.finalize(storage, self._release, key)
-        if self.live > self.peak.bytes:
-            module = self._stack[-1] if self._stack else ""
-            self.peak = PeakRecord(self.live, str(func), tuple(t.shape), module)
+        return True
 
     def _release(self, key: int) -> None:
         self.live -= self._tracked.pop(key)
-
-    def reset_peak(self) -> None:
-        """Start a new peak from what is live now."""
-        self.peak = PeakRecord(self.live, "", (), "")
 
     @contextmanager
     def module_names(self, model: nn.Module) -> Iterator[None]:
@@ -148,17 +144,16 @@ class MemoryTracker(TorchDispatchMode):
 
 
 @contextmanager
-def track_memory(*models: nn.Module, device: str = "meta") -> Iterator[MemoryTracker]:
-    """Count the bytes allocated on `device` inside the block (attention as a memory-efficient kernel).
+def track_memory(*models: nn.Module) -> Iterator[MemoryTracker]:
+    """Count the meta bytes allocated inside the block (attention as a memory-efficient kernel).
 
-    `models` name the submodule where the peak happens. On meta, value checks pass (`Meta`).
+    `models` name the submodule where the peak happens; value checks pass (`Meta`).
     """
-    tracker = MemoryTracker(device)
+    tracker = MemoryTracker()
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         stack.enter_context(EfficientAttention())
-        if device == "meta":
-            stack.enter_context(Meta())
+        stack.enter_context(Meta())
         for model in models:
             stack.enter_context(tracker.module_names(model))
         stack.enter_context(tracker)

@@ -11,10 +11,10 @@ memory-efficient kernel). A stage's peak is
 and the pipeline's peak is the largest stage:
 - text: the CLIP text tower encoding both prompts;
 - encode: `StarEngine.encode` of the largest window (resize, pad, VAE encode per frame);
-- sample: the sampler's state for the largest window plus, at each UNet call, what is
-  live then and the UNet's own peak for that region (chunk x tile). The sampler runs
-  for real on the CPU (it reads values) with a stand-in UNet that records each call;
-  the UNet's peak is measured on meta, once per region shape;
+- sample: `sample_window` over the largest window with a stand-in UNet that records
+  what is live at each call; at each call the UNet's own peak for that region (chunk x
+  tile, measured once per shape) is added. The Brownian tree's draws are made without
+  a generator (meta has none): the same tensors, no values;
 - decode: `StarEngine.decode` of the first two frame groups (every group costs the
   same), with the window's hint and sampled latents alive, as in `StarEngine.restore`.
 Resident weights: `none` all models the stage may touch (the engine frees the text
@@ -28,6 +28,12 @@ UNet fp16, text encoder and VAE fp32, all resident; the padded video at target s
 concatenated at the end. Its decode runs under autocast, measured here in fp32 (an upper
 bound). Not modelled anywhere: the caching allocator's slack (typically 5-15%).
 
+Printed: the UNet's activation peak against the reference's measurements; the UNet's
+peak by feed-forward chunk; how the frames held at once (the largest window) grow with
+video length; the sampler's own state; then per-stage peaks (GiB, weights included) for
+the reference and for our defaults under each offload mode, with ratios to the targets
+(GiB: a "24 GB" card holds 24 GiB; the reference's published figure is taken as GB).
+
     python benchmarks/vram_estimate.py [--frames 72 --long-frames 720 --height 240 --width 426]
 """
 
@@ -35,8 +41,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from unittest import mock
@@ -49,11 +55,11 @@ from transformers import CLIPTextConfig, CLIPTextModel
 sys.path.insert(0, str(Path(__file__).parent))
 from _tracker import GiB, MemoryTracker, largest_direct_bytes, module_bytes, track_memory  # noqa: E402
 
+from star_cli.diffusion.window import sample_window  # noqa: E402
 from star_cli.models import STARUNet  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
 from star_cli.pipeline.engines.placement import Placement  # noqa: E402
 from star_cli.pipeline.engines.star import StarEngine, window_regions  # noqa: E402
-from star_cli.diffusion.window import sample_window  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
 from star_cli.pipeline.request import StarSettings  # noqa: E402
 
@@ -63,7 +69,6 @@ TARGETS_GIB = {"none": 20.0, "model": 12.0, "sequential": 8.0}
 REFERENCE_PUBLISHED_GB = 39.0
 # MEASUREMENTS.md: the reference UNet's activation peak (GiB), fp16, batch 1.
 REFERENCE_UNET_GIB = {(32, 122, 216): 19.21, (32, 90, 160): 10.51, (16, 122, 216): 9.60, (8, 122, 216): 4.80}
-OFFLOADS = ("none", "model", "sequential")
 SVD_VAE = dict(
     block_out_channels=(128, 256, 512, 512),
     down_block_types=("DownEncoderBlock2D",) * 4,
@@ -106,7 +111,7 @@ def meta_engine(unet_model: Callable[..., torch.Tensor] | None = None) -> StarEn
     """A StarEngine over the meta models (or a stand-in UNet), as `StarEngine.load` builds it, fp16."""
     context = torch.zeros(1, 77, OPENCLIP_H_TEXT["hidden_size"], dtype=FP16, device=META)
     return StarEngine(
-        unet=unet_model or unet(None),
+        unet=unet(None) if unet_model is None else unet_model,
         vae=vae(FP16),
         context=context,
         negative_context=context.clone(),
@@ -134,6 +139,7 @@ def unet_peak(ff_chunk: int | None, frames: int, height: int, width: int) -> tup
 
 
 def text_peak(dtype: torch.dtype) -> int:
+    """Both prompts through the text tower, as `TextEncoder.contexts` runs it."""
     model = text(dtype)
     with track_memory() as tracker:
         model(input_ids=torch.zeros(2, 77, dtype=torch.long, device=META), output_hidden_states=True)
@@ -146,6 +152,7 @@ def source_frames(plan: Plan, count: int) -> np.ndarray:
 
 
 def encode_peak(plan: Plan, window: Window) -> int:
+    """`StarEngine.encode` of a whole window: per-frame resize, pad and VAE encode."""
     engine = meta_engine()
     with track_memory(engine.vae.model) as tracker:
         engine.encode(source_frames(plan, window.length), plan, window)
@@ -159,11 +166,14 @@ def window_latent(plan: Plan, window: Window) -> torch.Tensor:
 
 
 def decode_peak(plan: Plan, window: Window, groups: int = 2) -> int:
+    """`StarEngine.decode` of the first `groups` frame groups: every group costs the same."""
     engine = meta_engine()
     count = min(window.length, groups * engine.settings.vae_group)
     with track_memory(engine.vae.model) as tracker:
-        hint, latents = window_latent(plan, window), window_latent(plan, window)  # noqa: F841
+        hint = window_latent(plan, window)  # StarEngine.restore still holds it while decoding
+        latents = window_latent(plan, window)
         engine.decode(latents[:, :, :count], source_frames(plan, count), plan)
+        del hint
     return tracker.peak.bytes
 
 
@@ -222,8 +232,11 @@ class StageWork:
 def stage_work(plan: Plan) -> StageWork:
     window = largest_window(plan)
     return StageWork(
-        text_peak(FP16), encode_peak(plan, window), decode_peak(plan, window),
-        run_sampler(plan), run_sampler(plan, eta=0.0).peak,
+        text=text_peak(FP16),
+        encode=encode_peak(plan, window),
+        decode=decode_peak(plan, window),
+        sampler=run_sampler(plan),
+        sampler_without_tree=run_sampler(plan, eta=0.0).peak,
     )
 
 
@@ -331,7 +344,8 @@ def print_table(title: str, rows: list[PipelinePeak]) -> None:
             target, ratio = f"{REFERENCE_PUBLISHED_GB:g} GB", row.peak * GiB / 1e9 / REFERENCE_PUBLISHED_GB
         else:
             target, ratio = f"{TARGETS_GIB[mode]:g}", row.peak / TARGETS_GIB[mode]
-        stages = "".join(f"{row.stages[k]:{w}.2f}" for k, w in (("text", 7), ("encode", 8), ("sample", 8), ("decode", 8)))
+        widths = {"text": 7, "encode": 8, "sample": 8, "decode": 8}
+        stages = "".join(f"{row.stages[k]:{w}.2f}" for k, w in widths.items())
         print(f"  {row.label:<18}{stages}{row.peak:8.2f}{target:>8}{ratio:7.2f}")
     for where in dict.fromkeys(row.where for row in rows):
         print(f"  sampling peaks at {where}")
@@ -343,28 +357,31 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=720)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=426)
-    parser.add_argument("--ff-chunk", type=int, default=16384, help="feed-forward chunk (tokens) to compare with none")
+    parser.add_argument("--ff-chunk", type=int, default=32768, help="feed-forward chunk (tokens) to compare with none")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     calibration()
     plans = [make_plan(n, args.height, args.width, PlanOptions()) for n in (args.frames, args.long_frames)]
     region_shapes = sorted({(c.length, t.height, t.width) for p in plans for c in p.chunks for t in p.tiles})
-    feed_forward_sweep([region_shapes[-1], (32, 90, 160)], [None, 131072, 65536, 32768, args.ff_chunk])
+    sweep_shapes = [region_shapes[-1], (32, 90, 160), (32, 122, 216)]  # ours, the largest default tile, untiled
+    feed_forward_sweep(sweep_shapes, [None, 131072, 65536, args.ff_chunk, 16384])
     lengths = (args.frames, args.long_frames, 10 * args.long_frames, 100 * args.long_frames)
     windows = [largest_window(make_plan(n, args.height, args.width, PlanOptions())).length for n in lengths]
     print("largest window (the frames held at once) by video length: "
           + ", ".join(f"{n} -> {w}" for n, w in zip(lengths, windows)), flush=True)
     for plan in plans:
         work = stage_work(plan)
-        print(f"sampler state without the UNet, {plan.num_frames} frames: {work.sampler.peak / GiB:.2f} GiB "
-              f"({work.sampler_without_tree / GiB:.2f} GiB without the Brownian tree, eta = 0)", flush=True)
+        latent = window_latent(plan, largest_window(plan)).nbytes
+        at_calls = max(live for live, _ in work.sampler.calls)
+        print(f"sampler, {plan.num_frames} frames: own peak {work.sampler.peak / GiB:.2f} GiB, at the UNet calls "
+              f"{at_calls / GiB:.2f} GiB = {at_calls / latent:.1f} window latents; without the Brownian tree "
+              f"(eta = 0) {work.sampler_without_tree / GiB:.2f} GiB", flush=True)
 
     ref = reference(make_plan(args.frames, args.height, args.width, PlanOptions.reference()))
     for ff in (None, args.ff_chunk):
         rows = ([ref] if ff is None else []) + [row for plan in plans for row in ours(plan, ff)]
         print_table(f"Peak device memory (GiB), {args.width}x{args.height} x4, feed-forward chunk {ff}:", rows)
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

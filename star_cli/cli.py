@@ -83,7 +83,7 @@ def upscale(
     prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same frames."),
-    steps: int = typer.Option(15, help="Sampling steps ('fast' schedule: 15)."),
+    steps: int = typer.Option(15, help="Sampling steps: 15 is the reference's 'fast' spacing, other counts are evenly spaced."),
     guidance: float = typer.Option(7.5, help="Classifier-free guidance scale (1 disables the negative pass)."),
     solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun."),
     color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),

@@ -31,7 +31,7 @@ from star_cli.models.vae import VideoVAE
 from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
 from star_cli.pipeline.plan import Padding, Plan, Window
-from star_cli.pipeline.request import StarSettings
+from star_cli.pipeline.request import StarSettings, solver_mode
 
 VAE_POSTERIOR_STREAM = 2
 """Random stream of the VAE posterior samples (the sampler draws streams 0 and 1 of each window)."""
@@ -113,7 +113,8 @@ class StarEngine:
         return self.placement.device
 
     def sampler_settings(self) -> SamplerSettings:
-        return SamplerSettings(solver=self.settings.solver, steps=self.settings.steps, guide_scale=self.settings.guidance)
+        steps = self.settings.steps
+        return SamplerSettings(solver=self.settings.solver, mode=solver_mode(steps), steps=steps, guide_scale=self.settings.guidance)
 
     def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

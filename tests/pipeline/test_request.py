@@ -1,0 +1,42 @@
+"""Validated `star upscale` options: the step count the plan budgets is what the sampler runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from star_cli.diffusion.samplers import sample_dpmpp_2m_sde, sample_heun
+from star_cli.diffusion.window import SamplerSettings
+from star_cli.pipeline.request import model_calls, parse_size, solver_mode
+from star_cli.errors import InputError
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_2m_sde", "heun"])
+@pytest.mark.parametrize("steps", [15, 8])
+def test_model_calls_match_the_sampler(solver, steps):
+    calls = []
+
+    def x0_fn(x, sigma):
+        calls.append(sigma)
+        return x * 0.5
+
+    sigmas = SamplerSettings(solver=solver, mode=solver_mode(steps), steps=steps, eta=0.0).sigmas()
+    sampler = sample_dpmpp_2m_sde if solver == "dpmpp_2m_sde" else sample_heun
+    extra = {"eta": 0.0} if solver == "dpmpp_2m_sde" else {}
+    sampler(x0_fn, torch.ones(1, 4, 2, 10, 8), sigmas, **extra)
+    assert len(calls) == model_calls(solver, steps)
+
+
+def test_fifteen_steps_is_the_reference_fast_spacing_and_others_are_even():
+    assert solver_mode(15) == "fast"
+    assert solver_mode(30) == "normal"
+
+
+@pytest.mark.parametrize("text", ["720", "720x", "axb", "-1x5"])
+def test_bad_tile_sizes_are_refused(text):
+    with pytest.raises(InputError, match="HEIGHTxWIDTH"):
+        parse_size(text)
+
+
+def test_tile_size_parses_height_by_width():
+    assert parse_size(" 720 x 1280 ") == (720, 1280)
