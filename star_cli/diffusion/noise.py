@@ -6,9 +6,10 @@ before it, and `--seed` reproduces a whole run on the same device.
 
 The SDE noise comes from a torchsde Brownian tree, as in the reference: the
 increment over [sigma_next, sigma] is the same whatever steps were queried before,
-so the noise does not depend on the order of evaluation. The tree keeps about 50
-window-sized tensors alive during a 15-step run (its nodes and LRU cache): a few
-percent of the network's activations for the same window, and bounded by it.
+so the noise does not depend on the order of evaluation. torchsde's `BrownianTree`
+is a `BrownianInterval` with a 45-entry cache: about 55 window-sized latents alive
+(2.25 GiB for 104 frames at 976x1728). The same interval with a 4-entry cache draws
+identical noise (the cache only saves recomputation) and keeps about 13.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import torch
 import torchsde
 
 NoiseSampler = Callable[[float, float], torch.Tensor]
+
+BROWNIAN_CACHE = 4
+"""Intervals the Brownian tree caches; torchsde's BrownianTree uses 45 (same noise, more memory)."""
 
 _START_NOISE_STREAM = 0
 _BROWNIAN_STREAM = 1
@@ -45,8 +49,17 @@ def brownian_noise_sampler(x: torch.Tensor, sigma_min: float, sigma_max: float, 
 
     The tree lives on x's device and dtype: the increments are drawn where they are used.
     """
-    tree = torchsde.BrownianTree(
-        sigma_min, torch.zeros_like(x), sigma_max, entropy=derive_seed(seed, window, _BROWNIAN_STREAM)
+    tree = torchsde.BrownianInterval(
+        t0=sigma_min,
+        t1=sigma_max,
+        size=x.shape,
+        dtype=x.dtype,
+        device=x.device,
+        entropy=derive_seed(seed, window, _BROWNIAN_STREAM),
+        tol=1e-6,
+        pool_size=24,
+        cache_size=BROWNIAN_CACHE,
+        halfway_tree=True,
     )
 
     def sample(sigma: float, sigma_next: float) -> torch.Tensor:

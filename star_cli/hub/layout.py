@@ -209,12 +209,13 @@ def safetensors_parameters(path: Path) -> int:
 
 
 def weights_parameters(root: Path, checkpoint: str = "light") -> int | None:
-    """Parameters of the UNet, VAE and text encoder a run would load (None when a file is absent or not safetensors).
+    """Parameters a run holds at once, the UNet's and the VAE's (None when a file is absent or not safetensors).
 
-    `checkpoint` is a variant name or a path, as `star upscale --checkpoint` takes it.
+    The text encoder is left out: it is freed once the prompts are encoded, before the
+    others load. `checkpoint` is a variant name or a path, as `star upscale --checkpoint` takes it.
     """
     star = root / star_relpath(checkpoint) if checkpoint in STAR_VARIANTS else Path(checkpoint).expanduser()
-    files = [star, root / VAE_FILES[1], root / TEXT_ENCODER_FILES[1]]
+    files = [star, root / VAE_FILES[1]]
     if not all(f.is_file() and f.suffix == ".safetensors" for f in files):
         return None
     try:

@@ -29,19 +29,22 @@ from star_cli.pipeline.plan import Plan
 GiB = 1024**3
 
 # Parameter counts. UNet+ControlNet: exact, star_i2vgenxl_unet_manifest.json; it is also
-# what a model-by-model offload keeps on the device (the largest model). Largest
-# top-level block (`middle_block`, summed from the same manifest): what a block-by-block
-# (sequential) offload keeps on the device. VAE: SVD's AutoencoderKLTemporalDecoder (~97.7M).
-# Text: the OpenCLIP ViT-H/14 text tower (~354M).
+# what a model-by-model offload keeps on the device (the largest model). Sequential
+# offload (accelerate's cpu_offload) loads one module's own tensors at a time: the
+# largest is a 29.5M-parameter output-block convolution (benchmarks/vram_estimate.py).
+# VAE: SVD's AutoencoderKLTemporalDecoder (~97.7M). The text tower (~354M) is left out:
+# the engine frees it once the prompts are encoded, before the others load.
 UNET_PARAMS = 2_041_121_910
-UNET_LARGEST_BLOCK_PARAMS = 173_117_542
+UNET_LARGEST_MODULE_PARAMS = 29_492_480
 VAE_PARAMS = 97_700_000
-TEXT_PARAMS = 354_000_000
 
-# Measured UNet activation peak, fp16: 19.21 GiB for 32 frames x 122 x 216 latent pixels.
-# MEASUREMENTS.md: linear in frames x latent pixels (the other rows, 10.51 GiB at
-# 32x90x160, 9.60 at 16x122x216 and 4.80 at 8x122x216, agree within 0.2%).
-ACTIVATION_BYTES_PER_FRAME_PIXEL_FP16 = 19.21 * GiB / (32 * 122 * 216)
+# UNet activation peak, fp16, with the engine's feed-forward slicing (32768 tokens),
+# measured on our model by benchmarks/vram_estimate.py: about 0.137 GiB + 1.0356e-5 GiB
+# per frame x latent pixel (the peak moves from the top GEGLU to the first temporal
+# self-attention). Unsliced, the reference's MEASUREMENTS.md gives 19.21 GiB at
+# 32x122x216 (ours: 18.40): 8.87 GiB sliced.
+ACTIVATION_BASE_BYTES_FP16 = int(0.137 * GiB)
+ACTIVATION_BYTES_PER_FRAME_PIXEL_FP16 = 1.0356e-5 * GiB
 
 # Measured FLOPs of one forward per frame: 17.9 TFLOP at 122x216, 8.06 TFLOP at 90x160.
 # A straight line a + b*P through these two points has a negative intercept (about -3.8
@@ -61,16 +64,17 @@ FLOPS_PER_TOKEN = _F_SMALL / _P_SMALL - FLOPS_PER_TOKEN_SQUARED * _P_SMALL
 # input, normalised and activated copies alive: about 1024. Encoder: its full-size
 # res-blocks work on 128 channels with about four copies alive: about 512.
 VAE_DECODE_CHANNELS = 1024
-VAE_ENCODE_CHANNELS = 512
+VAE_ENCODE_CHANNELS = 650  # measured: 2.04 GiB for one 976x1728 frame (benchmarks/vram_estimate.py)
 # The decode defaults of star_cli.models.vae (DEFAULT_GROUP, DEFAULT_TILE; not imported
 # here because that module pulls in diffusers, which --dry-run must not wait for).
 VAE_GROUP = 3
 VAE_TILE = 64
 
 # Sampler state per window, float32 latents of 4 channels: x, the LR hint, the joined x0
-# and its weight sum, the DPM-Solver++(2M) history and the SDE noise.
+# and its weight sum, the DPM-Solver++(2M) history, and the Brownian tree's nodes and
+# 4-entry cache; measured: 13 window-sized latents (benchmarks/vram_estimate.py).
 LATENT_CHANNELS = 4
-LATENT_COPIES = 6
+LATENT_COPIES = 13
 
 # Host memory of the process before any frame or weight: Python, torch and the CUDA
 # runtime libraries (typical resident size of a CUDA torch process).
@@ -78,7 +82,7 @@ HOST_RUNTIME_BYTES = 2 * GiB
 
 FLOAT32 = 4
 Offload = Literal["none", "model", "sequential"]
-_DEVICE_WEIGHT_PARAMS = {"model": UNET_PARAMS, "sequential": UNET_LARGEST_BLOCK_PARAMS}
+_DEVICE_WEIGHT_PARAMS = {"model": UNET_PARAMS, "sequential": UNET_LARGEST_MODULE_PARAMS}
 
 
 def flops_per_frame(latent_pixels: int) -> float:
@@ -88,7 +92,8 @@ def flops_per_frame(latent_pixels: int) -> float:
 
 def activation_bytes(frames: int, latent_pixels: int, dtype_bytes: int = 2) -> int:
     """Peak UNet activation memory of one forward over `frames` x `latent_pixels` (batch 1)."""
-    return int(frames * latent_pixels * ACTIVATION_BYTES_PER_FRAME_PIXEL_FP16 * dtype_bytes / 2)
+    fp16 = ACTIVATION_BASE_BYTES_FP16 + frames * latent_pixels * ACTIVATION_BYTES_PER_FRAME_PIXEL_FP16
+    return int(fp16 * dtype_bytes / 2)
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ def estimate(
     offload: Offload = "none",
     vae_group: int = VAE_GROUP,
     batched_guidance: bool = False,
-    model_params: int = UNET_PARAMS + VAE_PARAMS + TEXT_PARAMS,
+    model_params: int = UNET_PARAMS + VAE_PARAMS,
 ) -> Estimate:
     """Memory and FLOPs of running `plan` with weights and activations of `dtype_bytes` (2: fp16/bf16).
 
@@ -152,7 +157,7 @@ def estimate(
     batch = plan.options.guidance_branches if batched_guidance else 1
     tile_flops = sum(flops_per_frame(t.height * t.width) for t in plan.tiles)
     weights = model_params * dtype_bytes
-    scale = model_params / (UNET_PARAMS + VAE_PARAMS + TEXT_PARAMS)
+    scale = model_params / (UNET_PARAMS + VAE_PARAMS)
     out_pixels = plan.output_size[0] * plan.output_size[1]
     in_pixels = plan.input_size[0] * plan.input_size[1]
     window_frames = max(w.length for w in plan.windows)

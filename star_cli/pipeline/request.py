@@ -37,8 +37,14 @@ def solver_mode(steps: int) -> str:
 
 
 def model_calls(solver: str, steps: int) -> int:
-    """UNet calls per guidance branch: DPM-Solver++(2M) SDE drops the penultimate step; Heun evaluates twice but at 0."""
-    return steps - 1 if solver == "dpmpp_2m_sde" else 2 * steps - 1
+    """UNet calls per guidance branch, as `diffusion.window.SamplerSettings.sigmas` lays the steps out.
+
+    DPM-Solver++(2M) SDE: one call per step; the 'fast' spacing's 15 steps become 14
+    once its penultimate sigma is dropped. Heun: two calls per step but the last.
+    """
+    if solver == "dpmpp_2m_sde":
+        return steps - 1 if solver_mode(steps) == "fast" else steps
+    return 2 * steps - 1
 
 
 @dataclass(frozen=True)

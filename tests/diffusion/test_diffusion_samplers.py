@@ -105,3 +105,17 @@ def test_callback_sees_every_step():
     seen = []
     sample_heun(_gaussian_denoiser, torch.ones(3), [4.0, 2.0, 1.0, 0.0], callback=lambda i, n: seen.append((i, n)))
     assert seen == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_small_cache_brownian_noise_equals_torchsde_brownian_tree():
+    import torchsde
+
+    from star_cli.diffusion.noise import derive_seed
+
+    x = torch.zeros(1, 4, 3, 10, 8)
+    ours = brownian_noise_sampler(x, 0.01, 20.0, seed=3, window=1)
+    tree = torchsde.BrownianTree(0.01, torch.zeros_like(x), 20.0, entropy=derive_seed(3, 1, 1))
+    sigmas = [20.0, 10.0, 5.0, 1.0, 0.5, 0.1, 0.01]
+    for sigma, sigma_next in zip(sigmas, sigmas[1:]):
+        expected = tree(sigma_next, sigma) / (sigma - sigma_next) ** 0.5
+        torch.testing.assert_close(ours(sigma, sigma_next), expected, rtol=0, atol=0)

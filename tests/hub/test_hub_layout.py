@@ -114,7 +114,6 @@ def test_variants() -> None:
 def test_weights_parameters_counts_what_a_run_loads(tmp_path):
     from star_cli.hub.layout import weights_parameters
     from star_cli.models.loading import load_star_unet
-    from star_cli.models.text import TextEncoder
     from star_cli.models.vae import VideoVAE
     from star_cli.testing import make_tiny_weights
 
@@ -122,7 +121,6 @@ def test_weights_parameters_counts_what_a_run_loads(tmp_path):
     models = [
         load_star_unet(root / "star" / "light_deg.safetensors"),
         VideoVAE.from_dir(root / "vae").model,
-        TextEncoder.from_dirs(root / "text_encoder", root / "tokenizer").model,
     ]
     assert weights_parameters(root) == sum(p.numel() for m in models for p in m.parameters())
     assert weights_parameters(root, "heavy") is None  # not in this folder
