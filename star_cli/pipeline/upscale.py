@@ -8,13 +8,21 @@ writer encodes as frames become final. Nothing here knows how an engine works.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from star_cli.errors import InputError
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
@@ -27,7 +35,7 @@ from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.video.probe import probe
-from star_cli.video.reader import count_decodable_frames, read_batches
+from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
 from star_cli.video.writer import VideoWriter
 
@@ -200,7 +208,9 @@ def _frame_settings(request: UpscaleRequest) -> tuple:
     return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
 
 
-def _restore_windows(batches, plan: Plan, engine: Engine, store: WindowStore):
+def _restore_windows(
+    batches: Iterable[FrameBatch], plan: Plan, engine: Engine, store: WindowStore
+) -> Iterator[tuple[np.ndarray, list[int]]]:
     """Yield final (frames, pts) as windows are restored (or replayed from `store`) and joined."""
     spans = [(w.start, w.end) for w in plan.windows]
     joiner = WindowJoiner(spans)
@@ -215,7 +225,7 @@ def _restore_windows(batches, plan: Plan, engine: Engine, store: WindowStore):
             yield frames, pts
 
 
-def _advance(progress: Progress, task, count: int) -> None:
+def _advance(progress: Progress, task: TaskID, count: int) -> None:
     progress.advance(task, count)
     speed = progress.tasks[task].speed
     progress.update(task, fps=f"{speed:.1f}" if speed else "-")

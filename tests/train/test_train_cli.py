@@ -9,53 +9,20 @@ import pytest
 from typer.testing import CliRunner
 
 from star_cli.cli import app
-from star_cli.testing import make_tiny_weights
 from star_cli.testing.media import make_video
 from star_cli.video.probe import probe
 
 runner = CliRunner()
 
-CONFIG = """
-[data]
-root = "{root}/clips"
-num_frames = 2
-crop_height = 80
-crop_width = 64
-[model]
-weights_dir = "{root}/weights"
-[optim]
-warmup_steps = 0
-[train]
-output_dir = "{root}/unused"
-max_steps = 50
-mixed_precision = "no"
-[checkpoint]
-every = 100
-keep = 0
-"""
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli_train")
-    make_tiny_weights(root / "weights")
-    for sub in ("gt", "lq", "text"):
-        (root / "clips" / sub).mkdir(parents=True)
-    make_video(root / "clips" / "gt" / "a.mp4", frames=4, width=64, height=80, audio=False)
-    make_video(root / "clips" / "lq" / "a.mp4", frames=4, width=16, height=20, audio=False)
-    (root / "clips" / "text" / "a.txt").write_text("a test pattern", encoding="utf-8")
-    (root / "cfg.toml").write_text(CONFIG.format(root=root.as_posix()), encoding="utf-8")
-    return root
-
 
 def test_flags_override_the_config_and_the_result_upscales(workspace: Path) -> None:
-    run = workspace / "run"
+    run = workspace / "cli-run"
     result = runner.invoke(
         app, ["train", "--config", str(workspace / "cfg.toml"), "--max-steps", "2", "--output-dir", str(run)]
     )
     assert result.exit_code == 0, result.output
     trained = run / "unet.safetensors"
-    assert trained.is_file() and not (workspace / "unused").exists()
+    assert trained.is_file() and not (workspace / "run").exists()
 
     clip = make_video(workspace / "in.mp4", frames=6, width=32, height=24, audio=False)
     out = workspace / "out.mp4"
