@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rich.console import Group
 from rich.table import Table
 
-from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate
-from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan
+from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate, estimate
+from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan, PlanOptions, make_plan
 
 MAX_WINDOW_ROWS = 12
 
@@ -90,7 +91,11 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     )
     table.add_row("Pixel-frames", f"processed / output = {plan.work_ratio:.2f}")
     per_frame = est.flops_per_output_frame / 1e12
-    table.add_row("Compute", f"{est.flops / 1e15:.1f} PFLOP ({per_frame:.0f} TFLOP per output frame)")
+    table.add_row(
+        "Compute",
+        f"{est.flops / 1e15:.1f} PFLOP ({per_frame:.0f} TFLOP per output frame, "
+        f"{est.flops_per_output_frame / _reference_flops_per_frame(plan):.2f} of the reference's policy)",
+    )
     table.add_row(
         "GPU memory",
         f"about {_gib(est.device_bytes)} (weights {_gib(est.weights_bytes)}, UNet activations "
@@ -123,6 +128,15 @@ def _windows_table(plan: Plan) -> Table:
         i, w = item
         table.add_row(str(i), f"{w.start}-{w.end - 1}", _chunk_list(w.chunks))
     return table
+
+
+def _reference_flops_per_frame(plan: Plan) -> float:
+    """What the reference's policy (its canvas, chunks of 32 overlapping 16, no tiles) costs per frame here,
+    at the same steps and guidance."""
+    o = plan.options
+    policy = replace(PlanOptions.reference(o.scale), model_steps=o.model_steps, guidance_branches=o.guidance_branches)
+    height, width = plan.input_size
+    return estimate(make_plan(plan.num_frames, height, width, policy)).flops_per_output_frame
 
 
 def plan_summary(

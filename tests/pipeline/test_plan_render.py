@@ -18,7 +18,7 @@ def test_dry_run_summary_shows_plan_and_costs():
     for needle in ["clip.mp4", "no scene cuts", "426x240, 100 frames", "1704x960 (x4)",
                    "1728x976 px (latent 216x122)", "edge replicate",
                    "4 of 31 frames, overlap 8", "4 (2x2) of 960x592 px", "448 (4 chunks x 4 tiles x 14 steps",
-                   "62.2 PFLOP", "GPU memory", "Host memory", "0-30, 23-53, 46-76, 69-99"]:
+                   "62.2 PFLOP", "0.76 of the reference's policy", "GPU memory", "Host memory", "0-30, 23-53, 46-76, 69-99"]:
         assert needle in text, needle
 
 
