@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLTemporalDecoder
 
@@ -87,6 +88,10 @@ class VideoVAE:
             latents.append(posterior.sample(generator))
         return torch.cat(latents) * self.scaling_factor
 
+    def encode_videos(self, videos: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> scaled latents (B, C, F, h, w), float32 (the UNet's layout)."""
+        return torch.stack([self.encode(video.transpose(0, 1), generator).transpose(0, 1) for video in videos]).float()
+
     @torch.no_grad()
     def iter_decode(
         self,
@@ -139,3 +144,15 @@ def _check_decode_options(group: int, tile: int | None, tile_overlap: int) -> No
         raise InputError(f"the VAE decode group must be at least 1 frame, got {group}")
     if tile is not None and not 0 <= tile_overlap < tile:
         raise InputError(f"the VAE tile overlap must be in [0, tile={tile}), got {tile_overlap}")
+
+
+def to_vae_range(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 RGB (N, H, W, 3) -> float32 (N, 3, H, W) in the VAE's [-1, 1]."""
+    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> uint8 RGB (N, H, W, 3), clamped and rounded."""
+    unit = ((frames.float().clamp(-1, 1) + 1) * 127.5).round()
+    return unit.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+

@@ -18,9 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
@@ -30,33 +28,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from star_cli.atomic import atomic_output
 from star_cli.diffusion.schedule import NUM_TIMESTEPS, q_sample, v_to_x0, x0_eps_to_v
-from star_cli.diffusion.tiled import grid_regions
-from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.errors import InputError, StarError
 from star_cli.hub.layout import check_weights_dir, resolve_weights_dir
 from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE
 from star_cli.train import checkpoint as ckpt
 from star_cli.train.config import Config, load_config
-from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, read_crop, scan_sources
+from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, scan_sources
 from star_cli.train.degrade import derive_seed
 from star_cli.train.losses import LossTerms, decode_with_grad, training_loss
-from star_cli.video.probe import VideoInfo, probe
-from star_cli.video.writer import EncodeOptions, VideoWriter
+from star_cli.train.validate import ValidationClip, validation_clip, write_validation
 
 METRICS = ("step", "loss", "v_loss", "df", "df_low", "df_high", "grad_norm", "lr", "it_per_s")
 _TEXT_BATCH = 16
-
-
-@dataclass(frozen=True)
-class ValidationClip:
-    """The validation LQ clip at the training canvas, and the prompt's contexts."""
-
-    info: VideoInfo
-    frames: torch.Tensor  # (F, 3, crop_h, crop_w) in [-1, 1]
-    pts: list[int]
-    context: torch.Tensor
-    negative: torch.Tensor
 
 
 @dataclass
@@ -117,23 +101,6 @@ def _caption_contexts(encoder: TextEncoder, captions: list[str]) -> dict[str, to
     return out
 
 
-def _validation_clip(cfg: Config, text: TextEncoder) -> ValidationClip:
-    """First frames of the validation clip, scaled to cover the training crop and centre-cropped."""
-    path = cfg.validation.clip
-    info = probe(path)
-    count = min(cfg.validation.max_frames, info.num_frames)
-    frames = torch.from_numpy(read_crop(path, 0, count, (0, 0, info.height, info.width))).permute(0, 3, 1, 2).float()
-    ch, cw = cfg.data.crop_height, cfg.data.crop_width
-    cover = max(ch / info.height, cw / info.width)
-    size = (max(ch, round(info.height * cover)), max(cw, round(info.width * cover)))
-    frames = F.interpolate(frames / 255.0, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-    top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
-    frames = frames[:, :, top:top + ch, left:left + cw] * 2 - 1
-    step = round(1 / (info.fps * info.time_base))
-    positive, negative = text.contexts(cfg.validation.prompt)
-    return ValidationClip(info, frames, [info.start_pts + i * step for i in range(count)], positive.cpu(), negative.cpu())
-
-
 def _optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     opt = cfg.optim
     cls = torch.optim.AdamW
@@ -159,7 +126,7 @@ def setup(cfg: Config, console: Console) -> Session:
     weights = check_weights_dir(resolve_weights_dir(cfg.model.weights_dir), cfg.model.variant)
     text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, device=device, dtype=dtype)
     contexts = _caption_contexts(text, [source.caption for source in sources])
-    validation = _validation_clip(cfg, text) if cfg.validation.clip is not None else None
+    validation = validation_clip(cfg, text) if cfg.validation.clip is not None else None
     del text
     vae = VideoVAE.from_dir(weights.vae_dir, device=device, dtype=dtype)
     model, initialised = ckpt.load_initial_model(cfg.model.init_from or weights.star, device=device)
@@ -190,16 +157,11 @@ def setup(cfg: Config, console: Console) -> Session:
 # ----------------------------------------------------------------------------- one step
 
 
-def encode_videos(vae: VideoVAE, videos: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(B, 3, F, H, W) in [-1, 1] -> scaled latents (B, C, F, h, w), float32."""
-    return torch.stack([vae.encode(video.transpose(0, 1), generator).transpose(0, 1) for video in videos]).float()
-
-
 def compute_loss(s: Session, batch: dict[str, object]) -> LossTerms:
     device = s.accelerator.device
     gt = batch["gt"].to(device, s.weight_dtype)
-    z0 = encode_videos(s.vae, gt, s.generator)
-    hint = encode_videos(s.vae, batch["lq"].to(device, s.weight_dtype), s.generator)
+    z0 = s.vae.encode_videos(gt, s.generator)
+    hint = s.vae.encode_videos(batch["lq"].to(device, s.weight_dtype), s.generator)
     y = torch.stack([s.contexts[c] for c in batch["caption"]]).to(device)
     t = torch.randint(0, NUM_TIMESTEPS, (z0.shape[0],), generator=s.generator, device=device)
     noise = torch.randn(z0.shape, generator=s.generator, device=device)
@@ -276,41 +238,6 @@ def open_metrics(path: Path, resumed_step: int) -> tuple[object, csv.DictWriter]
     writer.writeheader()
     writer.writerows(rows)
     return handle, writer
-
-
-def write_validation(s: Session, step: int) -> Path:
-    """Restore the validation clip with the current (EMA) weights and write it as a video."""
-    acc, clip, cfg = s.accelerator, s.validation, s.cfg
-    device = acc.device
-    model = acc.unwrap_model(s.model)
-    if s.ema is not None:
-        s.ema.store(s.params)
-        s.ema.copy_to(s.params)
-    model.eval()
-    try:
-        with torch.no_grad():
-            hint = encode_videos(s.vae, clip.frames.transpose(0, 1)[None].to(device, s.weight_dtype),
-                                 torch.Generator(device=device).manual_seed(cfg.train.seed))
-            size = tuple(hint.shape[2:])
-            regions = grid_regions([(0, size[0])], [(0, size[1])], [(0, size[2])], size)
-
-            def denoise(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-                with acc.autocast():
-                    return model(x_t, t, y, h)
-
-            latents = sample_window(denoise, hint, clip.context.to(device), clip.negative.to(device), regions,
-                                    SamplerSettings(mode="normal", steps=cfg.validation.steps), seed=cfg.train.seed)
-            frames = s.vae.decode(latents[0].transpose(0, 1))
-    finally:
-        model.train()
-        if s.ema is not None:
-            s.ema.restore(s.params)
-    pixels = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    dest = cfg.train.output_dir / "validation" / f"step-{step:08d}.mp4"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with VideoWriter(dest, clip.info, pixels.shape[2], pixels.shape[1], EncodeOptions(crf=18)) as writer:
-        writer.write(np.ascontiguousarray(pixels), clip.pts)
-    return dest
 
 
 def _check_finite(grad_norm: torch.Tensor | None, step: int, precision: str) -> None:

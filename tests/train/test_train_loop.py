@@ -56,8 +56,8 @@ def test_df_loss_reaches_the_controlnet(workspace: Path) -> None:
     s = _session(workspace)
     batch = _first_batch(s)
     gt = batch["gt"]
-    z0 = loop.encode_videos(s.vae, gt, s.generator)
-    hint = loop.encode_videos(s.vae, batch["lq"], s.generator)
+    z0 = s.vae.encode_videos(gt, s.generator)
+    hint = s.vae.encode_videos(batch["lq"], s.generator)
     y = torch.stack([s.contexts[c] for c in batch["caption"]])
     t = torch.tensor([300])
     x_t = loop.q_sample(z0, t, torch.randn(z0.shape, generator=s.generator))

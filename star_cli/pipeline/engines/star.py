@@ -27,7 +27,7 @@ from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
 from star_cli.models.loading import load_star_unet
 from star_cli.models.text import TextEncoder
-from star_cli.models.vae import VideoVAE
+from star_cli.models.vae import VideoVAE, to_uint8, to_vae_range
 from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
 from star_cli.pipeline.plan import Padding, Plan, Window
@@ -40,17 +40,6 @@ activation; slicing it (same result) cut the measured fp16 peak of a 32x74x120 t
 
 VAE_POSTERIOR_STREAM = 2
 """Random stream of the VAE posterior samples (the sampler draws streams 0 and 1 of each window)."""
-
-
-def to_signed(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3), rounded."""
-    unit = ((frames.float().clamp(-1, 1) + 1) * 127.5).round()
-    return unit.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
@@ -129,7 +118,7 @@ class StarEngine:
 
     def _resized(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
         """The LR frames in [-1, 1], bilinearly resized to the output size (float32, on the device)."""
-        return F.interpolate(to_signed(frames, self.device), size=plan.output_size, mode="bilinear", align_corners=False)
+        return F.interpolate(to_vae_range(frames, self.device), size=plan.output_size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray, plan: Plan, window: Window) -> torch.Tensor:
@@ -155,7 +144,7 @@ class StarEngine:
                 raise StarError("the VAE decode produced NaN/inf values; try --dtype bf16 or --dtype fp32")
             pixels = pixels[:, :, top : top + out_h, left : left + out_w].float()
             count = len(pixels)
-            reference = to_signed(frames[done : done + count], pixels.device)
+            reference = to_vae_range(frames[done : done + count], pixels.device)
             restored[done : done + count] = to_uint8(apply_color_fix(self.settings.color_fix, pixels, reference))
             done += count
         return restored
