@@ -56,8 +56,9 @@ def gather_windows(batches: Iterable[FrameBatch], spans: Sequence[tuple[int, int
 class WindowJoiner:
     """Cross-fade overlapping window outputs and release frames once they are final.
 
-    Each window adds `weight[i] * frame[i]` to a running sum; a frame is final
-    when no later window covers it, and is then divided by its summed weight.
+    Overlapping frames accumulate `weight[i] * frame[i]` in float32 and are divided by
+    their summed weight once no later window covers them; every other frame passes
+    through untouched, so only the overlaps ever cost a float copy.
     """
 
     def __init__(self, spans: Sequence[tuple[int, int]]) -> None:
@@ -65,35 +66,35 @@ class WindowJoiner:
         self._sums: dict[int, np.ndarray] = {}
         self._weights: dict[int, float] = {}
         self._pts: dict[int, int] = {}
-        self._next_out = 0
 
     def add(self, index: int, frames: np.ndarray, pts: Sequence[int], weights: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """Add window `index`'s uint8 output; return the frames that became final (maybe none)."""
         start, end = self._spans[index]
         if len(frames) != end - start or len(weights) != end - start:
             raise ValueError(f"window {index} returned {len(frames)} frames for span {start}..{end}")
+        ready_until = self._spans[index + 1][0] if index + 1 < len(self._spans) else end
+        released, stamps = [], []
         for offset, (frame, weight, stamp) in enumerate(zip(frames, weights, pts)):
             position = start + offset
+            if position < ready_until and position not in self._sums and weight == 1:
+                released.append(frame)  # covered by this window alone
+                stamps.append(stamp)
+                continue
             contribution = frame.astype(np.float32) * np.float32(weight)
             if position in self._sums:
                 self._sums[position] += contribution
                 self._weights[position] += float(weight)
             else:
-                self._sums[position] = contribution
-                self._weights[position] = float(weight)
-                self._pts[position] = stamp
-        ready_until = self._spans[index + 1][0] if index + 1 < len(self._spans) else end
-        return self._release(ready_until)
-
-    def _release(self, until: int) -> tuple[np.ndarray, list[int]]:
-        frames, stamps = [], []
-        for position in range(self._next_out, until):
-            total = self._weights.pop(position)
-            if total <= 0:
-                raise ValueError(f"frame {position} has no weight in any window")
-            frames.append(np.clip(np.rint(self._sums.pop(position) / np.float32(total)), 0, 255).astype(np.uint8))
-            stamps.append(self._pts.pop(position))
-        self._next_out = max(self._next_out, until)
-        if not frames:
+                self._sums[position], self._weights[position], self._pts[position] = contribution, float(weight), stamp
+            if position < ready_until:
+                released.append(self._finish(position))
+                stamps.append(self._pts.pop(position))
+        if not released:
             return np.empty((0, 0, 0, 3), dtype=np.uint8), []
-        return np.stack(frames), stamps
+        return np.stack(released), stamps
+
+    def _finish(self, position: int) -> np.ndarray:
+        total = self._weights.pop(position)
+        if total <= 0:
+            raise ValueError(f"frame {position} has no weight in any window")
+        return np.clip(np.rint(self._sums.pop(position) / np.float32(total)), 0, 255).astype(np.uint8)
