@@ -95,19 +95,14 @@ def test_bad_config_in_the_sources_is_one_line(state: dict[str, torch.Tensor], t
         convert_star_checkpoint(src, tmp_path / "out.safetensors", config={"width": 3}, source_sha256=SHA)
 
 
-def test_default_config_expects_exactly_the_official_checkpoint_tensors() -> None:
+def test_default_config_expects_exactly_the_official_checkpoint_tensors(fixtures_dir: Path) -> None:
     """The shipped sources leave [star.config] empty: the strict check must then accept the
     official light/heavy_deg.pt, whose names and shapes the reference manifest lists."""
     from star_cli.hub.convert import meta_model
     from star_cli.hub.sources import load_sources
     from star_cli.models.loading import compare_keys
 
-    env = os.environ.get("STAR_FIXTURES")
-    folders = [Path(env)] if env else [parent / "shared" / "fixtures" for parent in Path(__file__).resolve().parents]
-    found = [f / UNET_MANIFEST for f in folders if (f / UNET_MANIFEST).is_file()]
-    if not found:
-        pytest.skip("STAR reference manifest not found (set STAR_FIXTURES to the shared/fixtures folder)")
-    manifest = json.loads(found[0].read_text())
+    manifest = json.loads((fixtures_dir / UNET_MANIFEST).read_text())
     official = {name: torch.empty(shape, device="meta") for name, shape in manifest["tensors"].items()}
     (star,) = [c for c in load_sources().components if c.name == "star"]
     assert star.config == {}
