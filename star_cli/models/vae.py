@@ -11,6 +11,12 @@ pixel outputs are cross-faded with linear ramps across each overlap (the spans a
 weights of `star_cli.spans`, which also cut the UNet's chunks and tiles). The decoder
 then only ever sees latents of at most (group, C, tile, tile): its memory is bounded
 by the tile, not the frame. Tiling is used only when a frame is larger than one tile.
+
+The encoder's full-resolution res-blocks make one whole 2192x3840 canvas frame need
+about 10 GiB too, so encoding is tiled the same way (same spans, same linear ramps, on the
+latent grid): the posterior's mean and std are cross-faded across tiles and ONE sample
+is drawn over the whole frame from the caller's generator. A frame that fits one tile
+(every default-size canvas) draws exactly what an untiled encode draws.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKLTemporalDecoder
+from diffusers.utils.torch_utils import randn_tensor
 
 from star_cli.errors import InputError, StarError
 from star_cli.spans import balanced_spans, span_weights
@@ -28,13 +35,17 @@ from star_cli.spans import balanced_spans, span_weights
 DEFAULT_GROUP = 3
 DEFAULT_TILE = 64
 DEFAULT_TILE_OVERLAP = 16
+DEFAULT_ENCODE_TILE = 256
+"""Latent px (2048 px) of an encode tile: the default 976x1728 canvas (122x216) encodes whole;
+a 2192x3840 one (274x480) in 2x2 tiles of 145x248, about 2.9 GiB in fp16 instead of 10.2."""
 
 
 def _axis_tiles(length: int, tile: int | None, overlap: int, scale: int) -> list[tuple[int, int, torch.Tensor]]:
-    """Latent spans along one axis, each with its pixel weights (a partition of unity over the pixels).
+    """Latent spans along one axis, each with its weights on a grid `scale` times finer (a partition of unity).
 
-    The weights are taken on the pixel grid (spans x `scale`), so a ramp spans every
-    decoded pixel of an overlap rather than stepping once per latent.
+    Decoding blends pixels: its weights are taken on the pixel grid (spans x 8), so a
+    ramp spans every decoded pixel of an overlap rather than stepping once per latent.
+    Encoding blends latents: `scale` 1.
     """
     spans = balanced_spans(length, tile, overlap)
     weights = span_weights([(start * scale, end * scale) for start, end in spans], "linear")
@@ -76,17 +87,56 @@ class VideoVAE:
         return self.model.dtype
 
     @torch.no_grad()
-    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        frames: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        tile: int | None = DEFAULT_ENCODE_TILE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    ) -> torch.Tensor:
         """Latents (F, C, H/8, W/8) * scaling_factor of frames (F, 3, H, W) in [-1, 1].
 
         One frame at a time, each drawing its posterior sample from `generator`, as
         the reference does: the result does not depend on how frames are batched.
+        `tile` and `tile_overlap` are in latent units; `tile=None` encodes whole frames.
+        The noise is drawn at the full latent size, so tiling changes only the blended
+        mean and std, never which random numbers a latent gets.
         """
+        _check_tile_options(tile, tile_overlap)
         latents = []
         for frame in frames.split(1):
-            posterior = self.model.encode(frame.to(device=self.device, dtype=self.dtype)).latent_dist
-            latents.append(posterior.sample(generator))
+            mean, std = self._encode_frame(frame.to(device=self.device, dtype=self.dtype), tile, tile_overlap)
+            noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            latents.append(mean + std * noise)
         return torch.cat(latents) * self.scaling_factor
+
+    def _encode_frame(
+        self, frame: torch.Tensor, tile: int | None, tile_overlap: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the posterior of one frame (1, 3, H, W), tile by tile when it exceeds `tile`.
+
+        Pixel tiles are cut on the latent grid (x8); a tile at the bottom or right edge
+        also takes the pixels past the last full latent, as a whole-frame encode does.
+        """
+        scale = self.spatial_factor
+        height, width = frame.shape[-2] // scale, frame.shape[-1] // scale
+        rows = _axis_tiles(height, tile, tile_overlap, 1)
+        cols = _axis_tiles(width, tile, tile_overlap, 1)
+        if len(rows) == 1 and len(cols) == 1:
+            posterior = self.model.encode(frame).latent_dist
+            return posterior.mean, posterior.std
+        channels = self.model.config.latent_channels
+        mean = torch.zeros(1, channels, height, width, device=frame.device, dtype=torch.float32)
+        std = torch.zeros_like(mean)
+        for top, bottom, row_weights in rows:
+            for left, right, col_weights in cols:
+                pixels = frame[..., _pixel_slice(top, bottom, height, scale), _pixel_slice(left, right, width, scale)]
+                posterior = self.model.encode(pixels).latent_dist
+                weights = (row_weights[:, None] * col_weights[None, :]).to(frame.device)
+                mean[..., top:bottom, left:right] += posterior.mean.float() * weights
+                std[..., top:bottom, left:right] += posterior.std.float() * weights
+        return mean.to(frame.dtype), std.to(frame.dtype)
 
     def encode_videos(self, videos: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> scaled latents (B, C, F, h, w), float32 (the UNet's layout)."""
@@ -139,9 +189,18 @@ class VideoVAE:
         return joined.to(z.dtype)
 
 
+def _pixel_slice(start: int, end: int, length: int, scale: int) -> slice:
+    """Pixels of latents [start, end) of an axis `length` latents long; the last span runs to the edge."""
+    return slice(start * scale, None if end == length else end * scale)
+
+
 def _check_decode_options(group: int, tile: int | None, tile_overlap: int) -> None:
     if group < 1:
         raise InputError(f"the VAE decode group must be at least 1 frame, got {group}")
+    _check_tile_options(tile, tile_overlap)
+
+
+def _check_tile_options(tile: int | None, tile_overlap: int) -> None:
     if tile is not None and not 0 <= tile_overlap < tile:
         raise InputError(f"the VAE tile overlap must be in [0, tile={tile}), got {tile_overlap}")
 

@@ -9,13 +9,14 @@ Assumptions about the engine (what the estimate is of):
 - the UNet's activation peak is one forward of the largest chunk on the largest tile,
   for one guidance branch (passes one after the other, as in the reference) or for all
   branches at once (`batched_guidance`, one batch of 2: twice the activations);
-- the VAE (star_cli.models.vae) encodes whole canvas frames one at a time and decodes
+- the VAE (star_cli.models.vae) encodes canvas frames one at a time in spatial tiles of
+  at most VAE_ENCODE_TILE latent pixels (whole frames up to that size) and decodes
   groups of `vae_group` frames in spatial tiles of VAE_TILE latent pixels into
   full-canvas float32 sums; its working set is not alive during UNet passes;
-- the text encoder stays resident (a run may free it after encoding the prompts; the
-  estimate then errs high by its weights);
+- the text encoder is freed once the prompts are encoded, before the UNet and VAE load;
 - host memory holds one window's source frames and its restored frames (uint8), and
-  the float32 cross-fade sums of those frames (star_cli.pipeline.stream.WindowJoiner).
+  float32 cross-fade sums of the frames it shares with its neighbours only
+  (star_cli.pipeline.stream.WindowJoiner passes the other frames through).
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ FLOPS_PER_TOKEN = _F_SMALL / _P_SMALL - FLOPS_PER_TOKEN_SQUARED * _P_SMALL
 # res-blocks work on 128 channels with about four copies alive: about 512.
 VAE_DECODE_CHANNELS = 1024
 VAE_ENCODE_CHANNELS = 650  # measured: 2.04 GiB for one 976x1728 frame (benchmarks/vram_estimate.py)
-# The decode defaults of star_cli.models.vae (DEFAULT_GROUP, DEFAULT_TILE; not imported
-# here because that module pulls in diffusers, which --dry-run must not wait for).
+# The defaults of star_cli.models.vae (DEFAULT_GROUP, DEFAULT_TILE, DEFAULT_ENCODE_TILE; not
+# imported here because that module pulls in diffusers, which --dry-run must not wait for).
 VAE_GROUP = 3
 VAE_TILE = 64
+VAE_ENCODE_TILE = 256
 
 # Sampler state per window, float32 latents of 4 channels: x, the LR hint, the joined x0
 # and its weight sum, the DPM-Solver++(2M) history, and the Brownian tree's nodes and
@@ -102,7 +104,7 @@ class Estimate:
 
     weights_bytes: int  # on the device (the UNet, or one block of it, under offload)
     activation_bytes: int  # UNet, largest chunk x largest tile
-    vae_bytes: int  # VAE: one canvas frame encoded or one tile of a frame group decoded
+    vae_bytes: int  # VAE: one tile of a canvas frame encoded, or of a frame group decoded
     latent_bytes: int  # sampler state of the largest window
     frame_bytes: int  # host: frames and cross-fade sums of the largest window
     offloaded_bytes: int  # host: weights kept off the device by offloading
@@ -124,12 +126,18 @@ class Estimate:
 
 
 def vae_bytes(plan: Plan, dtype_bytes: int = 2, vae_group: int = VAE_GROUP) -> int:
-    """Peak of the VAE: encoding one whole canvas frame, or decoding one tile of a frame group."""
+    """Peak of the VAE: encoding one tile of a canvas frame, or decoding one tile of a frame group."""
     canvas = plan.canvas.height * plan.canvas.width
     tile = min(plan.canvas.latent_height, VAE_TILE) * min(plan.canvas.latent_width, VAE_TILE) * 64
-    encode = canvas * VAE_ENCODE_CHANNELS * dtype_bytes
+    encode_tile = min(plan.canvas.latent_height, VAE_ENCODE_TILE) * min(plan.canvas.latent_width, VAE_ENCODE_TILE) * 64
+    encode = encode_tile * VAE_ENCODE_CHANNELS * dtype_bytes
     decode = vae_group * (tile * VAE_DECODE_CHANNELS * dtype_bytes + canvas * 3 * FLOAT32) + canvas * FLOAT32
     return max(encode, decode)
+
+
+def _largest_overlap(plan: Plan) -> int:
+    """Most frames two consecutive windows share (a window's float sums cover both of its ends)."""
+    return max((a.end - b.start for a, b in zip(plan.windows, plan.windows[1:])), default=0)
 
 
 def estimate(
@@ -167,7 +175,7 @@ def estimate(
         activation_bytes=batch * activation_bytes(max(c.length for c in plan.chunks), tile_pixels, dtype_bytes),
         vae_bytes=vae_bytes(plan, dtype_bytes, vae_group),
         latent_bytes=window_frames * LATENT_CHANNELS * latent_pixels * FLOAT32 * LATENT_COPIES,
-        frame_bytes=window_frames * (in_pixels * 3 + out_pixels * 3 * (1 + FLOAT32)),
+        frame_bytes=window_frames * (in_pixels + out_pixels) * 3 + 2 * _largest_overlap(plan) * out_pixels * 3 * FLOAT32,
         offloaded_bytes=weights if offload != "none" else 0,
         flops=plan.frame_evaluations * tile_flops * steps_branches,
         output_frames=plan.num_frames,

@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 
 from star_cli.errors import InputError
-from star_cli.pipeline.estimate import GiB, activation_bytes, check_fits, estimate, flops_per_frame
+from star_cli.pipeline.estimate import (
+    VAE_ENCODE_CHANNELS,
+    GiB,
+    activation_bytes,
+    check_fits,
+    estimate,
+    flops_per_frame,
+    vae_bytes,
+)
 from star_cli.pipeline.plan import PlanOptions, make_plan
 
 
@@ -30,6 +38,18 @@ def test_defaults_meet_the_gpu_targets_and_do_not_grow_with_length(offload, targ
     short, long, longer = (estimate(make_plan(n, 240, 426, PlanOptions()), offload=offload) for n in (72, 720, 7200))
     assert short.device_bytes <= long.device_bytes <= target_gib * GiB
     assert longer.device_bytes == long.device_bytes
+
+
+def test_vae_encode_stops_growing_with_the_canvas_beyond_its_tile():
+    """Whole default canvases (976x1728) are encoded at once; 2192x3840 and larger in tiles of 2048 px."""
+    default = make_plan(10, 240, 426, PlanOptions())
+    assert vae_bytes(default) == 976 * 1728 * VAE_ENCODE_CHANNELS * 2
+    full_hd_x2 = make_plan(10, 1080, 1920, PlanOptions(scale=2))
+    full_hd_x4 = make_plan(10, 1080, 1920, PlanOptions(scale=4))
+    assert full_hd_x4.canvas.height > full_hd_x2.canvas.height > 2048
+    assert vae_bytes(full_hd_x2) == vae_bytes(full_hd_x4) == 2048 * 2048 * VAE_ENCODE_CHANNELS * 2
+    assert estimate(full_hd_x2, offload="model").device_bytes <= 12 * GiB
+    assert estimate(full_hd_x2, offload="sequential").device_bytes <= 8 * GiB
 
 
 def test_default_costs_at_most_80_percent_of_reference_per_output_frame():
