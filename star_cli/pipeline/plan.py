@@ -189,15 +189,6 @@ class Tile:
     row_weights: tuple[float, ...]
     col_weights: tuple[float, ...]
 
-    @property
-    def pixel_box(self) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of this tile on the pixel canvas."""
-        return (self.top * VAE_FACTOR, self.left * VAE_FACTOR, self.height * VAE_FACTOR, self.width * VAE_FACTOR)
-
-    def weight_map(self) -> np.ndarray:
-        """(height, width) float32 weights; the maps of all tiles sum to 1 over the canvas."""
-        return np.outer(self.row_weights, self.col_weights).astype(np.float32)
-
 
 @dataclass(frozen=True)
 class Window:

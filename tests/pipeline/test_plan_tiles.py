@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from star_cli.pipeline.plan import (
+    VAE_FACTOR,
     PlanOptions,
     is_valid_latent_height,
     is_valid_latent_width,
@@ -48,7 +49,7 @@ def test_smallest_valid_sizes():
 def weight_sum(plan):
     total = np.zeros((plan.canvas.latent_height, plan.canvas.latent_width))
     for t in plan.tiles:
-        total[t.top : t.top + t.height, t.left : t.left + t.width] += t.weight_map()
+        total[t.top : t.top + t.height, t.left : t.left + t.width] += np.outer(t.row_weights, t.col_weights).astype(np.float32)
     return total
 
 
@@ -57,7 +58,8 @@ def test_reference_canvas_in_four_balanced_tiles():
     assert [(t.top, t.left, t.height, t.width) for t in plan.tiles] == [
         (0, 0, 74, 120), (0, 96, 74, 120), (48, 0, 74, 120), (48, 96, 74, 120)
     ]
-    assert plan.tiles[3].pixel_box == (384, 768, 592, 960)
+    t = plan.tiles[3]
+    assert tuple(VAE_FACTOR * v for v in (t.top, t.left, t.height, t.width)) == (384, 768, 592, 960)
     assert np.allclose(weight_sum(plan), 1.0, atol=1e-6)
 
 
@@ -83,7 +85,7 @@ def test_tiles_are_valid_bounded_and_cover(size, scale, tile, overlap):
 def test_no_tiles_when_canvas_fits_or_tiling_is_off():
     small = make_plan(2, 180, 320, PlanOptions())  # 720x1280: exactly one tile
     assert [(t.top, t.left, t.height, t.width) for t in small.tiles] == [(0, 0, 90, 160)]
-    assert np.all(small.tiles[0].weight_map() == 1.0)
+    assert np.all(np.outer(small.tiles[0].row_weights, small.tiles[0].col_weights) == 1.0)
     untiled = make_plan(2, 1080, 1920, PlanOptions(scale=2, tile_size=None))
     assert len(untiled.tiles) == 1 and untiled.tiles[0].height == untiled.canvas.latent_height
     wide = make_plan(2, 90, 1000, PlanOptions(scale=2))  # tall enough for one row only

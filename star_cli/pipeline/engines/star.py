@@ -44,7 +44,7 @@ VAE_POSTERIOR_STREAM = 2
 
 def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
     """Pad (N, 3, H, W) frames to the plan's canvas (white like the reference, or edge replication)."""
-    pad = (padding.left, padding.right, padding.top, padding.bottom)
+    pad = padding.torch_pad
     if not any(pad):
         return frames
     if padding.mode == "constant":
