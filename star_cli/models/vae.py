@@ -40,16 +40,22 @@ DEFAULT_ENCODE_TILE = 256
 a 2192x3840 one (274x480) in 2x2 tiles of 145x248, about 2.9 GiB in fp16 instead of 10.2."""
 
 
-def _axis_tiles(length: int, tile: int | None, overlap: int, scale: int) -> list[tuple[int, int, torch.Tensor]]:
-    """Latent spans along one axis, each with its weights on a grid `scale` times finer (a partition of unity).
+def _tiles(
+    height: int, width: int, tile: int | None, overlap: int, scale: int
+) -> list[tuple[slice, slice, torch.Tensor]]:
+    """Latent (rows, cols) boxes of a height x width latent grid, each with its 2-D blend weights.
 
-    Decoding blends pixels: its weights are taken on the pixel grid (spans x 8), so a
-    ramp spans every decoded pixel of an overlap rather than stepping once per latent.
-    Encoding blends latents: `scale` 1.
+    Weights are a partition of unity on a grid `scale` times finer: decoding blends
+    pixels (scale 8, so a ramp spans every decoded pixel of an overlap rather than
+    stepping once per latent); encoding blends latents (scale 1). A single box means
+    the frame fits one tile.
     """
-    spans = balanced_spans(length, tile, overlap)
-    weights = span_weights([(start * scale, end * scale) for start, end in spans], "linear")
-    return [(start, end, torch.from_numpy(w).float()) for (start, end), w in zip(spans, weights)]
+    axes = []
+    for length in (height, width):
+        spans = balanced_spans(length, tile, overlap)
+        weights = span_weights([(start * scale, end * scale) for start, end in spans], "linear")
+        axes.append([(slice(start, end), torch.from_numpy(w).float()) for (start, end), w in zip(spans, weights)])
+    return [(rows, cols, row_w[:, None] * col_w[None, :]) for rows, row_w in axes[0] for cols, col_w in axes[1]]
 
 
 class VideoVAE:
@@ -121,21 +127,19 @@ class VideoVAE:
         """
         scale = self.spatial_factor
         height, width = frame.shape[-2] // scale, frame.shape[-1] // scale
-        rows = _axis_tiles(height, tile, tile_overlap, 1)
-        cols = _axis_tiles(width, tile, tile_overlap, 1)
-        if len(rows) == 1 and len(cols) == 1:
+        tiles = _tiles(height, width, tile, tile_overlap, 1)
+        if len(tiles) == 1:
             posterior = self.model.encode(frame).latent_dist
             return posterior.mean, posterior.std
         channels = self.model.config.latent_channels
         mean = torch.zeros(1, channels, height, width, device=frame.device, dtype=torch.float32)
         std = torch.zeros_like(mean)
-        for top, bottom, row_weights in rows:
-            for left, right, col_weights in cols:
-                pixels = frame[..., _pixel_slice(top, bottom, height, scale), _pixel_slice(left, right, width, scale)]
-                posterior = self.model.encode(pixels).latent_dist
-                weights = (row_weights[:, None] * col_weights[None, :]).to(frame.device)
-                mean[..., top:bottom, left:right] += posterior.mean.float() * weights
-                std[..., top:bottom, left:right] += posterior.std.float() * weights
+        for rows, cols, weights in tiles:
+            pixels = frame[..., _pixel_slice(rows, height, scale), _pixel_slice(cols, width, scale)]
+            posterior = self.model.encode(pixels).latent_dist
+            weights = weights.to(frame.device)
+            mean[..., rows, cols] += posterior.mean.float() * weights
+            std[..., rows, cols] += posterior.std.float() * weights
         return mean.to(frame.dtype), std.to(frame.dtype)
 
     def encode_videos(self, videos: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -175,23 +179,21 @@ class VideoVAE:
     def _decode_group(self, z: torch.Tensor, tile: int | None, tile_overlap: int) -> torch.Tensor:
         frames, _, height, width = z.shape
         scale = self.spatial_factor
-        rows = _axis_tiles(height, tile, tile_overlap, scale)
-        cols = _axis_tiles(width, tile, tile_overlap, scale)
-        if len(rows) == 1 and len(cols) == 1:
+        tiles = _tiles(height, width, tile, tile_overlap, scale)
+        if len(tiles) == 1:
             return self.model.decode(z, num_frames=frames).sample
         joined = torch.zeros(frames, 3, height * scale, width * scale, device=z.device, dtype=torch.float32)
-        for top, bottom, row_weights in rows:
-            for left, right, col_weights in cols:
-                pixels = self.model.decode(z[:, :, top:bottom, left:right], num_frames=frames).sample
-                weights = (row_weights[:, None] * col_weights[None, :]).to(z.device)
-                window = (..., slice(top * scale, bottom * scale), slice(left * scale, right * scale))
-                joined[window] += pixels.float() * weights
+        for rows, cols, weights in tiles:
+            pixels = self.model.decode(z[:, :, rows, cols], num_frames=frames).sample
+            joined[..., _pixel_slice(rows, height, scale), _pixel_slice(cols, width, scale)] += (
+                pixels.float() * weights.to(z.device)
+            )
         return joined.to(z.dtype)
 
 
-def _pixel_slice(start: int, end: int, length: int, scale: int) -> slice:
-    """Pixels of latents [start, end) of an axis `length` latents long; the last span runs to the edge."""
-    return slice(start * scale, None if end == length else end * scale)
+def _pixel_slice(latents: slice, length: int, scale: int) -> slice:
+    """Pixels of a latent span of an axis `length` latents long; the last span runs to the edge."""
+    return slice(latents.start * scale, None if latents.stop == length else latents.stop * scale)
 
 
 def _check_decode_options(group: int, tile: int | None, tile_overlap: int) -> None:
