@@ -203,9 +203,8 @@ def check_weights_dir(root: Path, variant: str = "light", verify: bool = False) 
 
 def safetensors_parameters(path: Path) -> int:
     """Number of values stored in a .safetensors file, read from its header alone."""
-    with open(path, "rb") as handle:
-        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+    with safe_open(path, framework="numpy") as handle:
+        return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
 
 
 def weights_parameters(root: Path, checkpoint: str = "light") -> int | None:
@@ -220,5 +219,5 @@ def weights_parameters(root: Path, checkpoint: str = "light") -> int | None:
         return None
     try:
         return sum(safetensors_parameters(f) for f in files)
-    except (OSError, ValueError, KeyError):
+    except (SafetensorError, OSError):
         return None
