@@ -29,9 +29,9 @@ _START_NOISE_STREAM = 0
 _BROWNIAN_STREAM = 1
 
 
-def derive_seed(seed: int, window: int, stream: int) -> int:
-    """An independent 63-bit seed for one random stream of one window."""
-    state = np.random.SeedSequence(entropy=seed, spawn_key=(window, stream)).generate_state(1, np.uint64)
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 63-bit seed for the random stream named by `keys` (e.g. window, stream) under `seed`."""
+    state = np.random.SeedSequence(entropy=seed, spawn_key=keys).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
 
 

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from star_cli.diffusion.noise import derive_seed
 from star_cli.errors import InputError, StarError
 from star_cli.train.config import DataConfig
-from star_cli.train.degrade import VIDEO_SUFFIXES, degrade_clip, derive_seed, list_videos, read_caption
+from star_cli.train.degrade import VIDEO_SUFFIXES, degrade_clip, list_videos, read_caption
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches
 

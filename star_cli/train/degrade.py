@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from star_cli.atomic import atomic_output
+from star_cli.diffusion.noise import derive_seed
 from star_cli.errors import InputError, StarError
 from star_cli.train.compress import CRF_CODECS, VideoCompressor, compress_frames, jpeg
 from star_cli.train.config import PRESETS, CompressionConfig, DegradationConfig, StageConfig
@@ -153,11 +154,6 @@ def _sample_codec(rng: np.random.Generator, comp: CompressionConfig) -> CodecCho
     if codec in CRF_CODECS and rng.uniform() < comp.crf_prob:
         return CodecChoice(codec, int(rng.integers(comp.crf_range[0], comp.crf_range[1] + 1)), None)
     return CodecChoice(codec, None, float(rng.uniform(*comp.bpp_range)))
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integers (base seed, epoch, index, ...)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def sample_plan(cfg: DegradationConfig, seed: int) -> DegradationPlan:

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from star_cli.atomic import atomic_output
+from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.schedule import NUM_TIMESTEPS, q_sample, v_to_x0, x0_eps_to_v
 from star_cli.errors import InputError, StarError
 from star_cli.hub.layout import check_weights_dir, resolve_weights_dir
@@ -35,7 +36,6 @@ from star_cli.models.vae import VideoVAE
 from star_cli.train import checkpoint as ckpt
 from star_cli.train.config import Config, load_config
 from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, scan_sources
-from star_cli.train.degrade import derive_seed
 from star_cli.train.losses import LossTerms, decode_with_grad, training_loss
 from star_cli.train.validate import ValidationClip, validation_clip, write_validation
 
