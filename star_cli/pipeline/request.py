@@ -9,22 +9,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import get_args
 
 from star_cli.errors import InputError
-from star_cli.pipeline.plan import PlanOptions
+from star_cli.pipeline.estimate import Offload
+from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
 from star_cli.spans import BLEND_MODES
-from star_cli.video.writer import EncodeOptions
+from star_cli.video.writer import ENCODERS, EncodeOptions
 
 ENGINES = ("star", "lanczos")
-COLOR_FIXES = ("adain", "wavelet", "none")
 DEVICES = ("auto", "cuda", "cpu", "mps")
-DTYPES = ("fp16", "bf16", "fp32")
-OFFLOADS = ("none", "model", "sequential")
-SOLVERS = ("dpmpp_2m_sde", "heun")
-CODECS = ("auto", "h264", "hevc", "av1", "ffv1")
+OFFLOADS = get_args(Offload)
+CANVASES = get_args(CanvasPolicy)
+CODECS = ("auto", *ENCODERS)
 AUTO_CODECS = {".webm": "av1"}
 """`--codec auto` per output container: h264, except where the container takes no h264 (WebM)."""
-CANVASES = ("minimal", "reference")
+# Mirrors of choices whose owners import torch (colorfix, placement, diffusion.window):
+# validating options must stay fast. tests/pipeline/test_request.py keeps them equal.
+COLOR_FIXES = ("adain", "wavelet", "none")
+DTYPES = ("fp16", "bf16", "fp32")
+SOLVERS = ("dpmpp_2m_sde", "heun")
 
 
 FAST_STEPS = 15

@@ -40,3 +40,14 @@ def test_bad_tile_sizes_are_refused(text):
 
 def test_tile_size_parses_height_by_width():
     assert parse_size(" 720 x 1280 ") == (720, 1280)
+
+
+def test_torch_free_choice_lists_mirror_their_owners():
+    from star_cli.diffusion.window import SOLVERS as sampler_solvers
+    from star_cli.pipeline import request
+    from star_cli.pipeline.colorfix import COLOR_FIX_MODES
+    from star_cli.pipeline.engines.placement import DTYPES
+
+    assert request.SOLVERS == sampler_solvers
+    assert request.COLOR_FIXES == COLOR_FIX_MODES
+    assert request.DTYPES == tuple(DTYPES)
