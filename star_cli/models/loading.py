@@ -190,14 +190,20 @@ def load_star_unet(
     return model.eval()
 
 
+def save_star_state(
+    state: dict[str, Tensor], config: dict[str, Any], path: str | os.PathLike, *, dtype: torch.dtype | None = None
+) -> Path:
+    """Write a STARUNet state dict (optionally cast) as .safetensors with `star_config` metadata, atomically."""
+    path = Path(path)
+    tensors = {
+        k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+        for k, v in state.items()
+    }
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={CONFIG_METADATA_KEY: json.dumps(config)})
+    return path
+
+
 def save_star_unet(model: STARUNet, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
     """Write `model`'s weights (optionally cast) as .safetensors with its `star_config` metadata."""
-    path = Path(path)
-    state = {
-        k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    metadata = {CONFIG_METADATA_KEY: json.dumps(star_config_of(model))}
-    with atomic_output(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return path
+    return save_star_state(model.state_dict(), star_config_of(model), path, dtype=dtype)

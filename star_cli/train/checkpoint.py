@@ -29,11 +29,11 @@ from torch import Tensor, nn
 from star_cli.errors import InputError, StarError
 from star_cli.models import STARUNet
 from star_cli.models.loading import (
-    CONFIG_METADATA_KEY,
     compare_keys,
     load_star_unet,
     read_star_config,
     read_state_dict,
+    save_star_state,
 )
 from star_cli.train.data import DataPosition
 
@@ -140,14 +140,6 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path:
     return path
 
 
-def export_state(state: dict[str, Tensor], config: dict[str, object], path: Path,
-                 dtype: torch.dtype | None = None) -> None:
-    """Write a full model state as safetensors with `star_config` metadata (what `load_star_unet` reads)."""
-    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
-               for k, v in state.items()}
-    save_file(tensors, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(config)})
-
-
 def write_rng(folder: Path, rank: int, generator: torch.Generator) -> None:
     torch.save(rng_state(generator), folder / f"rng-{rank}.pt")
 
@@ -162,7 +154,7 @@ def write_checkpoint(tmp: Path, *, full_state: dict[str, Tensor], export: dict[s
     official checkpoints.
     """
     save_file({k: full_state[k].detach().float().cpu().contiguous() for k in trainable}, str(tmp / "trainable.safetensors"))
-    export_state(export, model_config, tmp / EXPORT_NAME, dtype=torch.float16)
+    save_star_state(export, model_config, tmp / EXPORT_NAME, dtype=torch.float16)
     torch.save(optimizer, tmp / "optimizer.pt")
     torch.save(scheduler, tmp / "scheduler.pt")
     if ema is not None:

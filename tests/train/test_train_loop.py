@@ -17,7 +17,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from star_cli.errors import InputError
-from star_cli.models.loading import load_star_unet, read_star_config
+from star_cli.models.loading import load_star_unet, read_star_config, save_star_state
 from star_cli.train import checkpoint as ckpt
 from star_cli.train import loop
 from star_cli.train.config import load_config
@@ -110,11 +110,11 @@ def test_a_checkpoint_without_liems_starts_them_fresh(workspace: Path, tmp_path:
     venhancer = {k: v for k, v in state.items() if not ckpt.is_liem(k)}
     path = tmp_path / "venhancer.safetensors"
     config = read_star_config(workspace / "weights" / "star" / "light_deg.safetensors")
-    ckpt.export_state(venhancer, config.to_dict(), path)
+    save_star_state(venhancer, config.to_dict(), path)
     model, initialised = ckpt.load_initial_model(path, device=torch.device("cpu"))
     assert initialised == sorted(k for k in state if ckpt.is_liem(k)) and initialised
     assert ckpt.select_trainable(model) == sorted(k for k in state if ckpt.is_trainable(k))
-    ckpt.export_state({**venhancer, "extra.weight": torch.zeros(1)}, config.to_dict(), path)
+    save_star_state({**venhancer, "extra.weight": torch.zeros(1)}, config.to_dict(), path)
     with pytest.raises(InputError, match="extra.weight"):
         ckpt.load_initial_model(path, device=torch.device("cpu"))
 
