@@ -12,19 +12,16 @@ model config (`star_config`, which the inference loader reads) and the source's 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from star_cli.atomic import atomic_output
 from star_cli.errors import StarError
 from star_cli.hub.layout import SOURCE_SHA256_KEY
 from star_cli.models import STARUNet
-from star_cli.models.loading import CONFIG_METADATA_KEY, compare_keys, read_state_dict, star_config_of
+from star_cli.models.loading import compare_keys, read_state_dict, save_star_state, star_config_of
 
 
 def meta_model(config: Mapping[str, Any]) -> STARUNet:
@@ -49,11 +46,5 @@ def convert_star_checkpoint(src: Path, dest: Path, *, config: Mapping[str, Any],
     if mismatch:
         raise StarError(f"{src.name} does not fit the STAR model built from {dict(config) or 'the full-size defaults'}: {mismatch.describe()}")
     half = {name: _half(tensor) for name, tensor in state.items()}
-    metadata = {
-        "format": "pt",
-        CONFIG_METADATA_KEY: json.dumps(star_config_of(model)),
-        SOURCE_SHA256_KEY: source_sha256,
-    }
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(dest) as tmp:
-        save_file(half, str(tmp), metadata=metadata)
+    save_star_state(half, star_config_of(model), dest, metadata={"format": "pt", SOURCE_SHA256_KEY: source_sha256})

@@ -191,16 +191,24 @@ def load_star_unet(
 
 
 def save_star_state(
-    state: dict[str, Tensor], config: dict[str, Any], path: str | os.PathLike, *, dtype: torch.dtype | None = None
+    state: dict[str, Tensor],
+    config: dict[str, Any],
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write a STARUNet state dict (optionally cast) as .safetensors with `star_config` metadata, atomically."""
+    """Write a STARUNet state dict (optionally cast) as .safetensors with `star_config` metadata, atomically.
+
+    `metadata` adds entries (e.g. where the weights came from) beside `star_config`.
+    """
     path = Path(path)
     tensors = {
         k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
         for k, v in state.items()
     }
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={CONFIG_METADATA_KEY: json.dumps(config)})
+        save_file(tensors, str(tmp), metadata={**(metadata or {}), CONFIG_METADATA_KEY: json.dumps(config)})
     return path
 
 
