@@ -11,11 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from star_cli.errors import InputError
-
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv", ".mpg", ".mpeg", ".3gp"}
-)
-"""Containers we read; also the suffixes a folder scan picks up."""
+from star_cli.video.files import list_videos
 
 OUTPUT_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm"})
 """Containers we write (the writer knows their codec and stream rules)."""
@@ -34,9 +30,7 @@ def plan_jobs(input_path: Path, output_path: Path, *, overwrite: bool, dry_run: 
     if not input_path.exists():
         raise InputError(f"input not found: {input_path}")
     if input_path.is_dir():
-        sources = sorted(p for p in input_path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-        if not sources:
-            raise InputError(f"no videos in folder {input_path} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        sources = list_videos(input_path)
         if not output_path.is_dir():
             raise InputError(f"output folder does not exist: {output_path} (create it first)")
         jobs = [Job(src, output_path / _output_name(src)) for src in sources]

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from star_cli.diffusion.noise import derive_seed
 from star_cli.errors import InputError, StarError
 from star_cli.train.config import DataConfig
-from star_cli.train.degrade import VIDEO_SUFFIXES, degrade_clip, list_videos, read_caption
+from star_cli.train.degrade import degrade_clip, read_caption
+from star_cli.video.files import is_video_file, list_videos
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches
 
@@ -63,7 +64,7 @@ class DataPosition:
 def _videos_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (the paired layout needs gt/, lq/ and optionally text/)")
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES}
+    return {p.stem: p for p in sorted(folder.iterdir()) if is_video_file(p)}
 
 
 def _source(gt: Path, lq: Path | None, caption: str, cfg: DataConfig) -> ClipSource:

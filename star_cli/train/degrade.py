@@ -32,6 +32,7 @@ from star_cli.errors import InputError, StarError
 from star_cli.train.compress import CRF_CODECS, VideoCompressor, compress_frames, jpeg
 from star_cli.train.config import PRESETS, CompressionConfig, DegradationConfig, StageConfig
 from star_cli.train.kernels import filter2d, random_blur_kernel, random_final_sinc
+from star_cli.video.files import list_videos
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches
 from star_cli.video.writer import EncodeOptions, VideoWriter
@@ -255,19 +256,8 @@ def streaming_compressor(plan: DegradationPlan, height: int, width: int, fps: Fr
 
 # ----------------------------------------------------------------------------- `star degrade`
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 _CHUNK = 16
 _PAIR_OPTIONS = EncodeOptions(codec="h264", crf=12)  # near-transparent: the degradation is already in the frames
-
-
-def list_videos(folder: Path) -> list[Path]:
-    """Video files directly in `folder`, sorted by name; InputError when there are none."""
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not videos:
-        raise InputError(f"{folder}: no video files ({', '.join(VIDEO_SUFFIXES)})")
-    return videos
 
 
 def read_caption(path: Path) -> str:
