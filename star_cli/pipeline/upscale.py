@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 import numpy as np
 from rich.console import Console
@@ -25,9 +24,9 @@ from rich.progress import (
 )
 
 from star_cli.errors import InputError
+from star_cli.families import Engine, get_family
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
-from star_cli.hub.layout import STAR_VARIANTS, weights_parameters
-from star_cli.pipeline.estimate import Estimate, check_fits, estimate
+from star_cli.pipeline.estimate import Estimate, check_fits
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
 from star_cli.pipeline.render import plan_summary
@@ -41,15 +40,6 @@ from star_cli.video.writer import VideoWriter
 
 READ_BATCH = 16
 """Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
-
-
-class Engine(Protocol):
-    """A restorer. Temporal engines see whole plan windows; others see reader batches."""
-
-    name: str
-    temporal: bool
-
-    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray: ...
 
 
 def host_memory_available() -> int | None:
@@ -99,15 +89,12 @@ def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPath
         from star_cli.pipeline.engines.lanczos import LanczosEngine
 
         return LanczosEngine()
-    from star_cli.pipeline.engines.star import StarEngine
-
-    return StarEngine.load(request.star, weights, console=console, quiet=request.quiet)
+    return get_family(request.star.model).load_engine(request.star, weights, console=console, quiet=request.quiet)
 
 
 def _star_weights(request: UpscaleRequest, console: Console) -> WeightsPaths:
     """The checked weights folder (offering a download on a terminal), before any model code is imported."""
-    checkpoint = request.star.checkpoint
-    variant = checkpoint if checkpoint in STAR_VARIANTS else STAR_VARIANTS[0]
+    variant = get_family(request.star.model).weights_variant(request.star.checkpoint)
     return ensure_weights(request.star.weights_dir, variant, console=console)
 
 
@@ -132,8 +119,8 @@ def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
 
 def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
     star = request.star
-    sizes = {} if model_params is None else {"model_params": model_params}
-    return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, **sizes)
+    family = get_family(star.model)
+    return family.estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, model_params=model_params)
 
 
 def _run_dtype_bytes(request: UpscaleRequest) -> int:
@@ -149,7 +136,7 @@ def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
     if host is None:
         return
     dtype_bytes = _run_dtype_bytes(request)
-    params = weights_parameters(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
+    params = get_family(request.star.model).model_params(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
     device = _device_memory(request)
     for plan in plans:
         check_fits(_estimate(plan, request, dtype_bytes=dtype_bytes, model_params=params), host, device)
@@ -162,7 +149,10 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     report = Console() if request.dry_run else console
     for job, plan, _ in planned:
         if request.dry_run or request.verbose:
-            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
+            summary = plan_summary(
+                plan, _estimate(plan, request), source=job.source, engine=request.engine, family=get_family(request.star.model)
+            )
+            report.print(summary)
     if request.dry_run:
         return
     weights = None
@@ -205,7 +195,7 @@ def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, requ
 def _frame_settings(request: UpscaleRequest) -> tuple:
     """The STAR settings that change output frames (not --resume, not the device's name)."""
     star = request.star
-    return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
+    return (star.model, star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
 
 
 def _restore_windows(
