@@ -38,7 +38,7 @@ class SourceFile:
     dest: str
     sha256: str | None = None
     variant: str | None = None
-    convert: bool = False
+    convert: bool | str = False  # True: a STAR .pt; "sat": a SAT/DeepSpeed model-states file (CogVideoX)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,10 @@ def _source_file(raw: Any, where: str) -> SourceFile:
     variant = raw.get("variant")
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"{where}: variant must be one of {VARIANTS}")
-    return SourceFile(path=raw["path"], dest=raw["dest"], sha256=sha256, variant=variant, convert=bool(raw.get("convert", False)))
+    convert = raw.get("convert", False)
+    if convert not in (True, False, "sat"):
+        raise ValueError(f'{where}: convert must be true, false or "sat"')
+    return SourceFile(path=raw["path"], dest=raw["dest"], sha256=sha256, variant=variant, convert=convert)
 
 
 def _component(name: str, raw: Any) -> Component:
