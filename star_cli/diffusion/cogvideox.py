@@ -46,7 +46,8 @@ def cogvideox_x0_fn(
         timesteps = x.new_full((x.shape[0],), float(schedule.timesteps[step]))
         lr = lr_latent.to(x)
         if batched:
-            v = denoise(torch.cat([x, x]), torch.cat([lr, lr]), torch.cat([timesteps, timesteps]), torch.cat([negative, context]))
+            both = (torch.cat([x, x]), torch.cat([lr, lr]), torch.cat([timesteps, timesteps]))
+            v = denoise(*both, torch.cat([negative, context]))
             v_uncond, v_cond = v.to(torch.float32).chunk(2)
         else:
             v_uncond = denoise(x, lr, timesteps, negative).to(torch.float32)

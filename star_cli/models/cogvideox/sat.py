@@ -125,25 +125,21 @@ def _merge(tensors: Sequence[Tensor], partitions: int, lora_alpha: float) -> Ten
     return weight.float() + delta
 
 
-def _projection(
-    names: Mapping[str, str], stem: str, targets: Sequence[str], lora_alpha: float
-) -> list[_Group]:
+def _split(targets: Sequence[str], suffix: str, tensor: Tensor) -> list[tuple[str, Tensor]]:
+    return [(f"{name}.{suffix}", part) for name, part in zip(targets, tensor.chunk(len(targets)))]
+
+
+def _projection(names: Mapping[str, str], stem: str, targets: Sequence[str], lora_alpha: float) -> list[_Group]:
     """A (possibly LoRA) SAT Linear -> `len(targets)` diffusers Linears, split on the output dimension."""
     partitions = len(targets)
     lora = _lora_sources(names, stem, partitions)
-    bias = f"{stem}.bias" if lora is None else f"{stem}.original.bias"
     if lora is None:
-        weight_group = _Group(
-            (f"{stem}.weight",),
-            lambda t: [(f"{n}.weight", w) for n, w in zip(targets, t[0].chunk(partitions))],
-        )
+        weight_group = _Group((f"{stem}.weight",), lambda t: _split(targets, "weight", t[0]))
+        bias = f"{stem}.bias"
     else:
-        weight_group = _Group(
-            lora,
-            lambda t: [(f"{n}.weight", w) for n, w in zip(targets, _merge(t, partitions, lora_alpha).chunk(partitions))],
-        )
-    bias_group = _Group((bias,), lambda t: [(f"{n}.bias", b) for n, b in zip(targets, t[0].chunk(partitions))])
-    return [weight_group, bias_group]
+        weight_group = _Group(lora, lambda t: _split(targets, "weight", _merge(t, partitions, lora_alpha)))
+        bias = f"{stem}.original.bias"
+    return [weight_group, _Group((bias,), lambda t: _split(targets, "bias", t[0]))]
 
 
 def _adaln(layer: int) -> list[_Group]:

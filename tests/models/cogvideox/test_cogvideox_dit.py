@@ -14,13 +14,17 @@ def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-def _forward_with_intermediates(model: STARCogVideoXTransformer, fixture) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _forward_with_intermediates(
+    model: STARCogVideoXTransformer, fixture: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """v and the fixture's `debug.*` tensors, captured with hooks on diffusers' own submodules."""
     seen: dict[str, torch.Tensor] = {}
     hooks = [
         model.time_embedding.register_forward_hook(lambda m, i, o: seen.__setitem__("debug.time_emb", o)),
         model.patch_embed.register_forward_hook(lambda m, i, o: seen.__setitem__("debug.tokens_embedded", o)),
-        model.transformer_blocks[0].norm1.register_forward_hook(lambda m, i, o: seen.__setitem__("debug.liem_in.0", o[0])),
+        model.transformer_blocks[0].norm1.register_forward_hook(
+            lambda m, i, o: seen.__setitem__("debug.liem_in.0", o[0])
+        ),
         model.transformer_blocks[0].attn1.register_forward_pre_hook(
             lambda m, a, k: seen.__setitem__("debug.liem_out.0", k["hidden_states"]), with_kwargs=True
         ),
@@ -63,7 +67,9 @@ def test_model_is_diffusers_cogvideox_plus_liem(tiny_dit, dit_config):
     names = set(tiny_dit.state_dict())
     extra = {n for n in names if ".spa_local." in n or ".temp_local." in n}
     assert extra == {
-        f"transformer_blocks.{i}.{gate}.conv1.weight" for i in range(dit_config["num_layers"]) for gate in ("spa_local", "temp_local")
+        f"transformer_blocks.{i}.{gate}.conv1.weight"
+        for i in range(dit_config["num_layers"])
+        for gate in ("spa_local", "temp_local")
     }
     assert not list(tiny_dit.buffers())
     assert tiny_dit.norm_out.norm.eps == FINAL_NORM_EPS

@@ -60,7 +60,8 @@ def test_adaln_chunks_go_to_norm1_and_norm2(sat_state_dict):
     sat = _strip(sat_state_dict)
     ours = dict(convert_sat_state_dict(sat))
     chunks = sat["mixins.adaln_layer.adaLN_modulations.0.1.weight"].chunk(12)
-    assert torch.equal(ours["transformer_blocks.0.norm1.linear.weight"].chunk(6)[3], chunks[6])  # text shift (attention)
+    # text shift of the attention half, image shift of the MLP half
+    assert torch.equal(ours["transformer_blocks.0.norm1.linear.weight"].chunk(6)[3], chunks[6])
     assert torch.equal(ours["transformer_blocks.0.norm2.linear.weight"].chunk(6)[0], chunks[3])  # image shift (MLP)
 
 

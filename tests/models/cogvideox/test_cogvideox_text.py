@@ -20,7 +20,7 @@ def t5_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(word, -1.0 - i) for i, word in enumerate(_WORDS)]
     T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(root / "tokenizer")
     torch.manual_seed(0)
-    config = T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0)
+    config = T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2)
     T5EncoderModel(config).save_pretrained(root / "text_encoder")
     return root
 
@@ -45,7 +45,8 @@ def test_context_is_the_unmasked_last_hidden_state(encoder):
     ids = tokenize(encoder.tokenizer, "a sharp video")
     with torch.no_grad():
         unmasked = encoder.model(input_ids=ids).last_hidden_state
-        masked = encoder.model(input_ids=ids, attention_mask=(ids != encoder.tokenizer.pad_token_id).long()).last_hidden_state
+        mask = (ids != encoder.tokenizer.pad_token_id).long()
+        masked = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert torch.equal(context, unmasked)
     assert not torch.allclose(context, masked)  # the padding is attended, as in the reference
 

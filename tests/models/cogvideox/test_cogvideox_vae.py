@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from star_cli.models.cogvideox.vae import convert_sat_vae_state_dict, decode_latent, encode_posterior, encode_video, sat_vae_key
+from star_cli.models.cogvideox.vae import (
+    convert_sat_vae_state_dict,
+    decode_latent,
+    encode_posterior,
+    encode_video,
+    sat_vae_key,
+)
 
 VAE_BOUND = 1e-4  # fixture README section 6
 
@@ -42,7 +48,8 @@ def test_grouped_decode(tiny_vae, vae_fixture):
 
 def test_sat_key_mapping(vae_fixture):
     assert sat_vae_key("loss.discriminator.main.0.weight") is None
-    assert sat_vae_key("decoder.up.0.block.1.norm1.conv_y.conv.weight") == "decoder.up_blocks.3.resnets.1.norm1.conv_y.conv.weight"
+    decoder_key = "decoder.up.0.block.1.norm1.conv_y.conv.weight"
+    assert sat_vae_key(decoder_key) == "decoder.up_blocks.3.resnets.1.norm1.conv_y.conv.weight"
     assert sat_vae_key("encoder.mid.block_2.nin_shortcut.weight") == "encoder.mid_block.resnets.1.conv_shortcut.weight"
     assert sat_vae_key("encoder.down.2.downsample.conv.weight") == "encoder.down_blocks.2.downsamplers.0.conv.weight"
     sat = {k: v for k, v in vae_fixture.items() if k.startswith(("encoder.", "decoder."))}
