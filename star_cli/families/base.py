@@ -47,6 +47,7 @@ class FamilyDefaults:
     tile_size: tuple[int, int] | None
     window_chunks: int | None
     grid: ModelGrid
+    tile_overlap: int = 128
 
 
 class Family(Protocol):

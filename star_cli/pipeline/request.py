@@ -196,6 +196,7 @@ def build_request(
         blend=blend,
         canvas=canvas,
         tile_size=defaults.tile_size,
+        tile_overlap=defaults.tile_overlap,
         window_chunks=defaults.window_chunks if window_chunks is None else window_chunks,
         grid=defaults.grid,
     )
