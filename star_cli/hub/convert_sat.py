@@ -58,7 +58,12 @@ def _allowed_globals(path: Path) -> list[Any]:
     refused = [n for n in names if n not in _HARMLESS_GLOBALS and not n.startswith(_HARMLESS_PREFIXES)]
     if refused:
         raise StarError(f"{path}: refused: the checkpoint needs {refused[0]} to unpickle, which could run code")
-    return [_resolve_global(n) for n in names]
+    allowed = [_resolve_global(n) for n in names]
+    if "numpy.dtype" in names:  # a pickled dtype rebuilds through its class, which the scan does not list
+        import numpy.dtypes
+
+        allowed += [getattr(numpy.dtypes, n) for n in dir(numpy.dtypes) if n.endswith("DType")]
+    return allowed
 
 
 def read_sat_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
