@@ -33,6 +33,7 @@ from star_cli.models.liem import SpatialLIEM, TemporalLIEM
 FINAL_NORM_EPS = 1e-6
 Grid = tuple[int, int, int]
 RotaryEmbedding = tuple[Tensor, Tensor]
+_DEFAULT_LAYERS = inspect.signature(CogVideoXTransformer3DModel.__init__).parameters["num_layers"].default
 
 
 class STARCogVideoXBlock(CogVideoXBlock):
@@ -82,12 +83,14 @@ class STARCogVideoXTransformer(CogVideoXTransformer3DModel):
     Takes `CogVideoXTransformer3DModel`'s keyword arguments (STAR-5B: in_channels=32,
     42 layers, 48 heads, RoPE); its state dict is diffusers' plus
     `transformer_blocks.{i}.spa_local.conv1.weight` / `temp_local.conv1.weight`.
-    Building it allocates the blocks twice (diffusers' then ours): build full-size
-    models on the meta device and load with `assign=True`.
+    diffusers' constructor is asked for no blocks, so ours are the only ones
+    allocated; the config still records the real layer count.
     """
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)
+        num_layers = kwargs.get("num_layers", _DEFAULT_LAYERS)
+        super().__init__(**{**kwargs, "num_layers": 0})
+        self.register_to_config(num_layers=num_layers)
         config = self.config
         self.transformer_blocks = torch.nn.ModuleList(
             STARCogVideoXBlock(
@@ -101,7 +104,7 @@ class STARCogVideoXTransformer(CogVideoXTransformer3DModel):
                 norm_elementwise_affine=config.norm_elementwise_affine,
                 norm_eps=config.norm_eps,
             )
-            for _ in range(config.num_layers)
+            for _ in range(num_layers)
         )
         self.norm_out.norm.eps = FINAL_NORM_EPS
         self._rotary_cache: dict[tuple[Grid, torch.device], RotaryEmbedding] = {}
