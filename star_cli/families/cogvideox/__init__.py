@@ -15,7 +15,7 @@ from pathlib import Path
 from star_cli.errors import InputError
 from star_cli.families.base import Engine, FamilyDefaults
 from star_cli.families.cogvideox.config import denoiser_path, native_size
-from star_cli.families.cogvideox.estimate import CogVideoXEstimate, estimate
+from star_cli.families.cogvideox.costs import CogVideoXEstimate, estimate
 from star_cli.hub.layout import COGVIDEOX_DIR, COGVIDEOX_VARIANT, WeightsPaths, safetensors_parameters
 from star_cli.pipeline.grid import DIT_GRID
 from star_cli.pipeline.plan import VAE_FACTOR, Plan

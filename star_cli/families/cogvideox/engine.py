@@ -14,8 +14,9 @@ Placement (`--offload`; on the CPU every mode is the same arithmetic):
   it never shares the device with sampling;
 - none: DiT and VAE stay on the device;
 - model: each moves to the device only while it works;
-- sequential: DiT and VAE are streamed module by module (accelerate's `cpu_offload`),
-  and the whole-clip encode runs on the CPU in float32 (estimate.py says why).
+- sequential: the DiT is streamed module by module (accelerate's `cpu_offload`) and the
+  VAE works on the CPU in float32: its whole-clip encode and the reference's decode
+  groups each need about 15 GiB on a device, more than this mode is for (costs.py).
 Random draws come from (seed, window start): windows are independent, so a resumed run
 repeats an uninterrupted one.
 """
@@ -100,8 +101,8 @@ class CogVideoXEngine:
     """Loaded CogVideoX components plus the settings of the run."""
 
     dit: torch.nn.Module
-    vae: AutoencoderKLCogVideoX  # decodes; encodes too unless `encoder_vae` is set
-    encoder_vae: AutoencoderKLCogVideoX | None  # sequential offload: a float32 copy encoding on the CPU
+    vae: AutoencoderKLCogVideoX
+    vae_device: torch.device  # the CPU under sequential offload, else the device
     context: torch.Tensor  # (1, 226, d) float32 on the CPU
     settings: StarSettings
     native: NativeSize
@@ -122,16 +123,16 @@ class CogVideoXEngine:
         if not quiet:
             console.print(f"loading STAR CogVideoX ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
         context = encode_prompt(settings.prompt, weights, device, dtype)
-        vae = AutoencoderKLCogVideoX.from_pretrained(weights.vae_dir, torch_dtype=dtype).eval()
+        vae_on_host = settings.offload == "sequential" and device.type != "cpu"
+        vae_dtype = torch.float32 if vae_on_host else dtype
+        vae = AutoencoderKLCogVideoX.from_pretrained(weights.vae_dir, torch_dtype=vae_dtype).eval()
         dit, native = load_denoiser(checkpoint, dtype)
-        encoder_vae = None
         if settings.offload == "sequential":
-            if device.type != "cpu":
-                encoder_vae = AutoencoderKLCogVideoX.from_pretrained(weights.vae_dir, torch_dtype=torch.float32).eval()
-            vae, dit = cpu_offload(vae, execution_device=device), cpu_offload(dit, execution_device=device)
+            dit = cpu_offload(dit, execution_device=device)
         elif settings.offload == "none":
             vae, dit = vae.to(device), dit.to(device)
-        return cls(dit, vae, encoder_vae, context, settings, native, device, dtype)
+        vae_device = torch.device("cpu") if vae_on_host else device
+        return cls(dit, vae, vae_device, context, settings, native, device, dtype)
 
     @contextmanager
     def _working(self, module: torch.nn.Module) -> Iterator[None]:
@@ -162,14 +163,12 @@ class CogVideoXEngine:
     def encode(self, lr: torch.Tensor, plan: Plan, window: Window) -> list[torch.Tensor]:
         """Each tile's LR latent (1, t, 16, h, w): the whole clip encoded at once, the posterior sampled."""
         generator = torch.Generator("cpu").manual_seed(derive_seed(self.settings.seed, window.start, POSTERIOR_STREAM))
-        vae = self.encoder_vae or self.vae
-        device = torch.device("cpu") if self.encoder_vae is not None else self.device
         latents = []
-        with self._working(vae):
+        with self._working(self.vae):
             for tile in plan.tiles:
                 rows = slice(tile.top * VAE_FACTOR, (tile.top + tile.height) * VAE_FACTOR)
                 cols = slice(tile.left * VAE_FACTOR, (tile.left + tile.width) * VAE_FACTOR)
-                latent = encode_video(vae, lr[..., rows, cols].to(device), generator=generator)
+                latent = encode_video(self.vae, lr[..., rows, cols].to(self.vae_device), generator=generator)
                 latents.append(latent.permute(0, 2, 1, 3, 4).float())
         return latents
 
@@ -210,7 +209,7 @@ class CogVideoXEngine:
         with self._working(self.vae):
             for tile in plan.tiles:
                 crop = latent[..., tile.top : tile.top + tile.height, tile.left : tile.left + tile.width]
-                pixels = decode_latent(self.vae, crop.permute(0, 2, 1, 3, 4).to(self.device))[0].cpu()
+                pixels = decode_latent(self.vae, crop.permute(0, 2, 1, 3, 4).to(self.vae_device))[0].cpu()
                 if not torch.isfinite(pixels).all():
                     raise StarError("the VAE decode produced NaN/inf values; try --dtype fp32")
                 rows, cols = pixel_weights(tile)

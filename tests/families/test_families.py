@@ -1,0 +1,82 @@
+"""Model families: the registry, each family's defaults, the CogVideoX plan rules and memory policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from star_cli.errors import InputError
+from star_cli.families import MODELS, get_family
+from star_cli.families.cogvideox.config import RELEASE, native_size
+from star_cli.pipeline.estimate import GiB
+from star_cli.pipeline.plan import PlanOptions, make_plan
+from star_cli.pipeline.request import build_request
+
+REQUEST = dict(
+    input=Path("in.mp4"), output=Path("out.mp4"), scale=4.0, engine="star", dry_run=True, overwrite=False,
+    ignore_errors=False, chunk_len=None, chunk_overlap=None, blend="cosine", canvas="minimal", tile_size=None,
+    window_chunks=None, scene_detect=True, checkpoint=None, weights_dir=Path("/nonexistent/weights"), prompt="",
+    prompt_file=None, seed=0, steps=None, guidance=None, solver="dpmpp_2m_sde", color_fix="adain", device="auto",
+    dtype=None, offload="none", vae_group=3, resume=False, codec="auto", crf=None, preset="medium", pix_fmt=None,
+    quiet=False, verbose=False,
+)
+
+
+def cog_options(**changes) -> PlanOptions:
+    return build_request(**REQUEST, model="cogvideox").plan if not changes else build_request(**{**REQUEST, **changes}, model="cogvideox").plan
+
+
+def test_every_model_name_has_a_family_and_others_are_refused():
+    assert [get_family(name).name for name in MODELS] == list(MODELS)
+    with pytest.raises(InputError, match="--model must be one of i2vgenxl, cogvideox"):
+        get_family("sdxl")
+
+
+def test_i2vgenxl_defaults_are_the_ones_star_always_had():
+    request = build_request(**REQUEST)
+    assert request.plan == PlanOptions(model_steps=14)
+    assert (request.star.model, request.star.checkpoint, request.star.steps, request.star.guidance) == ("i2vgenxl", "light", 15, 7.5)
+
+
+def test_cogvideox_defaults_follow_the_release_without_weights():
+    request = build_request(**REQUEST, model="cogvideox")
+    o = request.plan
+    assert (o.chunk_len, o.tile_size, o.window_chunks, o.model_steps, o.guidance_branches) == (25, (480, 720), 1, 50, 2)
+    assert (request.star.checkpoint, request.star.steps, request.star.guidance) == ("cogvideox", 50, 6.0)
+    assert native_size(Path("/nonexistent"), None) == RELEASE
+
+
+@pytest.mark.parametrize(("frames", "height", "width", "cuts"), [(100, 120, 180, [40]), (10, 60, 90, []), (60, 270, 480, [])])
+def test_cogvideox_plans_native_tiles_and_clips_only(frames, height, width, cuts):
+    plan = make_plan(frames, height, width, cog_options(), scene_cuts=cuts)
+    assert all(t.height * 8 == 480 and t.width * 8 == 720 for t in plan.tiles)
+    assert plan.canvas.height >= max(480, plan.output_size[0]) and plan.canvas.width >= max(720, plan.output_size[1])
+    assert all(len(w.chunks) == 1 for w in plan.windows)
+    for start, end in plan.shots:  # clips of exactly 25 frames inside a shot; a shorter shot is one short clip
+        windows = [w for w in plan.windows if start <= w.start < end]
+        assert all(w.end <= end and w.length == min(25, end - start) for w in windows)
+        assert windows[0].start == start and windows[-1].end == end
+
+
+def test_small_outputs_are_padded_up_to_the_native_frame():
+    plan = make_plan(10, 60, 90, cog_options())  # 240x360 output
+    assert (plan.canvas.height, plan.canvas.width) == (480, 720) and len(plan.tiles) == 1
+    assert (plan.canvas.padding.bottom, plan.canvas.padding.right) == (240, 360)
+
+
+@pytest.mark.parametrize(("offload", "target_gib"), [("none", 40), ("model", 24), ("sequential", 12)])
+def test_release_clip_estimates_meet_the_memory_targets(offload, target_gib):
+    plan = make_plan(25, 120, 180, cog_options())  # one 480x720 clip of 25 frames
+    est = get_family("cogvideox").estimate(plan, dtype_bytes=2, offload=offload, vae_group=3)
+    assert est.device_bytes <= target_gib * GiB
+    assert (est.offloaded_bytes == 0) == (offload == "none") and est.flops > 0
+
+
+def test_offload_modes_only_trade_device_memory_for_host_memory():
+    plan = make_plan(25, 120, 180, cog_options())
+    family = get_family("cogvideox")
+    none, model, sequential = (family.estimate(plan, dtype_bytes=2, offload=m, vae_group=3) for m in ("none", "model", "sequential"))
+    assert none.device_bytes > model.device_bytes > sequential.device_bytes
+    assert none.host_bytes < model.host_bytes < sequential.host_bytes
+    assert none.flops == model.flops == sequential.flops
