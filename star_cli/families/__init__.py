@@ -14,7 +14,7 @@ from star_cli.families.base import Engine, Family, FamilyDefaults
 MODELS = ("i2vgenxl", "cogvideox")
 DEFAULT_MODEL = MODELS[0]
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "Engine", "Family", "FamilyDefaults", "family_of_variant", "get_family"]
+__all__ = ["DEFAULT_MODEL", "MODELS", "Engine", "Family", "FamilyDefaults", "get_family"]
 
 
 def get_family(name: str) -> Family:
@@ -23,11 +23,3 @@ def get_family(name: str) -> Family:
         raise InputError(f"--model must be one of {', '.join(MODELS)}, got '{name}'")
     return import_module(f"star_cli.families.{name}").FAMILY
 
-
-def family_of_variant(variant: str) -> Family:
-    """The family whose weights a `star download-weights --variant` name belongs to."""
-    for name in MODELS:
-        family = get_family(name)
-        if variant in family.variants:
-            return family
-    raise InputError(f"unknown weights variant '{variant}'")
