@@ -49,6 +49,7 @@ from star_cli.hub.sources import Component, SourceFile, Sources, load_sources
 DOWNLOADS = ".downloads"
 ORIGINALS = "original"
 STAR_COMPONENT = "star"
+STAR_COMPONENTS = (STAR_COMPONENT, "star_cogvideox")  # the STAR repo's checkpoints: `--revision` applies to them
 _MARGIN_BYTES = 64 << 20
 _GB = 1e9
 
@@ -104,7 +105,7 @@ def _plan(pending: list[tuple[Component, SourceFile]], revision: str | None, con
     jobs = []
     for component in {c.name: c for c, _ in pending}.values():
         files = [f for c, f in pending if c.name == component.name]
-        rev = revision if revision and component.name == STAR_COMPONENT else component.revision
+        rev = revision if revision and component.name in STAR_COMPONENTS else component.revision
         remotes = _resolve_component(component, files, rev, endpoint, console)
         jobs += [_Job(component, f, r, expected_of(r, f.sha256)) for f, r in zip(files, remotes)]
     return jobs
