@@ -114,7 +114,7 @@ def upscale(
 
 @app.command("download-weights")
 def download_weights(
-    variant: str = typer.Option("light", help="light, heavy, all (light + heavy) or cogvideox (STAR on CogVideoX-5B, about 32 GB)."),
+    variant: str = typer.Option("light", help="light, heavy, all (light + heavy) or cogvideox (STAR on CogVideoX-5B)."),
     dir: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of the STAR repo."),
     verify: bool = typer.Option(False, "--verify", help="Re-hash every file even when sizes match."),

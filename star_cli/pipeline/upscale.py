@@ -28,7 +28,7 @@ from star_cli.families import Engine, get_family
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
 from star_cli.pipeline.estimate import Estimate, check_fits
 from star_cli.pipeline.jobs import Job, plan_jobs
-from star_cli.pipeline.plan import Plan, Window, make_plan
+from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder

@@ -8,7 +8,7 @@ import pytest
 
 from star_cli.errors import InputError
 from star_cli.families import MODELS, get_family
-from star_cli.families.cogvideox.config import RELEASE, native_size
+from star_cli.families.cogvideox.config import RELEASE, NativeSize, native_size
 from star_cli.pipeline.estimate import GiB
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.request import build_request
@@ -80,3 +80,20 @@ def test_offload_modes_only_trade_device_memory_for_host_memory():
     assert none.device_bytes > model.device_bytes > sequential.device_bytes
     assert none.host_bytes < model.host_bytes < sequential.host_bytes
     assert none.flops == model.flops == sequential.flops
+
+
+def test_engine_preprocessing_is_the_reference_uint8_bicubic_at_the_output_size(fixtures_dir):
+    """The fixture's 25 raw 24x16 frames at x4 give its `lq` exactly (any output size goes through the same kernel)."""
+    import torch
+    from safetensors import safe_open
+
+    from star_cli.families.cogvideox.engine import CogVideoXEngine
+
+    with safe_open(fixtures_dir / "star-cogvideox-reference" / "cogvideox_pipeline_tiny.safetensors", "pt") as f:
+        raw, lq = f.get_tensor("frames_raw"), f.get_tensor("lq")
+    native = NativeSize(64, 96, 25)
+    options = PlanOptions(chunk_len=25, tile_size=(64, 96), tile_overlap=16, window_chunks=1, grid=cog_options().grid)
+    plan = make_plan(25, 16, 24, options)
+    engine = CogVideoXEngine(None, None, torch.device("cpu"), None, None, native, torch.device("cpu"), torch.float32)
+    lr = engine._lr_canvas(raw.numpy(), plan)  # (1, 3, T, H, W)
+    assert torch.equal(lr.permute(0, 2, 1, 3, 4), lq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from star_cli.errors import StarError
 from star_cli.hub import check_weights_dir, download_weights
 from star_cli.hub.convert_sat import convert_sat_checkpoint
-from star_cli.hub.layout import COGVIDEOX_DENOISER, COGVIDEOX_FILES, converted_source, required_files, sha256_file
+from star_cli.hub.layout import COGVIDEOX_DENOISER, COGVIDEOX_FILES, converted_source, required_files
 from star_cli.hub.sources import parse_sources
 from star_cli.models.cogvideox import STARCogVideoXTransformer, convert_sat_state_dict
 from star_cli.testing.cogvideox_weights import TINY_DIT, TINY_NATIVE, sat_checkpoint
@@ -88,7 +89,7 @@ def test_cogvideox_download_converts_the_dit_and_fetches_the_release(
     assert all(t.dtype == torch.bfloat16 and torch.equal(t, expected[k].to(torch.bfloat16)) for k, t in out.items())
     with safe_open(paths.star, framework="pt") as handle:
         assert json.loads(handle.metadata()["star_config"]) == json.loads(json.dumps(CONFIG))
-    assert converted_source(paths.star) == __import__("hashlib").sha256(sat).hexdigest()
+    assert converted_source(paths.star) == hashlib.sha256(sat).hexdigest()
     with torch.device("meta"):
         model = STARCogVideoXTransformer(**TINY_DIT)
     model.load_state_dict(out, assign=True, strict=True)

@@ -155,6 +155,8 @@ class CogVideoXEngine:
         clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         if len(clip) < self.native.frames:
             clip = torch.cat([clip, clip[-1:].expand(self.native.frames - len(clip), -1, -1, -1)])
+        # uint8 bicubic, as the reference (and models.cogvideox.frames.upscale_uint8, which takes an integer
+        # scale) does it, but to any output size: for an integer scale the values are identical.
         lr = to_model_range(F.interpolate(clip, size=plan.output_size, mode="bicubic", align_corners=False))
         lr = F.pad(lr, plan.canvas.padding.torch_pad, mode="replicate")
         return lr.permute(1, 0, 2, 3).unsqueeze(0)
