@@ -97,3 +97,33 @@ def test_engine_preprocessing_is_the_reference_uint8_bicubic_at_the_output_size(
     engine = CogVideoXEngine(None, None, torch.device("cpu"), None, None, native, torch.device("cpu"), torch.float32)
     lr = engine._lr_canvas(raw.numpy(), plan)  # (1, 3, T, H, W)
     assert torch.equal(lr.permute(0, 2, 1, 3, 4), lq)
+
+
+def test_engine_decode_matches_the_reference_frames(fixtures_dir):
+    """Decode, feather (one tile), crop, AdaIN against the LR frames, truncate: the fixture's frames_out (<= 1 level, <= 0.1%)."""
+    import json
+
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+    from safetensors import safe_open
+
+    from star_cli.families.cogvideox.engine import CogVideoXEngine
+    from star_cli.models.cogvideox.vae import convert_sat_vae_state_dict
+    from star_cli.pipeline.request import StarSettings
+
+    folder = fixtures_dir / "star-cogvideox-reference"
+    with safe_open(folder / "cogvideox_vae_tiny.safetensors", "pt") as f:
+        config = json.loads(f.metadata()["diffusers_config"])
+        state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(("encoder.", "decoder."))}
+    with safe_open(folder / "cogvideox_pipeline_tiny.safetensors", "pt") as f:
+        raw, decode_input, frames_out = (f.get_tensor(k) for k in ("frames_raw", "decode_input", "frames_out"))
+    vae = AutoencoderKLCogVideoX(**config).eval()
+    vae.load_state_dict(dict(convert_sat_vae_state_dict(state)), strict=True)
+    options = PlanOptions(chunk_len=25, tile_size=(64, 96), tile_overlap=16, window_chunks=1, grid=cog_options().grid)
+    plan = make_plan(25, 16, 24, options)
+    cpu = torch.device("cpu")
+    engine = CogVideoXEngine(None, vae, cpu, None, StarSettings(model="cogvideox"), NativeSize(64, 96, 25), cpu, torch.float32)
+    latent = (0.7 * decode_input).permute(0, 2, 1, 3, 4)  # the sampler's scaled latent, b t c h w
+    out = torch.from_numpy(engine.decode(latent, raw.numpy(), plan))
+    difference = (out.int() - frames_out.int()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() <= 1e-3
