@@ -6,6 +6,10 @@ frame is resized to the output size, padded to a canvas the UNet accepts, and th
 canvas's latent grid is split into spatial tiles when it exceeds the tile size. Every
 overlap carries blend weights (see `star_cli.spans`). ``star upscale --dry-run`` prints this.
 
+The denoiser's accepted sizes come in as `PlanOptions.grid` (`star_cli.pipeline.grid`):
+the UNet's rule below by default; the CogVideoX DiT's tiles and chunks are exactly its
+native frame and clip instead (the canvas is padded up to the frame).
+
 UNet size rule (latent units; pixel = 8 x latent). The STAR UNet downsamples three times
 with stride-2 3x3 convolutions padded by 2 rows and 1 column, and its upsamplers double
 the size (nearest) and then drop the first and last row. A skip connection joins each

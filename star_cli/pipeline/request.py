@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import get_args
 
 from star_cli.errors import InputError
-from star_cli.families import DEFAULT_MODEL, MODELS, get_family
+from star_cli.families import DEFAULT_MODEL, get_family
 from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
 from star_cli.spans import BLEND_MODES
@@ -165,7 +165,6 @@ def build_request(
 
     Options left None take the model family's defaults (`star_cli.families`).
     """
-    _choice("model", model, MODELS)
     family = get_family(model)
     defaults = family.defaults(weights_dir, checkpoint)
     given = {"chunk_len": chunk_len, "chunk_overlap": chunk_overlap, "tile_size": tile_size, "window_chunks": window_chunks}

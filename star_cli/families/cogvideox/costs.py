@@ -133,5 +133,6 @@ def estimate(
         offload=offload,
         vae_weights_bytes=0 if streamed else vae_params * dtype_bytes,
         host_work_bytes=int(max(encode, decode) * FLOAT32 / dtype_bytes) if streamed else 0,
-        text_bytes=T5_PARAMS * dtype_bytes + int(T5_ACTIVATION_BYTES * scale),
+        # the T5 encoder of the same release as the DiT and VAE: scaled with them (tiny test weights are tiny)
+        text_bytes=int((T5_PARAMS * dtype_bytes + T5_ACTIVATION_BYTES * scale) * params / (DIT_PARAMS + VAE_PARAMS)),
     )
