@@ -55,7 +55,6 @@ class Family(Protocol):
 
     name: str
     denoiser: str  # what --dry-run calls its network ('UNet', 'DiT')
-    latent_factor: int  # pixels per latent pixel
     accelerator_dtype: str  # the default --dtype on a GPU ('fp16', 'bf16')
     variants: tuple[str, ...]  # its `star download-weights --variant` names
 

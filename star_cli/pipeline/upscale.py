@@ -127,7 +127,8 @@ def _run_dtype_bytes(request: UpscaleRequest) -> int:
     """Bytes per weight/activation of the coming run: fp16 on accelerators, fp32 on the CPU unless told."""
     from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
 
-    return resolve_dtype(request.star.dtype, resolve_device(request.star.device)).itemsize
+    family = get_family(request.star.model)
+    return resolve_dtype(request.star.dtype, resolve_device(request.star.device), family.accelerator_dtype).itemsize
 
 
 def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:

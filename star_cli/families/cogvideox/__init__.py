@@ -36,8 +36,7 @@ class CogVideoXFamily:
 
     name = "cogvideox"
     denoiser = "DiT"
-    latent_factor = VAE_FACTOR
-    accelerator_dtype = "bf16"
+    accelerator_dtype = "bf16"  # the reference runs it in bf16 (fp16 risks overflow in a bf16-trained model)
     variants = (COGVIDEOX_VARIANT,)
 
     def defaults(self, weights_dir: Path | None, checkpoint: str | None) -> FamilyDefaults:

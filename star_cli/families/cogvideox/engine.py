@@ -42,6 +42,7 @@ from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.samplers import sample_vp_dpmpp_2m_sde
 from star_cli.diffusion.tiled import Region, joined_x0_fn
 from star_cli.errors import StarError
+from star_cli.families.cogvideox import CogVideoXFamily
 from star_cli.families.cogvideox.config import NativeSize, read_config
 from star_cli.hub.layout import COGVIDEOX_VARIANT, WeightsPaths
 from star_cli.models.cogvideox import STARCogVideoXTransformer
@@ -115,7 +116,7 @@ class CogVideoXEngine:
     def load(cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False) -> CogVideoXEngine:
         """Encode the prompt (T5, then freed), load the VAE and the DiT, and place them for `settings.offload`."""
         device = resolve_device(settings.device)
-        dtype = resolve_dtype(settings.dtype or (None if device.type == "cpu" else "bf16"), device)
+        dtype = resolve_dtype(settings.dtype, device, CogVideoXFamily.accelerator_dtype)
         custom = settings.checkpoint != COGVIDEOX_VARIANT
         checkpoint = Path(settings.checkpoint).expanduser() if custom else weights.star
         if not checkpoint.is_file():

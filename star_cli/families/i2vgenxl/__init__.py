@@ -13,7 +13,7 @@ from star_cli.families.base import Engine, FamilyDefaults
 from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, weights_parameters
 from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.grid import UNET_GRID
-from star_cli.pipeline.plan import VAE_FACTOR, Plan, PlanOptions, make_plan
+from star_cli.pipeline.plan import Plan, PlanOptions, make_plan
 from star_cli.pipeline.request import StarSettings, model_calls
 
 DEFAULTS = FamilyDefaults(
@@ -33,7 +33,6 @@ class I2VGenXLFamily:
 
     name = "i2vgenxl"
     denoiser = "UNet"
-    latent_factor = VAE_FACTOR
     accelerator_dtype = "fp16"
     variants = STAR_VARIANTS
 
