@@ -102,9 +102,10 @@ class Heartbeat:
                 pass  # a shared filesystem hiccup: the next beat tries again; a long one makes us look dead, rightly
 
     def mark(self, state: str) -> None:
-        """Change the state the next beat shows (running, then finished once this rank's own work is done)."""
+        """Change and write the state (running, then finished once this rank's own work is done)."""
         with self._lock:
             self._card["state"] = state
+        self.write()
 
     def progress(self, windows: int = 0, frames: int = 0) -> None:
         """Count finished work (shown by rank 0 as the whole run's progress)."""

@@ -147,14 +147,14 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
         distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
         if request.verbose and ranks.is_main:
             for job, plan, _ in planned:
-                console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, ranks=ranks.world))
+                console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, ranks=1 if request.input.is_dir() else ranks.world))
         store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks))
         shared = _join_run(request, planned, ranks, store, console)
         if request.input.is_dir():
             _folder(request, planned, weights, shared, talk)
         else:
             _one_video(request, planned[0], weights, shared, store, talk)
-        _finish(shared, store)
+        _finish(shared, store, len(planned))
     except BaseException as error:
         if shared is not None:
             if shared.progress is not None:
@@ -284,7 +284,8 @@ def _folder(request: UpscaleRequest, planned: Planned, weights: WeightsPaths | N
             continue
         engine = engine or _make_engine(replace(request, quiet=not ranks.is_main or request.quiet), talk, weights)
         _upscale_one(job, plan, writer, engine, quiet, Console(quiet=True), on_frames)
-        talk.print(f"[green]wrote[/] {job.dest}" if ranks.is_main else f"rank {ranks.rank}: wrote {job.dest}")
+        if request.verbose:
+            talk.print(f"rank {ranks.rank}: wrote {job.dest}")
 
 
 class _LazyEngine:
@@ -354,7 +355,7 @@ def _one_video(
         talk.print(f"[green]wrote[/] {job.dest}")
 
 
-def _finish(shared: Shared, store: WindowStore | None) -> None:
+def _finish(shared: Shared, store: WindowStore | None, jobs: int) -> None:
     """Rank 0 waits for every rank's own work, then says done; all meet once more; rank 0 clears the bookkeeping."""
     ranks = shared.ranks
     shared.beat.mark("finished")
@@ -371,3 +372,5 @@ def _finish(shared: Shared, store: WindowStore | None) -> None:
             store.remove()
         else:
             shutil.rmtree(shared.folder, ignore_errors=True)
+            if shared.progress is not None:
+                shared.progress.bar.console.print(f"[green]wrote[/] {jobs} videos into {shared.folder.parent} ({ranks.world} ranks)")

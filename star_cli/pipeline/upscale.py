@@ -171,11 +171,12 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     planned = [(job, *_plan_job(job, request)) for job in jobs]
     report = Console(quiet=not ranks.is_main) if request.dry_run else console
     world = ranks.world if ranks.distributed else max(1, len(request.devices))
+    sharing = 1 if request.input.is_dir() else world  # a folder's videos go to ranks whole
     for job, plan, _ in planned:
         if request.dry_run or request.verbose:
-            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, ranks=world))
+            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, ranks=sharing))
     if request.dry_run:
-        if world > 1 and len(planned) > 1:
+        if world > 1 and request.input.is_dir():
             report.print(jobs_table([(job, plan) for job, plan, _ in planned], world))
         return
     weights = None
