@@ -41,9 +41,10 @@ def launch_workers(argv: Sequence[str], request: UpscaleRequest, console: Consol
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    if not request.verbose:
-        for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    if not request.verbose:  # torch's elastic modules set their loggers' levels themselves: quiet each one
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("torch.distributed"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     if not request.quiet:
         console.print(f"starting {len(request.devices)} workers on {', '.join(request.devices)}")
     try:
