@@ -42,6 +42,8 @@ Examples:
   star upscale clips/ -o upscaled/ --scale 2        # every video of a folder
 
   star upscale in.mkv -o out.mkv --codec ffv1 --offload model --seed 7
+
+  star upscale film.mkv -o film_x4.mkv --gpus 0,1,2,3   # one worker per GPU (or: torchrun -m star_cli upscale ...)
 """
 
 

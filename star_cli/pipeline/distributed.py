@@ -56,12 +56,20 @@ def stop(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
+def _collective(ranks: Ranks, call: Callable[[], None]) -> None:
+    """Run one collective; a rank that vanished mid-way (its socket closed) becomes one line, not a traceback."""
+    try:
+        call()
+    except RuntimeError as error:
+        raise StarError(f"rank {ranks.rank} lost contact with the other ranks (one of them stopped?): {error}") from None
+
+
 def gather(ranks: Ranks, value: T) -> list[T]:
     """Every rank's `value`, in rank order, on every rank."""
     if not ranks.distributed:
         return [value]
     values: list = [None] * ranks.world
-    dist.all_gather_object(values, value)
+    _collective(ranks, lambda: dist.all_gather_object(values, value))
     return values
 
 
@@ -70,13 +78,13 @@ def broadcast(ranks: Ranks, value: T) -> T:
     if not ranks.distributed:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    _collective(ranks, lambda: dist.broadcast_object_list(box, src=0))
     return box[0]
 
 
 def barrier(ranks: Ranks) -> None:
     if ranks.distributed:
-        dist.barrier()
+        _collective(ranks, dist.barrier)
 
 
 def agree(ranks: Ranks, action: Callable[[], T]) -> T:
