@@ -23,6 +23,7 @@ import hashlib
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from star_cli.hub import WeightsPaths
 from star_cli.pipeline import distributed
 from star_cli.pipeline.claims import Heartbeat, Owner, RankWatch, WindowClaims
 from star_cli.pipeline.jobs import Job, plan_jobs
-from star_cli.pipeline.plan import Plan
+from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
 from star_cli.pipeline.render import job_cost, plan_summary
 from star_cli.pipeline.request import UpscaleRequest
@@ -102,7 +103,8 @@ class Shared:
         if self.failure is not None:
             raise self.failure
 
-    def wait_until(self, done) -> None:
+    def wait_until(self, done: Callable[[dict[int, dict]], bool]) -> None:
+        """Wait until `done(cards)` holds, stopping if a rank fails meanwhile."""
         while not done(self.watch.cards()):
             self.raise_failure()
             time.sleep(POLL)
@@ -295,12 +297,14 @@ class _LazyEngine:
         self.request, self.console, self.weights = request, console, weights
         self.engine: Engine | None = None
 
-    def restore(self, frames: np.ndarray, plan: Plan, window) -> np.ndarray:
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window) -> np.ndarray:
         self.engine = self.engine or _make_engine(self.request, self.console, self.weights)
         return self.engine.restore(frames, plan, window)
 
 
-def _claimed_windows(request: UpscaleRequest, job: Job, plan: Plan, engine: _LazyEngine, store: WindowStore, shared: Shared, talk: Console):
+def _claimed_windows(
+    request: UpscaleRequest, job: Job, plan: Plan, engine: _LazyEngine, store: WindowStore, shared: Shared, talk: Console
+) -> Iterator[int]:
     """Restore and store every window this rank can claim, in order; yields each one's index when stored."""
     claims = WindowClaims(store.folder / "claims", shared.beat.owner)
     spans = [(w.start, w.end) for w in plan.windows]
