@@ -10,6 +10,7 @@ so the launcher only speaks for a worker that could not: one killed by a signal.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Sequence
 
@@ -17,7 +18,6 @@ from rich.console import Console
 
 from star_cli.errors import ReportedElsewhere, StarError
 from star_cli.pipeline.claims import RERUN_HINT
-from star_cli.pipeline.ranks import Ranks
 from star_cli.pipeline.request import UpscaleRequest
 
 MONITOR_INTERVAL = 0.5
@@ -25,8 +25,16 @@ MONITOR_INTERVAL = 0.5
 
 
 def must_launch(request: UpscaleRequest) -> bool:
-    """True for a plain `star upscale --gpus/--devices` call (not yet a worker, not a dry run)."""
-    return bool(request.devices) and not Ranks.from_env().distributed and not request.dry_run
+    """True for a plain `star upscale` call listing several devices (not a launched worker, not a dry run).
+
+    A single device needs no launcher: that run simply uses it (see `upscale.run_upscale`).
+    """
+    return len(request.devices) > 1 and not launched() and not request.dry_run
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun, accelerate, ours) started this process: it then never launches again."""
+    return "RANK" in os.environ
 
 
 def launcher_arguments(argv: Sequence[str], workers: int) -> list[str]:

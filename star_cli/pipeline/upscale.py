@@ -167,6 +167,10 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
         from star_cli.pipeline.scaleout import run_distributed
 
         return run_distributed(request, ranks, console)
+    if request.devices and not request.dry_run:  # one process of a --gpus/--devices list: its entry is the device
+        from star_cli.pipeline.distributed import rank_device
+
+        request = rank_device(request, ranks)
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     planned = [(job, *_plan_job(job, request)) for job in jobs]
     report = Console(quiet=not ranks.is_main) if request.dry_run else console

@@ -85,3 +85,30 @@ def test_dry_run_says_how_ranks_share_windows_and_how_to_keep_all_busy():
     assert _ranks_text(one, 4) == "4: windows claimed one at a time, 1 per rank when they cost alike"
     # The window plan itself never depends on the number of ranks.
     assert make_plan(24, 24, 32, options) == plan
+
+
+def test_only_a_plain_call_with_several_devices_starts_the_launcher(monkeypatch):
+    from pathlib import Path
+
+    from star_cli.pipeline.launch import launcher_arguments, must_launch
+    from star_cli.pipeline.request import build_request
+
+    defaults = dict(
+        input=Path("a.mp4"), output=Path("b.mp4"), scale=2.0, engine="star", dry_run=False, overwrite=False,
+        ignore_errors=False, chunk_len=32, chunk_overlap=None, blend="cosine", canvas="minimal", tile_size=None,
+        window_chunks=4, scene_detect=True, checkpoint="light", weights_dir=None, prompt="", prompt_file=None,
+        seed=0, steps=15, guidance=7.5, solver="dpmpp_2m_sde", color_fix="adain", device="auto", dtype=None,
+        offload="none", vae_group=3, resume=False, codec="auto", crf=None, preset="medium", pix_fmt=None,
+        quiet=False, verbose=False,
+    )
+
+    def request(**changes):
+        return build_request(**{**defaults, **changes})
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert must_launch(request(devices="cpu,cpu"))
+    assert not must_launch(request(devices="cpu"))  # one device: the run just uses it
+    assert not must_launch(request(devices="cpu,cpu", dry_run=True))
+    monkeypatch.setenv("RANK", "1")  # a worker (torchrun's, accelerate's or ours) never launches again
+    assert not must_launch(request(devices="cpu,cpu"))
+    assert launcher_arguments(["upscale", "a.mp4"], 2)[-4:] == ["-m", "star_cli", "upscale", "a.mp4"]
