@@ -121,6 +121,24 @@ def test_killed_rank_fails_the_run_and_resume_recomputes_only_missing_windows(cl
     assert leftovers(tmp_path) == []
 
 
+def test_ctrl_c_on_the_launcher_stops_every_rank_and_leaves_no_output(clip, weights, tmp_path):
+    out = tmp_path / "out.mkv"
+    command = [STAR, *star_args(clip, out, weights, "--devices", "cpu,cpu", "--quiet")]
+    process = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a test runner may ignore SIGINT
+    )
+    deadline = time.monotonic() + 120
+    while not list(work_folder(out).glob("window_*.mkv")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: no partial output was kept"]
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
 def test_a_folder_of_three_videos_over_two_ranks(weights, tmp_path):
     # Each video is one rank's, whole, through the single run's code: the fast engine shows it as well as STAR.
     clips, single, shared = tmp_path / "clips", tmp_path / "single", tmp_path / "shared"
