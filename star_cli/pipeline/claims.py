@@ -39,6 +39,10 @@ HEARTBEAT_TIMEOUT = 60.0
 RERUN_HINT = "no output was written; run the same command with --resume to recompute only the missing windows"
 
 
+class PeerFailure(StarError):
+    """Another rank of the run failed or died: rank 0 reports it; the other ranks just stop."""
+
+
 @dataclass(frozen=True)
 class Owner:
     """Which process holds something: the run, its rank, and where that process lives."""
@@ -153,13 +157,13 @@ class RankWatch:
                 continue
             card = cards.get(rank)
             if card is not None and card["state"] == "failed":
-                raise StarError(f"{_who(rank, card)} failed ({card['message'] or 'see its output'}); {RERUN_HINT}")
+                raise PeerFailure(f"{_who(rank, card)} failed ({card['message'] or 'see its output'}); {RERUN_HINT}")
             beat = -1 if card is None else int(card["beat"])
             last_beat, since = self._seen.get(rank, (None, now))
             if beat != last_beat or (card is not None and card["state"] == "done"):
                 self._seen[rank] = (beat, now)
             elif now - since > self.timeout:
-                raise StarError(f"{_who(rank, card)} stopped responding (no heartbeat for {self.timeout:.0f} s); {RERUN_HINT}")
+                raise PeerFailure(f"{_who(rank, card)} stopped responding (no heartbeat for {self.timeout:.0f} s); {RERUN_HINT}")
         return cards
 
     def missing(self) -> list[int]:

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from star_cli.errors import InputError, ReportedElsewhere, StarError
 from star_cli.hub import WeightsPaths
 from star_cli.pipeline import distributed
-from star_cli.pipeline.claims import Heartbeat, Owner, RankWatch, WindowClaims
+from star_cli.pipeline.claims import Heartbeat, Owner, PeerFailure, RankWatch, WindowClaims
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
@@ -173,6 +173,8 @@ def _exit_for(error: BaseException, ranks: Ranks) -> BaseException:
         return ReportedElsewhere(143)  # the launcher stopped us and says why
     if isinstance(error, KeyboardInterrupt):
         return error if ranks.is_main else ReportedElsewhere(130)
+    if isinstance(error, PeerFailure) and not ranks.is_main:
+        return ReportedElsewhere(error.exit_code)
     if isinstance(error, StarError) and not ranks.is_main and not isinstance(error, ReportedElsewhere):
         error.args = (f"rank {ranks.rank}: {error}",)
     return error
