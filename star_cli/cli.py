@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from star_cli.errors import StarError
+from star_cli.errors import ReportedElsewhere, StarError
+from star_cli.pipeline.ranks import reporting_process
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ Examples:
   star upscale in.mkv -o out.mkv --codec ffv1 --offload model --seed 7
 
   star upscale in.mp4 -o out.mp4 --model cogvideox    # STAR on CogVideoX-5B (bf16, 480x720 tiles, 25-frame clips)
+  star upscale film.mkv -o film_x4.mkv --gpus 0,1,2,3   # one worker per GPU (or: torchrun -m star_cli upscale ...)
 """
 
 
@@ -51,7 +53,8 @@ def _run(action: Callable[[], T], console: Console, *, interrupted: str = "inter
     try:
         return action()
     except StarError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        if not isinstance(error, ReportedElsewhere):
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         console.print(f"[yellow]{escape(interrupted)}[/]")
@@ -102,6 +105,9 @@ def upscale(
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: per codec and source depth)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings."),
+    # several devices
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per GPU, e.g. 0,1,2,3 (torch.distributed's elastic launcher)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Like --gpus with device names, e.g. cuda:0,cuda:1 or cpu,cpu."),
 ) -> None:
     """Upscale a video (or every video of a folder) and keep its audio and subtitles."""
     options = dict(locals())
@@ -109,7 +115,16 @@ def upscale(
     from star_cli.pipeline.upscale import run_upscale
 
     console = _stderr()
-    _run(lambda: run_upscale(build_request(**options), console=console), console)
+
+    def start() -> None:
+        request = build_request(**options)
+        from star_cli.pipeline.launch import launch_workers, must_launch
+
+        if must_launch(request):
+            return launch_workers(sys.argv[1:], request, console)
+        return run_upscale(request, console=console)
+
+    _run(start, console)
 
 
 @app.command("download-weights")
@@ -194,7 +209,8 @@ def main() -> None:
         code = app(prog_name="star", standalone_mode=False)
     except typer.exceptions.TyperException as error:  # click's UsageError and friends
         message = error.format_message()
-        if message:  # empty when the help was shown for a bare `star`
+        # Empty when the help was shown for a bare `star`; on a launched run's ranks but 0, rank 0 says it.
+        if message and reporting_process():
             ctx = getattr(error, "ctx", None)
             command = ctx.command_path if ctx is not None else "star"
             _stderr().print(f"[bold red]error:[/] {escape(message)} (see '{command} --help')", highlight=False, soft_wrap=True)

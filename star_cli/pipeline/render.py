@@ -10,7 +10,9 @@ from rich.table import Table
 
 from star_cli.families import DEFAULT_MODEL, Family, get_family
 from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate
+from star_cli.pipeline.jobs import Job
 from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan
+from star_cli.pipeline.ranks import assign_jobs, windows_per_rank
 
 MAX_WINDOW_ROWS = 12
 
@@ -64,7 +66,20 @@ def _tiles_text(plan: Plan) -> str:
     )
 
 
-def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str, family: Family) -> Table:
+def _ranks_text(plan: Plan, ranks: int) -> str:
+    """How a run over `ranks` processes shares this video's windows, and how to keep every rank busy."""
+    windows = len(plan.windows)
+    lo, hi = windows_per_rank(windows, ranks)
+    text = f"{ranks}: windows claimed one at a time, {_range_text(lo, hi)} per rank when they cost alike"
+    if windows >= ranks:
+        return text
+    text += f"; {ranks - windows} idle"
+    if plan.options.window_chunks != 1 and len(plan.chunks) > windows:
+        text += f" (--window-chunks 1 gives {len(plan.chunks)} windows)"
+    return text
+
+
+def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str, family: Family, ranks: int) -> Table:
     o = plan.options
     table = Table(title="Upscale plan", show_header=False)
     table.add_column(style="bold")
@@ -85,6 +100,8 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     per = "all chunks of a shot" if o.window_chunks is None else f"up to {o.window_chunks} chunks"
     table.add_row("Windows", f"{len(plan.windows)} of up to {max(lengths)} frames ({per}), {o.blend} cross-fade")
     table.add_row("Tiles", _tiles_text(plan))
+    if ranks > 1:
+        table.add_row("Ranks", _ranks_text(plan, ranks))
     table.add_row(
         f"{family.denoiser} evaluations",
         f"{plan.unet_evaluations} ({len(plan.chunks)} chunks x {len(plan.tiles)} tiles x "
@@ -138,13 +155,34 @@ def plan_summary(
     source: str | os.PathLike | None = None,
     engine: str = "star",
     family: Family | None = None,
+    ranks: int = 1,
 ) -> Group:
     """What ``--dry-run`` prints: the plan with its costs, then the windows and their chunks.
 
     Engines other than STAR see plain frame batches, so for them only sizes are shown.
     `family` (default I2VGen-XL) compares the compute with its reference's policy.
+    With `ranks` > 1 it also says how the ranks of a distributed run share the windows.
     """
     family = family or get_family(DEFAULT_MODEL)
     if engine != "star":
-        return Group(_plan_table(plan, est, source, engine, family))
-    return Group(_plan_table(plan, est, source, engine, family), _windows_table(plan))
+        return Group(_plan_table(plan, est, source, engine, family, ranks))
+    return Group(_plan_table(plan, est, source, engine, family, ranks), _windows_table(plan))
+
+
+def job_cost(plan: Plan) -> int:
+    """Output pixel-frames: what orders a folder's videos for the ranks (longest first)."""
+    return plan.output_pixel_frames
+
+
+def jobs_table(planned: Sequence[tuple[Job, Plan]], ranks: int) -> Table:
+    """Which rank upscales which video of a folder (longest first, each to the least loaded rank)."""
+    owners = assign_jobs([job_cost(plan) for _, plan in planned], ranks)
+    table = Table(title=f"Videos per rank ({ranks} ranks, longest first)")
+    table.add_column("Rank", justify="right")
+    table.add_column("Videos")
+    table.add_column("Frames", justify="right")
+    for rank in range(ranks):
+        mine = [(job, plan) for (job, plan), owner in zip(planned, owners) if owner == rank]
+        names = ", ".join(job.source.name for job, _ in mine) or "(idle)"
+        table.add_row(str(rank), names, str(sum(plan.num_frames for _, plan in mine)))
+    return table

@@ -15,6 +15,7 @@ from star_cli.errors import InputError
 from star_cli.families import DEFAULT_MODEL, get_family
 from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
+from star_cli.pipeline.ranks import parse_devices
 from star_cli.spans import BLEND_MODES
 from star_cli.video.writer import ENCODERS, EncodeOptions
 
@@ -88,6 +89,7 @@ class UpscaleRequest:
     scene_detect: bool = True
     quiet: bool = False
     verbose: bool = False
+    devices: tuple[str, ...] = ()  # --gpus/--devices: one worker process per entry (see pipeline/launch.py)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -160,6 +162,8 @@ def build_request(
     quiet: bool,
     verbose: bool,
     model: str = DEFAULT_MODEL,
+    gpus: str | None = None,
+    devices: str | None = None,
 ) -> UpscaleRequest:
     """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one).
 
@@ -236,4 +240,5 @@ def build_request(
         scene_detect=scene_detect,
         quiet=quiet,
         verbose=verbose,
+        devices=parse_devices(gpus, devices),
     )
