@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from star_cli.errors import StarError
+from star_cli.terminal import EXIT_INTERRUPTED, interrupt_exit_code, stderr_console, stop_signals_interrupt
 
 T = TypeVar("T")
 
@@ -28,8 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-EXIT_INTERRUPTED = 130
 
 UPSCALE_EXAMPLES = """
 Examples:
@@ -45,19 +44,20 @@ Examples:
 
 
 def _run(action: Callable[[], T], console: Console, *, interrupted: str = "interrupted: no partial output was kept") -> T:
-    """Run one command body, turning our errors and Ctrl-C into exit codes."""
+    """Run one command body, turning our errors, Ctrl-C, SIGTERM and SIGHUP into exit codes."""
     try:
-        return action()
+        with stop_signals_interrupt():
+            return action()
     except StarError as error:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         console.print(f"[yellow]{escape(interrupted)}[/]")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
 def _stderr() -> Console:
-    return Console(stderr=True)
+    return stderr_console()
 
 
 @app.command(epilog=UPSCALE_EXAMPLES)

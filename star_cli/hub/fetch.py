@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.prompt import Confirm
 
@@ -91,7 +92,7 @@ def _resolve_component(component: Component, files: list[SourceFile], revision: 
             failures.append(error)
             continue
         if failures:
-            console.print(f"using {repo} instead of {component.repos[0]} ({failures[0]})", highlight=False)
+            console.print(escape(f"using {repo} instead of {component.repos[0]} ({failures[0]})"), highlight=False)
         return remotes
     main = next((e for e in failures if e.gated), failures[0])
     others = [e.brief for e in failures if e is not main]
@@ -207,7 +208,7 @@ def download_weights(
     manifest = read_manifest(root)
     pending = [(c, f) for c, f in sources.select(variants) if not _is_done(root, f, manifest, verify)]
     if not pending:
-        console.print(f"{label} in {root} are complete{' and verified' if verify else ''}: nothing to do.", highlight=False)
+        console.print(escape(f"{label} in {root} are complete{' and verified' if verify else ''}: nothing to do."), highlight=False)
         return root
     if is_offline():
         more = f" and {len(pending) - 1} more file(s)" if len(pending) > 1 else ""
@@ -224,7 +225,7 @@ def download_weights(
     downloads = root / DOWNLOADS
     if downloads.is_dir() and not any(p.is_file() for p in downloads.rglob("*")):
         shutil.rmtree(downloads)
-    console.print(f"{label} ready in {root}", highlight=False)
+    console.print(escape(f"{label} ready in {root}"), highlight=False)
     return root
 
 
@@ -242,7 +243,7 @@ def offer_download(
     reason = reason or weights_problem(root, variant) or f"STAR weights are needed in {root}"
     if interactive is None:
         interactive = sys.stdin.isatty() and console.is_terminal
-    if interactive and Confirm.ask(f"{reason}. Download them now?", console=console, default=True):
+    if interactive and Confirm.ask(escape(f"{reason}. Download them now?"), console=console, default=True):
         return download_weights(variant, root, console=console)
     raise StarError(f"{reason}: run `{download_command(root, variant)}`")
 

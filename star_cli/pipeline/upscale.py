@@ -8,12 +8,13 @@ writer encodes as frames become final. Nothing here knows how an engine works.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,7 +33,10 @@ from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
 from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
-from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
+from star_cli.atomic import sweep_orphans
+from star_cli.pipeline.identity import run_identity
+from star_cli.pipeline.lock import output_locks
+from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.video.probe import probe
 from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
@@ -165,25 +169,32 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
             report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
     if request.dry_run:
         return
-    weights = None
-    if request.engine == "star":
-        _check_memory([plan for _, plan, _ in planned], request)
-        weights = _star_weights(request, console)
-    engine: Engine | None = None
-    for job, plan, writer in planned:
-        engine = engine or _make_engine(request, console, weights)
-        _upscale_one(job, plan, writer, engine, request, console)
-        if not request.quiet:
-            console.print(f"[green]wrote[/] {job.dest}")
+    with output_locks([job.dest for job in jobs]):
+        for folder in {job.dest.parent for job in jobs}:
+            sweep_orphans(folder)
+        weights = None
+        if request.engine == "star":
+            _check_memory([plan for _, plan, _ in planned], request)
+            weights = _star_weights(request, console)
+        engine: Engine | None = None
+        for job, plan, writer in planned:
+            engine = engine or _make_engine(request, console, weights)
+            _upscale_one(job, plan, writer, engine, request, console, weights)
+            if not request.quiet:
+                console.print(f"[green]wrote[/] {escape(str(job.dest))}")
 
 
-def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console) -> None:
+def _upscale_one(
+    job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console,
+    weights: WeightsPaths | None,
+) -> None:
     store = None
     if engine.temporal:
-        run_id = fingerprint(job.source, (_frame_settings(request), plan))
-        store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
+        dtype = getattr(engine, "dtype", None)
+        identity = run_identity(request, job.source, plan, weights, dtype=None if dtype is None else str(dtype))
+        store = WindowStore(work_folder(job.dest), identity, resume=request.star.resume, warn=_warner(console))
     with _progress(console, request.quiet) as progress:
-        task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
+        task = progress.add_task(escape(job.source.name), total=plan.num_frames, fps="-")
         with writer:
             batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
             if store is None:
@@ -197,15 +208,14 @@ def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, requ
             if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
                 raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
         for warning in writer.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            _warner(console)(warning)
     if store is not None:
         store.remove()
 
 
-def _frame_settings(request: UpscaleRequest) -> tuple:
-    """The STAR settings that change output frames (not --resume, not the device's name)."""
-    star = request.star
-    return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
+def _warner(console: Console) -> Callable[[str], None]:
+    """Print one `warning:` line (plain text: paths may hold rich markup such as [1])."""
+    return lambda text: console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _restore_windows(
@@ -216,7 +226,7 @@ def _restore_windows(
     joiner = WindowJoiner(spans)
     for window_frames in gather_windows(batches, spans):
         window = plan.windows[window_frames.index]
-        restored = store.load(window_frames.index)
+        restored = store.load(window_frames.index, (window.length, *plan.output_size))
         if restored is None:
             restored = engine.restore(window_frames.frames, plan, window)
             store.save(window_frames.index, restored)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 
 from star_cli.atomic import atomic_output
 from star_cli.diffusion.noise import derive_seed
@@ -340,10 +341,10 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
             caption = read_caption(src.parent / "text" / f"{src.stem}.txt") or read_caption(src.with_suffix(".txt"))
             plan = degrade_video(src, gt_dest, lq_dest, cfg, derive_seed(seed, zlib.crc32(src.name.encode())))
         except StarError as error:
-            console.print(f"[yellow]skipped[/] {src.name}: {error}", highlight=False)
+            console.print(f"[yellow]skipped[/] {escape(f'{src.name}: {error}')}", highlight=False)
             continue
         with atomic_output(text_dest) as tmp:
             tmp.write_text(caption + "\n" if caption else "", encoding="utf-8")
         written += 1
-        console.print(f"{src.name} -> gt/{gt_dest.name}, lq/{lq_dest.name} ({_describe(plan)})", highlight=False)
+        console.print(escape(f"{src.name} -> gt/{gt_dest.name}, lq/{lq_dest.name} ({_describe(plan)})"), highlight=False)
     return written

@@ -24,6 +24,7 @@ from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from star_cli.atomic import atomic_output
@@ -122,7 +123,7 @@ def setup(cfg: Config, console: Console) -> Session:
     sources, problems = scan_sources(cfg.data)
     if accelerator.is_main_process:
         for line in problems:
-            console.print(f"[yellow]left out[/] {line}", highlight=False)
+            console.print(f"[yellow]left out[/] {escape(line)}", highlight=False)
     weights = check_weights_dir(resolve_weights_dir(cfg.model.weights_dir), cfg.model.variant)
     text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, device=device, dtype=dtype)
     contexts = _caption_contexts(text, [source.caption for source in sources])
@@ -131,7 +132,7 @@ def setup(cfg: Config, console: Console) -> Session:
     vae = VideoVAE.from_dir(weights.vae_dir, device=device, dtype=dtype)
     model, initialised = ckpt.load_initial_model(cfg.model.init_from or weights.star, device=device)
     if initialised and accelerator.is_main_process:
-        console.print(f"initialised {len(initialised)} LIEM tensors the checkpoint lacks: {', '.join(initialised)}",
+        console.print(escape(f"initialised {len(initialised)} LIEM tensors the checkpoint lacks: {', '.join(initialised)}"),
                       highlight=False)
     factor = vae.spatial_factor
     try:
@@ -251,7 +252,7 @@ def _report_skipped(s: Session, lines: list[str]) -> None:
     for line in lines:
         if line not in s.reported:
             s.reported.add(line)
-            s.console.print(f"[yellow]skipped[/] {line}", highlight=False)
+            s.console.print(f"[yellow]skipped[/] {escape(line)}", highlight=False)
 
 
 def _summary(row: dict[str, float]) -> str:
@@ -334,7 +335,7 @@ def run_training(config_path: Path, overrides: dict[str, object], resume: str | 
         if s.accelerator.is_main_process:
             with atomic_output(result) as tmp:
                 shutil.copyfile(last / ckpt.EXPORT_NAME, tmp)
-            console.print(f"trained weights: {result}", highlight=False)
+            console.print(escape(f"trained weights: {result}"), highlight=False)
         s.accelerator.wait_for_everyone()
     finally:
         s.accelerator.end_training()  # closes trackers and the process group

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 
 from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.tiled import Region
@@ -91,7 +92,7 @@ class StarEngine:
             raise StarError(f"checkpoint not found: {checkpoint} (give light, heavy or a .safetensors/.pt file)")
         placement = Placement(device, settings.offload)
         if not quiet:
-            console.print(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
+            console.print(escape(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
         text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=dtype)
         placement.place("text", text.model)
         context, negative = text.contexts(settings.prompt)
