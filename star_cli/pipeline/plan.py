@@ -23,6 +23,7 @@ Examples: 90x160 (720x1280) and 122x216 (976x1728) are valid.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -152,9 +153,15 @@ def _check_tile_size(tile: tuple[int, int], overlap: int) -> None:
     )
 
 
+def as_given(value: float) -> str:
+    """A number the way a user types it: shortest round trip, no '.0', no exponent padding (8.0000001, 1e-9)."""
+    text = repr(value).removesuffix(".0")
+    return re.sub(r"e([+-])0*(\d)", lambda m: f"e{m.group(1).replace('+', '')}{m.group(2)}", text)
+
+
 def _validate(o: PlanOptions) -> None:
     if not (math.isfinite(o.scale) and MIN_SCALE <= o.scale <= MAX_SCALE):
-        raise InputError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {o.scale!r}")
+        raise InputError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {as_given(o.scale)}")
     if o.chunk_len < 2:
         raise InputError(
             f"--chunk-len must be at least 2 frames (a video model needs temporal context), got {o.chunk_len}"
@@ -386,7 +393,7 @@ def make_plan(
     out_h, out_w = output_size(height, width, options.scale)
     if options.scale < 1 and min(out_h, out_w) < MIN_OUTPUT_SIDE:
         raise InputError(
-            f"--scale {options.scale!r} would make a {out_w}x{out_h} video from {width}x{height}: "
+            f"--scale {as_given(options.scale)} would make a {out_w}x{out_h} video from {width}x{height}: "
             f"a downscale must keep every side at least {MIN_OUTPUT_SIDE} px"
         )
     canvas = reference_canvas(out_h, out_w) if options.canvas == "reference" else minimal_canvas(out_h, out_w)

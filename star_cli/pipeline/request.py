@@ -6,12 +6,14 @@ here with one line (exit 2) before a file is opened or a model is loaded.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import get_args
 
 from star_cli.errors import InputError
+from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
 from star_cli.spans import BLEND_MODES
@@ -33,6 +35,9 @@ SOLVERS = ("dpmpp_2m_sde", "heun")
 
 FAST_STEPS = 15
 """The reference's step count; with it the sampler uses the reference's 'fast' spacing."""
+MAX_STEPS = 1000
+"""The schedule's timesteps (diffusion.schedule.NUM_TIMESTEPS, mirrored: no torch here): more steps repeat them."""
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def solver_mode(steps: int) -> str:
@@ -116,9 +121,34 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
     if prompt:
         raise InputError("give --prompt or --prompt-file, not both")
     try:
-        return prompt_file.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
+        text = prompt_file.read_text(encoding="utf-8").strip()
+    except OSError as error:
         raise InputError(f"cannot read --prompt-file {prompt_file}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--prompt-file {prompt_file} is not UTF-8 text") from None
+    if any(not ch.isprintable() and ch not in "\n\r\t" for ch in text):
+        raise InputError(f"--prompt-file {prompt_file} holds control characters: is it a text file?")
+    return text
+
+
+def _check_finite(values: dict[str, object]) -> None:
+    """Refuse nan/inf in any number option (comparisons with nan are all false: no bound would catch it)."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
+def check_weights_options(checkpoint: str, weights_dir: Path | None) -> None:
+    """A --checkpoint file and a --weights-dir that do not exist are bad input, refused before any folder is checked."""
+    if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
+        raise InputError(f"--weights-dir {weights_dir} is not a folder")
+    if checkpoint in STAR_VARIANTS:
+        return
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise InputError(f"--checkpoint {checkpoint}: no such file (give light, heavy or a .safetensors/.pt file)")
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise InputError(f"--checkpoint {checkpoint}: expected a {'/'.join(CHECKPOINT_SUFFIXES)} file")
 
 
 def build_request(
@@ -159,6 +189,7 @@ def build_request(
     verbose: bool,
 ) -> UpscaleRequest:
     """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one)."""
+    _check_finite(dict(locals()))
     _choice("engine", engine, ENGINES)
     _choice("blend", blend, BLEND_MODES)
     _choice("canvas", canvas, CANVASES)
@@ -169,8 +200,10 @@ def build_request(
     _choice("codec", codec, CODECS)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
-    if steps < 2:
-        raise InputError(f"--steps must be at least 2, got {steps}")
+    if not 2 <= steps <= MAX_STEPS:
+        raise InputError(f"--steps must be between 2 and {MAX_STEPS} (the schedule's timesteps), got {steps}")
+    if seed < 0:
+        raise InputError(f"--seed must be 0 or more (the same seed gives the same frames), got {seed}")
     if guidance < 1:
         raise InputError(f"--guidance must be at least 1 (1 turns guidance off), got {guidance:g}")
     if vae_group < 1:
@@ -184,6 +217,8 @@ def build_request(
         plan_fields["tile_size"] = None if tile_size.strip().lower() == "none" else parse_size(tile_size)
     plan_fields["guidance_branches"] = 1 if guidance == 1 else 2
     plan_fields["model_steps"] = model_calls(solver, steps)
+    if engine == "star":
+        check_weights_options(checkpoint, weights_dir)
     encode_fields = dict(codec=codec, preset=preset, pix_fmt=pix_fmt)
     if crf is not None:
         encode_fields["crf"] = crf

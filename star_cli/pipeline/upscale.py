@@ -27,7 +27,7 @@ from rich.progress import (
 
 from star_cli.errors import InputError
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
-from star_cli.hub.layout import STAR_VARIANTS, weights_parameters
+from star_cli.hub.layout import MANIFEST, STAR_VARIANTS, download_command, star_relpath, weights_parameters
 from star_cli.pipeline.estimate import Estimate, check_fits, estimate
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
@@ -112,6 +112,9 @@ def _star_weights(request: UpscaleRequest, console: Console) -> WeightsPaths:
     """The checked weights folder (offering a download on a terminal), before any model code is imported."""
     checkpoint = request.star.checkpoint
     variant = checkpoint if checkpoint in STAR_VARIANTS else STAR_VARIANTS[0]
+    root = resolve_weights_dir(request.star.weights_dir)
+    if variant != STAR_VARIANTS[0] and (root / MANIFEST).is_file() and not (root / star_relpath(variant)).is_file():
+        raise InputError(f"--checkpoint {variant}: {root} has no {star_relpath(variant)}: run `{download_command(root, variant)}`")
     return ensure_weights(request.star.weights_dir, variant, console=console)
 
 
