@@ -134,7 +134,9 @@ def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
     cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
     plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
     out_h, out_w = plan.output_size
-    return plan, VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
+    writer = VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
+    writer.rehearse()
+    return plan, writer
 
 
 def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
