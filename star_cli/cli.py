@@ -14,10 +14,9 @@ from typing import Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from star_cli.errors import StarError
-from star_cli.terminal import EXIT_INTERRUPTED, interrupt_exit_code, stderr_console, stop_signals_interrupt
+from star_cli.terminal import EXIT_INTERRUPTED, interrupt_exit_code, message, stderr_console, stop_signals_interrupt
 
 T = TypeVar("T")
 
@@ -49,10 +48,10 @@ def _run(action: Callable[[], T], console: Console, *, interrupted: str = "inter
         with stop_signals_interrupt():
             return action()
     except StarError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        console.print(message(str(error), "error:", "bold red"), soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt as interrupt:
-        console.print(f"[yellow]{escape(interrupted)}[/]")
+        console.print(message(interrupted, style="yellow"), soft_wrap=True)
         raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
@@ -189,11 +188,11 @@ def main() -> None:
     try:
         code = app(prog_name="star", standalone_mode=False)
     except typer.exceptions.TyperException as error:  # click's UsageError and friends
-        message = error.format_message()
-        if message:  # empty when the help was shown for a bare `star`
+        text = error.format_message()
+        if text:  # empty when the help was shown for a bare `star`
             ctx = getattr(error, "ctx", None)
             command = ctx.command_path if ctx is not None else "star"
-            _stderr().print(f"[bold red]error:[/] {escape(message)} (see '{command} --help')", highlight=False, soft_wrap=True)
+            _stderr().print(message(f"{text} (see '{command} --help')", "error:", "bold red"), soft_wrap=True)
         sys.exit(getattr(error, "exit_code", 2))
     except typer.Abort:
         sys.exit(EXIT_INTERRUPTED)

@@ -4,6 +4,8 @@
   or SSH session) stop a run exactly as Ctrl-C does: they raise `Terminated`, a
   KeyboardInterrupt, so every `finally` and `atomic_output` cleans up, and the
   exit code is 128 + the signal number (143, 129), as a shell reports it.
+- Messages hold paths, and paths may hold "[red]" or "\\[": every line is built as a
+  rich `Text` (`message`), never parsed as markup.
 - stderr is only a report: a reader that goes away (a closed pipe, `2>&-`) must
   not fail a job that is otherwise fine. `stderr_console` writes through a stream
   that, at its first failure, points file descriptor 2 at the null device (so
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.text import Text
 
 EXIT_INTERRUPTED = 130
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -108,3 +111,8 @@ class _TolerantStream:
 def stderr_console() -> Console:
     """A rich console on stderr that never fails the run because stderr went away."""
     return Console(file=_TolerantStream(sys.stderr))
+
+
+def message(text: str, label: str = "", style: str = "") -> Text:
+    """One line printed exactly as `text` reads, after an optional styled `label` ("error:", "wrote")."""
+    return Text.assemble((label, style), " ", text) if label else Text(text, style=style)

@@ -23,9 +23,12 @@ except ImportError:  # Windows
     import msvcrt
 
 
+_LOCK_SUFFIX = ".star-lock"
+
+
 def lock_path(dest: Path) -> Path:
     """The lock file of the run writing `dest`."""
-    return dest.with_name(f".{dest.name}.star-lock")
+    return dest.with_name(f".{dest.name}{_LOCK_SUFFIX}")
 
 
 def _try_lock(fd: int) -> bool:
@@ -88,6 +91,25 @@ class OutputLock:
             pass  # Windows cannot unlink an open file: the next run reuses it
         os.close(self._fd)
         self._fd = None
+
+
+def sweep_stale_locks(folder: Path) -> None:
+    """Remove the lock files in `folder` that no live process holds (left by runs killed outright).
+
+    Each is removed by taking its lock and releasing it, never by a bare unlink, which
+    could delete a file another run has just opened to lock.
+    """
+    try:
+        names = [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(_LOCK_SUFFIX)]
+    except OSError:
+        return
+    for name in names:
+        lock = OutputLock(folder / name.removeprefix(".").removesuffix(_LOCK_SUFFIX))
+        try:
+            lock.acquire()
+        except InputError:
+            continue  # held by a live run
+        lock.release()
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from typing import Protocol
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,9 +34,10 @@ from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.atomic import sweep_orphans
 from star_cli.pipeline.identity import run_identity
-from star_cli.pipeline.lock import output_locks
+from star_cli.pipeline.lock import output_locks, sweep_stale_locks
 from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
+from star_cli.terminal import message
 from star_cli.video.probe import probe
 from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
@@ -80,7 +80,7 @@ def host_memory_available() -> int | None:
 def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
     """Frames, fps and ETA while a video is written; a failed run erases the bar, leaving only its error line."""
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # file names are not markup
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("frames  {task.fields[fps]} fps"),
@@ -175,8 +175,9 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     if request.dry_run:
         return
     with output_locks([job.dest for job in jobs]):
-        for folder in {job.dest.parent for job in jobs}:
+        for folder in {job.dest.parent for job in jobs}:  # leftovers of runs killed outright (SIGKILL, OOM)
             sweep_orphans(folder)
+            sweep_stale_locks(folder)
         weights = None
         if request.engine == "star":
             _check_memory([plan for _, plan, _ in planned], request)
@@ -186,7 +187,7 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
             engine = engine or _make_engine(request, console, weights)
             _upscale_one(job, plan, writer, engine, request, console, weights)
             if not request.quiet:
-                console.print(f"[green]wrote[/] {escape(str(job.dest))}")
+                console.print(message(str(job.dest), "wrote", "green"), soft_wrap=True)
 
 
 def _upscale_one(
@@ -199,7 +200,7 @@ def _upscale_one(
         identity = run_identity(request, job.source, plan, weights, dtype=None if dtype is None else str(dtype))
         store = WindowStore(work_folder(job.dest), identity, resume=request.star.resume, warn=_warner(console))
     with _progress(console, request.quiet) as progress:
-        task = progress.add_task(escape(job.source.name), total=plan.num_frames, fps="-")
+        task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
         with writer:
             batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
             if store is None:
@@ -219,8 +220,8 @@ def _upscale_one(
 
 
 def _warner(console: Console) -> Callable[[str], None]:
-    """Print one `warning:` line (plain text: paths may hold rich markup such as [1])."""
-    return lambda text: console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    """Print one `warning:` line (as it reads: paths may hold brackets)."""
+    return lambda text: console.print(message(text, "warning:", "yellow"), soft_wrap=True)
 
 
 def _restore_windows(
