@@ -5,7 +5,7 @@ That is decided by five parts, each compared on its own so a refusal can say why
 - version: the star package version (code changes change frames);
 - input: the source file (resolved path, size, mtime);
 - options: every field of the request, walked from its dataclasses, except those
-  listed in `NOT_FRAME_AFFECTING` (an option added later is covered by default);
+  listed in `EXCLUDED_FIELDS` (an option added later is covered by default);
 - plan: the plan's full description (chunks, tiles, windows, weights);
 - weights: the manifest sha256 of each weights file the engine reads, and for a
   custom checkpoint file its size, mtime and a hash of its head, tail and samples.
@@ -26,7 +26,7 @@ from star_cli.pipeline.request import UpscaleRequest
 Identity = dict[str, Any]
 """Part name -> a string, or a dict of strings (options, weights, input): JSON-ready."""
 
-NOT_FRAME_AFFECTING = frozenset(
+EXCLUDED_FIELDS = frozenset(
     {
         "input",  # the source is identified by its file, in the `input` part
         "output",  # where the result goes, not what it is
@@ -39,9 +39,12 @@ NOT_FRAME_AFFECTING = frozenset(
         "star.device",  # the resolved dtype is part of the options instead
         "star.offload",  # offload modes give identical frames (tests/pipeline/test_star_engine.py)
         "star.weights_dir",  # the weights' content is the `weights` part; their folder may move
+        "plan.model_steps",  # derived from star.steps and star.solver, which are compared (and named)
+        "plan.guidance_branches",  # derived from star.guidance
     }
 )
-"""Dotted request fields that never change a restored window. Everything else is compared."""
+"""Dotted request fields that never change a restored window, or are derived from compared ones.
+Everything else is compared, so an option added later is covered without a change here."""
 
 SAMPLE_BYTES = 1 << 20
 SAMPLES = 16
@@ -54,7 +57,7 @@ def _leaves(value: object, prefix: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for field in dataclasses.fields(value):
         name = f"{prefix}.{field.name}" if prefix else field.name
-        if name not in NOT_FRAME_AFFECTING:
+        if name not in EXCLUDED_FIELDS:
             found.update(_leaves(getattr(value, field.name), name))
     return found
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -145,11 +146,11 @@ def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, mode
     return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, **sizes)
 
 
-def _run_dtype_bytes(request: UpscaleRequest) -> int:
-    """Bytes per weight/activation of the coming run: fp16 on accelerators, fp32 on the CPU unless told."""
+def _run_dtype(request: UpscaleRequest):  # -> torch.dtype (torch is imported only here)
+    """The dtype of the coming run's weights and activations: fp16 on accelerators, fp32 on the CPU unless told."""
     from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
 
-    return resolve_dtype(request.star.dtype, resolve_device(request.star.device)).itemsize
+    return resolve_dtype(request.star.dtype, resolve_device(request.star.device))
 
 
 def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
@@ -157,7 +158,7 @@ def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
     host = host_memory_available()
     if host is None:
         return
-    dtype_bytes = _run_dtype_bytes(request)
+    dtype_bytes = _run_dtype(request).itemsize
     params = weights_parameters(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
     device = _device_memory(request)
     for plan in plans:
@@ -182,23 +183,36 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
         if request.engine == "star":
             _check_memory([plan for _, plan, _ in planned], request)
             weights = _star_weights(request, console)
+        stores = _open_stores(planned, request, weights, console) if weights is not None else {}
         engine: Engine | None = None
         for job, plan, writer in planned:
             engine = engine or _make_engine(request, console, weights)
-            _upscale_one(job, plan, writer, engine, request, console, weights)
+            _upscale_one(job, plan, writer, engine, request, console, stores.get(job.dest))
             if not request.quiet:
                 console.print(message(str(job.dest), "wrote", "green"), soft_wrap=True)
 
 
+def _open_stores(
+    planned: list[tuple[Job, Plan, VideoWriter]], request: UpscaleRequest, weights: WeightsPaths, console: Console
+) -> dict[Path, WindowStore]:
+    """Every job's work folder, opened (and --resume's identity checked) before any model loads."""
+    dtype = str(_run_dtype(request))
+    return {
+        job.dest: WindowStore(
+            work_folder(job.dest),
+            run_identity(request, job.source, plan, weights, dtype=dtype),
+            resume=request.star.resume,
+            warn=_warner(console),
+        )
+        for job, plan, _ in planned
+    }
+
+
 def _upscale_one(
     job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console,
-    weights: WeightsPaths | None,
+    store: WindowStore | None,
 ) -> None:
-    store = None
-    if engine.temporal:
-        dtype = getattr(engine, "dtype", None)
-        identity = run_identity(request, job.source, plan, weights, dtype=None if dtype is None else str(dtype))
-        store = WindowStore(work_folder(job.dest), identity, resume=request.star.resume, warn=_warner(console))
+    """One job; a temporal engine goes window by window through `store` (its work folder)."""
     with _progress(console, request.quiet) as progress:
         task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
         with writer:
