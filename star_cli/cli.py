@@ -63,7 +63,7 @@ def _stderr() -> Console:
 def upscale(
     input: Path = typer.Argument(..., help="A video file, or a folder of videos.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder, for a folder input).", show_default=False),
-    scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0 < scale <= 8."),
+    scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0.125 <= scale <= 8."),
     engine: str = typer.Option("star", help="star (the diffusion model) or lanczos (fast classical preview)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory/FLOP estimates; needs no weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
@@ -73,7 +73,7 @@ def upscale(
     chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW, e.g. 720x1280."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW (height x width), e.g. 720x1280; the smallest is 272x256."),
     window_chunks: int = typer.Option(4, "--window-chunks", help="Chunks denoised together; memory grows with it."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
@@ -81,8 +81,8 @@ def upscale(
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Weights folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
     prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same frames."),
-    steps: int = typer.Option(15, help="Sampling steps: 15 is the reference's 'fast' spacing, other counts are evenly spaced."),
+    seed: int = typer.Option(0, help="Random seed (0 or more); the same seed gives the same frames."),
+    steps: int = typer.Option(15, help="Sampling steps (2 to 1000): 15 is the reference's 'fast' spacing, other counts are evenly spaced."),
     guidance: float = typer.Option(7.5, help="Classifier-free guidance scale (1 disables the negative pass)."),
     solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun."),
     color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),
@@ -90,7 +90,7 @@ def upscale(
     dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, fp32 elsewhere)."),
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (UNet blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its finished windows (refused, with the reason, if weights, options or input changed)."),
     # encoding
     codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),
     crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),

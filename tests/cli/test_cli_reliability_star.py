@@ -4,6 +4,7 @@ and weights files whose bytes changed."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -207,10 +208,11 @@ def test_a_run_on_an_output_another_run_holds_never_touches_its_windows(run_cli,
 
 
 def test_sigterm_keeps_the_finished_windows_for_resume(run_cli, weights, tmp_path):  # SIGHUP: test_cli_reliability.py
-    clip = make_video(tmp_path / "in.mp4", frames=40, width=32, height=24, audio=False)
+    clip = make_video(tmp_path / "in.mp4", frames=24, width=32, height=24, audio=False)
     out = tmp_path / "out.mkv"
     command = [STAR_SCRIPT, "upscale", str(clip), "-o", str(out), "--scale", "2", "--weights-dir", str(weights), *MULTI_WINDOW]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only fight over a busy machine's cores
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
     while not (work_folder(out) / "window_000000.json").exists() and process.poll() is None:
         assert time.monotonic() < deadline
@@ -225,7 +227,7 @@ def test_sigterm_keeps_the_finished_windows_for_resume(run_cli, weights, tmp_pat
     assert finished
     result = upscale(run_cli, clip, out, weights, "--resume")
     assert result.exit_code == 0, result.output
-    assert len(decoded(out)) == 40 and not work_folder(out).exists()
+    assert len(decoded(out)) == 24 and not work_folder(out).exists()
 
 
 # ---------------------------------------------------------------- tiny and flat frames
@@ -257,10 +259,12 @@ def test_one_pixel_and_flat_frames_keep_their_colour(size, fix, run_cli, weights
     assert (result.exit_code, result.stderr) == (0, ""), result.output
     frames = decoded(out)
     assert frames.shape == (4, size[1] * 4, size[0] * 4, 3)
-    if fix == "adain":  # statistics only: a flat reference makes a flat output of its colour
-        assert np.abs(frames.astype(int) - colour).max() <= 3
-    else:  # the low frequencies are the reference's: the mean colour stays
-        assert np.abs(frames.reshape(-1, 3).mean(0) - colour).max() <= 8
+    pixels = frames.reshape(len(frames), -1, 3).astype(float)
+    # AdaIN gives each frame the reference's mean and spread (flat: ~1 level, the reference's eps);
+    # wavelet keeps the reference's low frequencies, so the mean colour.
+    assert np.abs(pixels.mean(1) - colour).max() <= 2
+    if fix == "adain":
+        assert pixels.std(1).max() <= 2
 
 
 # ---------------------------------------------------------------- weights whose bytes changed
@@ -276,6 +280,6 @@ def test_a_flipped_byte_in_a_weights_file_is_named(name, run_cli, short_clip, we
     target.write_bytes(bytes(data))
     before = snapshot(tmp_path)
     line = error_line(upscale(run_cli, short_clip, tmp_path / "out.mkv", copy), exit_code=1)
-    assert line == f"error: {target} is corrupt (its sha256 differs from manifest.json): run `star download-weights --dir {copy}` to fix it"
+    assert line == f"error: {target} is corrupt (its sha256 differs from manifest.json): run `star download-weights --dir {copy}`"
     assert snapshot(tmp_path) == before
 
