@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from star_cli.atomic import sweep_orphans
 from star_cli.errors import InputError
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
 from star_cli.hub.layout import MANIFEST, STAR_VARIANTS, download_command, star_relpath, weights_parameters
@@ -33,7 +34,6 @@ from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
 from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
-from star_cli.atomic import sweep_orphans
 from star_cli.pipeline.identity import run_identity
 from star_cli.pipeline.lock import output_locks, sweep_stale_locks
 from star_cli.pipeline.resume import WindowStore, work_folder

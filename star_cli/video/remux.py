@@ -89,6 +89,8 @@ class StreamCopier:
             return self._drop(stream, f"attachment {codec}: only Matroska holds attachments")
         if kind == "data":
             return self._drop(stream, f"data stream {codec}: data tracks are not carried over")
+        if stream.codec_context is None:  # an unknown codec (a damaged header): nothing can copy or decode it
+            return self._drop(stream, f"{kind} stream of unknown codec")
         if not (self.transcode and kind in ("audio", "subtitle")):
             try:
                 return _Route(stream, self.output.add_stream_from_template(stream), False)

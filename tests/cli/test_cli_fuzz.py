@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from star_cli.testing.fuzz import check_run, mutations
+from star_cli.testing.fuzz import Mutation, check_run, mutations
 from star_cli.testing.media import faststart_copy, make_video
 
 CASES_PER_CLIP = 16
@@ -41,3 +41,22 @@ def test_damaged_clips_keep_the_contract(name, clips, tmp_path):
 
 def index_seed(name: str) -> int:
     return {"mp4": 1, "faststart": 2, "mkv": 3}[name]
+
+
+BOXES = (b"moov", b"mvhd", b"trak", b"tkhd", b"mdhd", b"hdlr", b"stsd", b"avcC", b"mp4a", b"esds", b"stts", b"stsz", b"stco", b"mdat")
+
+
+def test_damage_inside_each_mp4_box_keeps_the_contract(clips, tmp_path):
+    """Targeted: each box name, and 512 bytes after it, in both tracks where there are two."""
+    source = clips["mp4"]
+    data = source.read_bytes()
+    failures = []
+    for box in BOXES:
+        start = data.find(box)
+        while start != -1:
+            for mutation in (Mutation("flip", start, 4), Mutation("flip", start + 4, 512)):
+                problem = check_run(source, mutation, tmp_path / "case")
+                if problem is not None:
+                    failures.append(f"{box.decode()} {mutation}: {problem}")
+            start = data.find(box, start + 1)
+    assert failures == [], "\n".join(failures)
