@@ -115,7 +115,9 @@ class WindowStore:
             return None
         record = _read_json(record_path)
         try:
-            if not isinstance(record, dict) or record.get("sha256") != _sha256(video):
+            if not isinstance(record, dict):
+                raise ValueError("its commit record is missing or unreadable")
+            if record.get("sha256") != _sha256(video):
                 raise ValueError("its checksum does not match")
             with av.open(str(video)) as container:
                 frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
