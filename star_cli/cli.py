@@ -14,10 +14,10 @@ from typing import Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from star_cli.errors import ReportedElsewhere, StarError
 from star_cli.pipeline.ranks import reporting_process
+from star_cli.terminal import EXIT_INTERRUPTED, interrupt_exit_code, message, stderr_console, stop_signals_interrupt
 
 T = TypeVar("T")
 
@@ -29,8 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-EXIT_INTERRUPTED = 130
 
 UPSCALE_EXAMPLES = """
 Examples:
@@ -49,27 +47,28 @@ Examples:
 
 
 def _run(action: Callable[[], T], console: Console, *, interrupted: str = "interrupted: no partial output was kept") -> T:
-    """Run one command body, turning our errors and Ctrl-C into exit codes."""
+    """Run one command body, turning our errors, Ctrl-C, SIGTERM and SIGHUP into exit codes."""
     try:
-        return action()
+        with stop_signals_interrupt():
+            return action()
     except StarError as error:
         if not isinstance(error, ReportedElsewhere):
-            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            console.print(message(str(error), "error:", "bold red"), soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
-    except KeyboardInterrupt:
-        console.print(f"[yellow]{escape(interrupted)}[/]")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as interrupt:
+        console.print(message(interrupted, style="yellow"), soft_wrap=True)
+        raise typer.Exit(interrupt_exit_code(interrupt)) from None
 
 
 def _stderr() -> Console:
-    return Console(stderr=True)
+    return stderr_console()
 
 
 @app.command(epilog=UPSCALE_EXAMPLES)
 def upscale(
     input: Path = typer.Argument(..., help="A video file, or a folder of videos.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder, for a folder input).", show_default=False),
-    scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0 < scale <= 8."),
+    scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0.125 <= scale <= 8."),
     engine: str = typer.Option("star", help="star (the diffusion model) or lanczos (fast classical preview)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory/FLOP estimates; needs no weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
@@ -80,7 +79,7 @@ def upscale(
     chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW (default 720x1280; cogvideox: exactly its native 480x720)."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW (height x width), e.g. 720x1280; the smallest is 272x256 (cogvideox: exactly its native 480x720)."),
     window_chunks: Optional[int] = typer.Option(None, "--window-chunks", help="Chunks denoised together; memory grows with it (default 4; cogvideox: 1)."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
@@ -88,8 +87,8 @@ def upscale(
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Weights folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
     prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same frames."),
-    steps: Optional[int] = typer.Option(None, help="Sampling steps (default 15, the reference's 'fast' spacing; cogvideox: 50)."),
+    seed: int = typer.Option(0, help="Random seed (0 or more); the same seed gives the same frames."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps, 2 to 1000 (default 15, the reference's 'fast' spacing; cogvideox: 50)."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (default 7.5, 1 disables the negative pass; cogvideox: 6, dynamic)."),
     solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun (i2vgenxl only)."),
     color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),
@@ -97,7 +96,7 @@ def upscale(
     dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA (cogvideox: bf16), fp32 elsewhere)."),
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (denoiser blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3; i2vgenxl only)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its finished windows (refused, with the reason, if weights, options or input changed)."),
     # encoding
     codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),
     crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),
@@ -208,12 +207,12 @@ def main() -> None:
     try:
         code = app(prog_name="star", standalone_mode=False)
     except typer.exceptions.TyperException as error:  # click's UsageError and friends
-        message = error.format_message()
+        text = error.format_message()
         # Empty when the help was shown for a bare `star`; on a launched run's ranks but 0, rank 0 says it.
-        if message and reporting_process():
+        if text and reporting_process():
             ctx = getattr(error, "ctx", None)
             command = ctx.command_path if ctx is not None else "star"
-            _stderr().print(f"[bold red]error:[/] {escape(message)} (see '{command} --help')", highlight=False, soft_wrap=True)
+            _stderr().print(message(f"{text} (see '{command} --help')", "error:", "bold red"), soft_wrap=True)
         sys.exit(getattr(error, "exit_code", 2))
     except typer.Abort:
         sys.exit(EXIT_INTERRUPTED)

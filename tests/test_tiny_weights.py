@@ -67,10 +67,12 @@ def test_every_part_loads_and_the_control_path_is_live(tiny_root):
 def test_same_seed_same_files_other_seed_other_files(tiny_root, tmp_path):
     again = make_tiny_weights(tmp_path / "again")
     other = make_tiny_weights(tmp_path / "other", seed=1)
-    files = json.loads((tiny_root / "manifest.json").read_text())["files"]
-    assert json.loads((again / "manifest.json").read_text())["files"] == files
-    other_files = json.loads((other / "manifest.json").read_text())["files"]
-    assert other_files["star/light_deg.safetensors"] != files["star/light_deg.safetensors"]
+    def contents(root):  # size and sha256 of each file (mtimes are when they were written)
+        return {rel: (r["size"], r["sha256"]) for rel, r in json.loads((root / "manifest.json").read_text())["files"].items()}
+
+    files = contents(tiny_root)
+    assert contents(again) == files
+    assert contents(other)["star/light_deg.safetensors"] != files["star/light_deg.safetensors"]
 
 
 def test_unknown_variant_is_an_input_error(tmp_path):

@@ -45,6 +45,7 @@ from star_cli.hub.layout import (
     weights_problem,
 )
 from star_cli.hub.sources import Component, SourceFile, Sources, load_sources
+from star_cli.terminal import message
 
 DOWNLOADS = ".downloads"
 ORIGINALS = "original"
@@ -92,7 +93,7 @@ def _resolve_component(component: Component, files: list[SourceFile], revision: 
             failures.append(error)
             continue
         if failures:
-            console.print(f"using {repo} instead of {component.repos[0]} ({failures[0]})", highlight=False)
+            console.print(message(f"using {repo} instead of {component.repos[0]} ({failures[0]})"))
         return remotes
     main = next((e for e in failures if e.gated), failures[0])
     others = [e.brief for e in failures if e is not main]
@@ -211,7 +212,7 @@ def download_weights(
     manifest = read_manifest(root)
     pending = [(c, f) for c, f in sources.select(variants) if not _is_done(root, f, manifest, verify)]
     if not pending:
-        console.print(f"{label} in {root} are complete{' and verified' if verify else ''}: nothing to do.", highlight=False)
+        console.print(message(f"{label} in {root} are complete{' and verified' if verify else ''}: nothing to do."))
         return root
     if is_offline():
         more = f" and {len(pending) - 1} more file(s)" if len(pending) > 1 else ""
@@ -228,7 +229,7 @@ def download_weights(
     downloads = root / DOWNLOADS
     if downloads.is_dir() and not any(p.is_file() for p in downloads.rglob("*")):
         shutil.rmtree(downloads)
-    console.print(f"{label} ready in {root}", highlight=False)
+    console.print(message(f"{label} ready in {root}"))
     return root
 
 
@@ -246,7 +247,7 @@ def offer_download(
     reason = reason or weights_problem(root, variant) or f"STAR weights are needed in {root}"
     if interactive is None:
         interactive = sys.stdin.isatty() and console.is_terminal
-    if interactive and Confirm.ask(f"{reason}. Download them now?", console=console, default=True):
+    if interactive and Confirm.ask(message(f"{reason}. Download them now?"), console=console, default=True):
         return download_weights(variant, root, console=console)
     raise StarError(f"{reason}: run `{download_command(root, variant)}`")
 

@@ -1,8 +1,11 @@
 """The weights folder: where each file lives, its manifest, and whether it is usable.
 
 One folder holds everything inference reads (see CONTRACTS). `manifest.json` records
-the size and sha256 of every file, so "is it complete?" is a few `stat` calls and
-"is it intact?" (`verify=True`) a re-hash, without asking the network.
+the size, sha256 and mtime of every file, so "is it complete?" is a few `stat` calls and
+"is it intact?" (`verify=True`) a re-hash, without asking the network. A file whose
+mtime differs from the one recorded when it was last hashed (rewritten, copied over,
+touched by a flipped byte's editor) is re-hashed on every check, and small files
+(configs, tokenizer) always are: a wrong byte in them is never trusted on its size.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ COGVIDEOX_FILES = (
 )
 VARIANTS = (*STAR_VARIANTS, COGVIDEOX_VARIANT)
 HASH_CHUNK = 8 << 20
+ALWAYS_HASHED_BYTES = 16 << 20
+"""Files up to this size (configs, tokenizer) are re-hashed at every check: milliseconds."""
 # safetensors metadata key of a converted checkpoint: the sha256 of the pickle it came from
 SOURCE_SHA256_KEY = "source_sha256"
 
@@ -61,6 +66,7 @@ class FileRecord:
 
     size: int
     sha256: str
+    mtime_ns: int | None = None  # when the hash was taken; None: unknown (re-hash at the next check)
 
 
 @dataclass(frozen=True)
@@ -148,22 +154,37 @@ def read_manifest(root: Path) -> dict[str, FileRecord]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {rel: FileRecord(int(rec["size"]), str(rec["sha256"])) for rel, rec in data["files"].items()}
+        return {
+            rel: FileRecord(int(rec["size"]), str(rec["sha256"]), None if rec.get("mtime_ns") is None else int(rec["mtime_ns"]))
+            for rel, rec in data["files"].items()
+        }
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise StarError(f"{path} is unreadable ({error}): delete it and run `{download_command(root)}`") from None
 
 
 def _save_manifest(root: Path, records: Mapping[str, FileRecord]) -> Path:
     path = root / MANIFEST
-    files = {rel: {"size": rec.size, "sha256": rec.sha256} for rel, rec in sorted(records.items())}
+    files = {
+        rel: {"size": rec.size, "sha256": rec.sha256, **({} if rec.mtime_ns is None else {"mtime_ns": rec.mtime_ns})}
+        for rel, rec in sorted(records.items())
+    }
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=2) + "\n", encoding="utf-8")
     return path
 
 
+def _stamped(root: Path, rel: str, record: FileRecord) -> FileRecord:
+    """`record` with the file's current mtime when it lacks one (the caller has just hashed the file)."""
+    path = root / rel
+    if record.mtime_ns is not None or not path.is_file():
+        return record
+    stat = path.stat()
+    return FileRecord(record.size, record.sha256, stat.st_mtime_ns) if stat.st_size == record.size else record
+
+
 def record_files(root: Path, records: Mapping[str, FileRecord]) -> Path:
-    """Add or replace entries whose hashes are already known, without re-hashing the rest."""
-    return _save_manifest(root, {**read_manifest(root), **records})
+    """Add or replace entries whose hashes are already known (of the files as they are now), without re-hashing the rest."""
+    return _save_manifest(root, {**read_manifest(root), **{rel: _stamped(root, rel, rec) for rel, rec in records.items()}})
 
 
 def _visible_files(root: Path) -> list[str]:
@@ -181,7 +202,10 @@ def _visible_files(root: Path) -> list[str]:
 def write_manifest(root: Path) -> Path:
     """Hash every file under `root` into a fresh manifest.json (for folders made by hand or by tests)."""
     root = Path(root)
-    return _save_manifest(root, {rel: FileRecord((root / rel).stat().st_size, sha256_file(root / rel)) for rel in _visible_files(root)})
+    return _save_manifest(
+        root,
+        {rel: _stamped(root, rel, FileRecord((root / rel).stat().st_size, sha256_file(root / rel))) for rel in _visible_files(root)},
+    )
 
 
 def weights_problem(root: Path, variant: str = "light", verify: bool = False) -> str | None:
@@ -200,10 +224,19 @@ def weights_problem(root: Path, variant: str = "light", verify: bool = False) ->
         size = path.stat().st_size
         if size != record.size:
             return f"{path} is corrupt ({size} bytes, the manifest says {record.size})"
-    if verify:
-        for rel in relpaths:
-            if sha256_file(root / rel) != manifest[rel].sha256:
+    rehashed = {}
+    for rel in relpaths:
+        stat, record = (root / rel).stat(), manifest[rel]
+        if verify or stat.st_size <= ALWAYS_HASHED_BYTES or stat.st_mtime_ns != record.mtime_ns:
+            if sha256_file(root / rel) != record.sha256:
                 return f"{root / rel} is corrupt (its sha256 differs from {MANIFEST})"
+            if stat.st_mtime_ns != record.mtime_ns:
+                rehashed[rel] = FileRecord(record.size, record.sha256, stat.st_mtime_ns)
+    if rehashed:
+        try:  # remember the verified mtimes, so the next check trusts these files on stat alone
+            record_files(root, rehashed)
+        except OSError:
+            pass  # a read-only weights folder: the files are hashed again next time
     return None
 
 

@@ -19,6 +19,7 @@ same weights, so we reproduce the reference exactly on top of it:
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,12 +72,36 @@ def tokenize(tokenizer: CLIPTokenizer, texts: str | Sequence[str]) -> torch.Tens
     return torch.tensor(rows, dtype=torch.long)
 
 
+def _unreadable_tokenizer_file(tokenizer_dir: Path) -> Path | None:
+    """The first tokenizer file that is not what it should be (JSON, or merges as 'a b' pairs), if any."""
+    for path in sorted(tokenizer_dir.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path
+    merges = tokenizer_dir / "merges.txt"
+    try:
+        lines = merges.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return merges
+    if any(len(line.split()) != 2 for line in lines[1:] if line):
+        return merges
+    return None
+
+
 def load_tokenizer(tokenizer_dir: str | Path) -> CLIPTokenizer:
-    """Load a CLIP tokenizer folder, overriding a `pad_token='!'` it may declare (it would eat "!")."""
+    """Load a CLIP tokenizer folder, overriding a `pad_token='!'` it may declare (it would eat "!").
+
+    The `tokenizers` library reports a damaged file as a bare Exception ("Error while
+    initializing BPE"): any failure is reported as one line naming the file at fault.
+    """
     try:
         return CLIPTokenizer.from_pretrained(str(tokenizer_dir), pad_token="<|endoftext|>")
-    except (OSError, ValueError) as error:
-        raise StarError(f"cannot load the tokenizer from {tokenizer_dir}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - tokenizers raises plain Exception
+        culprit = _unreadable_tokenizer_file(Path(tokenizer_dir))
+        where = f"{culprit} is damaged" if culprit is not None else f"cannot load the tokenizer from {tokenizer_dir}"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StarError(f"{where} ({reason}): run `star download-weights` to repair it") from None
 
 
 def _final_layer_norm(model: CLIPTextModel) -> torch.nn.Module:

@@ -43,9 +43,15 @@ def _check_frames(out: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 def _mean_std(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame and channel mean and (unbiased, eps-regularised) standard deviation."""
+    """Per frame and channel mean and (eps-regularised) standard deviation.
+
+    The variance is the reference's unbiased one wherever that is defined (two or more
+    pixels); a one-pixel frame has none, and its spread is 0 (the biased variance),
+    not NaN: without the guard a 1x1 frame came out black.
+    """
     flat = frames.flatten(2)
-    return flat.mean(2)[..., None, None], (flat.var(2) + _EPS).sqrt()[..., None, None]
+    correction = 1 if flat.shape[2] > 1 else 0
+    return flat.mean(2)[..., None, None], (flat.var(2, correction=correction) + _EPS).sqrt()[..., None, None]
 
 
 def adain_color_fix(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

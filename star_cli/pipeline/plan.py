@@ -27,6 +27,7 @@ Examples: 90x160 (720x1280) and 122x216 (976x1728) are valid.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +42,9 @@ VAE_FACTOR = 8
 REFERENCE_CANVAS = (720, 1280)  # STAR's pad_to_fit "BEST_H, BEST_W"
 REFERENCE_PAD_VALUE = 1.0  # in [-1, 1]: white
 MAX_SCALE = 8.0
+MIN_SCALE = 0.125
+MIN_OUTPUT_SIDE = 16
+"""A downscale (--scale below 1) may not make a side shorter than this many pixels."""
 CanvasPolicy = Literal["minimal", "reference"]
 CANVAS_POLICIES: tuple[str, ...] = ("minimal", "reference")
 
@@ -144,26 +148,44 @@ def _check_exact_tile(tile: tuple[int, int], overlap: int, grid: ModelGrid) -> N
     _check_tile_overlap(overlap, tile)
 
 
+def _grid_at_least(value: int, period: int, offset: int) -> int:
+    """The smallest ``offset + k * period`` (k >= 0) that is >= `value`."""
+    return offset + period * max(0, -(-(value - offset) // period))
+
+
+def smallest_tile(overlap: int) -> tuple[int, int]:
+    """The smallest (height, width) tile the UNet takes that still holds two `overlap` px seams."""
+    period = 8 * VAE_FACTOR
+    return _grid_at_least(2 * overlap, period, 2 * VAE_FACTOR), _grid_at_least(max(2 * overlap, period), period, 0)
+
+
 def _check_tile_size(tile: tuple[int, int], overlap: int) -> None:
+    if overlap % VAE_FACTOR or overlap < 0:
+        raise InputError(f"tile overlap {overlap} must be a multiple of {VAE_FACTOR} px, 0 or more")
     height, width = tile
-    if height % VAE_FACTOR or not is_valid_latent_height(height // VAE_FACTOR):
-        near = _nearest_on_grid(height, 8 * VAE_FACTOR, 2 * VAE_FACTOR)
-        raise InputError(
-            f"--tile-size height {height} does not fit the STAR UNet: tile heights must be 16 more "
-            f"than a multiple of 64 (latent 2 mod 8); nearest valid: {near}"
-        )
-    if width % VAE_FACTOR or not is_valid_latent_width(width // VAE_FACTOR):
-        near = _nearest_on_grid(width, 8 * VAE_FACTOR, 8 * VAE_FACTOR)
-        raise InputError(
-            f"--tile-size width {width} does not fit the STAR UNet: tile widths must be a multiple "
-            f"of 64 (latent 0 mod 8); nearest valid: {near}"
-        )
-    _check_tile_overlap(overlap, tile)
+    min_h, min_w = smallest_tile(overlap)
+    fits_h = height >= min_h and height % VAE_FACTOR == 0 and is_valid_latent_height(height // VAE_FACTOR)
+    fits_w = width >= min_w and width % VAE_FACTOR == 0 and is_valid_latent_width(width // VAE_FACTOR)
+    if fits_h and fits_w:
+        return
+    near_h = max(min_h, _nearest_on_grid(height, 8 * VAE_FACTOR, 2 * VAE_FACTOR))
+    near_w = max(min_w, _nearest_on_grid(width, 8 * VAE_FACTOR, 8 * VAE_FACTOR))
+    raise InputError(
+        f"--tile-size {height}x{width} (HxW) does not fit the STAR UNet: heights must be 16 more than a multiple "
+        f"of 64, widths a multiple of 64, each at least twice the {overlap} px tile overlap; "
+        f"nearest valid: {near_h}x{near_w} (smallest: {min_h}x{min_w})"
+    )
+
+
+def as_given(value: float) -> str:
+    """A number the way a user types it: shortest round trip, no '.0', no exponent padding (8.0000001, 1e-9)."""
+    text = repr(value).removesuffix(".0")
+    return re.sub(r"e([+-])0*(\d)", lambda m: f"e{m.group(1).replace('+', '')}{m.group(2)}", text)
 
 
 def _validate(o: PlanOptions) -> None:
-    if not (math.isfinite(o.scale) and 0 < o.scale <= MAX_SCALE):
-        raise InputError(f"--scale must be greater than 0 and at most {MAX_SCALE:g}, got {o.scale:g}")
+    if not (math.isfinite(o.scale) and MIN_SCALE <= o.scale <= MAX_SCALE):
+        raise InputError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {as_given(o.scale)}")
     if o.chunk_len < 2:
         raise InputError(
             f"--chunk-len must be at least 2 frames (a video model needs temporal context), got {o.chunk_len}"
@@ -400,6 +422,11 @@ def make_plan(
     if num_frames < 1 or height < 1 or width < 1:
         raise InputError(f"nothing to upscale: {num_frames} frames of {width}x{height}")
     out_h, out_w = output_size(height, width, options.scale)
+    if options.scale < 1 and min(out_h, out_w) < MIN_OUTPUT_SIDE:
+        raise InputError(
+            f"--scale {as_given(options.scale)} would make a {out_w}x{out_h} video from {width}x{height}: "
+            f"a downscale must keep every side at least {MIN_OUTPUT_SIDE} px"
+        )
     least = options.tile_size if options.grid.exact_tiles and options.tile_size else (0, 0)
     if options.canvas == "reference":
         canvas = reference_canvas(out_h, out_w)

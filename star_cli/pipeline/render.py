@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from star_cli.families import DEFAULT_MODEL, Family, get_family
 from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate
@@ -85,7 +86,7 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     table.add_column(style="bold")
     table.add_column()
     if source is not None:
-        table.add_row("Source", os.fspath(source))
+        table.add_row("Source", Text(os.fspath(source)))
     table.add_row("Input", f"{_size(*plan.input_size)}, {plan.num_frames} frames")
     table.add_row("Output", f"{_size(*plan.output_size)} (x{o.scale:g})")
     table.add_row("Engine", engine)

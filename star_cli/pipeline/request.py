@@ -6,6 +6,7 @@ here with one line (exit 2) before a file is opened or a model is loaded.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,9 @@ SOLVERS = ("dpmpp_2m_sde", "heun")
 
 FAST_STEPS = 15
 """The reference's step count; with it the sampler uses the reference's 'fast' spacing."""
+MAX_STEPS = 1000
+"""The schedule's timesteps (diffusion.schedule.NUM_TIMESTEPS, mirrored: no torch here): more steps repeat them."""
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def solver_mode(steps: int) -> str:
@@ -120,9 +124,36 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
     if prompt:
         raise InputError("give --prompt or --prompt-file, not both")
     try:
-        return prompt_file.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
+        text = prompt_file.read_text(encoding="utf-8").strip()
+    except OSError as error:
         raise InputError(f"cannot read --prompt-file {prompt_file}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--prompt-file {prompt_file} is not UTF-8 text") from None
+    if any(not ch.isprintable() and ch not in "\n\r\t" for ch in text):
+        raise InputError(f"--prompt-file {prompt_file} holds control characters: is it a text file?")
+    return text
+
+
+def _check_finite(values: dict[str, object]) -> None:
+    """Refuse nan/inf in any number option (comparisons with nan are all false: no bound would catch it)."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
+def check_weights_options(checkpoint: str | None, weights_dir: Path | None, variants: tuple[str, ...]) -> None:
+    """A --checkpoint file and a --weights-dir that do not exist are bad input, refused before any folder is checked.
+
+    `variants` are the checkpoint names of the run's model family (None: its default)."""
+    if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
+        raise InputError(f"--weights-dir {weights_dir} is not a folder")
+    if checkpoint is None or checkpoint in variants:
+        return
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise InputError(f"--checkpoint {checkpoint}: no such file (give light, heavy or a .safetensors/.pt file)")
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise InputError(f"--checkpoint {checkpoint}: expected a {'/'.join(CHECKPOINT_SUFFIXES)} file")
 
 
 def build_request(
@@ -169,7 +200,10 @@ def build_request(
 
     Options left None take the model family's defaults (`star_cli.families`).
     """
+    _check_finite(dict(locals()))
     family = get_family(model)
+    if engine == "star":
+        check_weights_options(checkpoint, weights_dir, family.variants)
     defaults = family.defaults(weights_dir, checkpoint)
     given = {"chunk_len": chunk_len, "chunk_overlap": chunk_overlap, "tile_size": tile_size, "window_chunks": window_chunks}
     steps = defaults.steps if steps is None else steps
@@ -184,8 +218,10 @@ def build_request(
     _choice("codec", codec, CODECS)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
-    if steps < 2:
-        raise InputError(f"--steps must be at least 2, got {steps}")
+    if not 2 <= steps <= MAX_STEPS:
+        raise InputError(f"--steps must be between 2 and {MAX_STEPS} (the schedule's timesteps), got {steps}")
+    if seed < 0:
+        raise InputError(f"--seed must be 0 or more (the same seed gives the same frames), got {seed}")
     if guidance < 1:
         raise InputError(f"--guidance must be at least 1 (1 turns guidance off), got {guidance:g}")
     if vae_group < 1:

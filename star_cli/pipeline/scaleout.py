@@ -32,26 +32,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from star_cli.errors import InputError, ReportedElsewhere, StarError
+from star_cli.families import get_family
 from star_cli.hub import WeightsPaths
 from star_cli.pipeline import distributed
+from star_cli.pipeline.identity import frame_options
 from star_cli.pipeline.claims import Heartbeat, Owner, PeerFailure, RankWatch, WindowClaims
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
 from star_cli.pipeline.render import job_cost, plan_summary
 from star_cli.pipeline.request import UpscaleRequest
-from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
+from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.pipeline.upscale import (
     READ_BATCH,
     Engine,
     _check_memory,
     _estimate,
-    _frame_settings,
     _make_engine,
+    _warner,
     _plan_job,
     _star_weights,
     _upscale_one,
+    open_store,
 )
 from star_cli.video.reader import read_batches
 from star_cli.video.writer import VideoWriter
@@ -149,8 +152,8 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
         distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
         if request.verbose and ranks.is_main:
             for job, plan, _ in planned:
-                console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, ranks=1 if request.input.is_dir() else ranks.world))
-        store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks))
+                console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, family=get_family(request.star.model), ranks=1 if request.input.is_dir() else ranks.world))
+        store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks, weights, console))
         shared = _join_run(request, planned, ranks, store, console)
         if request.input.is_dir():
             _folder(request, planned, weights, shared, talk)
@@ -194,22 +197,24 @@ def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[U
 
 def _same_everywhere(ranks: Ranks, request: UpscaleRequest, planned: Planned) -> None:
     """Refuse a run whose ranks were given other options or see other inputs (its frames would depend on the rank)."""
-    text = repr(([(job, plan) for job, plan, _ in planned], _frame_settings(request), request.encode, request.engine))
+    text = repr(([(job, plan) for job, plan, _ in planned], frame_options(request), request.encode, request.engine))
     digests = distributed.gather(ranks, hashlib.sha256(text.encode()).hexdigest())
     odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
     if odd:
         raise InputError(f"rank {odd[0]} was given other options or sees other input files than rank 0: give every rank the same command and files")
 
 
-def _open_store(request: UpscaleRequest, planned: Planned, ranks: Ranks) -> WindowStore | None:
+def _open_store(
+    request: UpscaleRequest, planned: Planned, ranks: Ranks, weights: WeightsPaths | None, console: Console
+) -> WindowStore | None:
     """One video with STAR: rank 0 opens the work folder (clears it, or checks it for --resume); the others attach."""
     if request.input.is_dir() or request.engine != "star":
         return None
     job, plan, _ = planned[0]
     folder = work_folder(job.dest)
     if not ranks.is_main:
-        return WindowStore.attach(folder)
-    return WindowStore(folder, fingerprint(job.source, (_frame_settings(request), plan)), resume=request.star.resume)
+        return WindowStore.attach(folder, warn=_warner(console))
+    return open_store(job, plan, request, weights, console)
 
 
 def _run_folder(request: UpscaleRequest, planned: Planned) -> Path:
@@ -287,7 +292,8 @@ def _folder(request: UpscaleRequest, planned: Planned, weights: WeightsPaths | N
         if owner != ranks.rank:
             continue
         engine = engine or _make_engine(replace(request, quiet=not ranks.is_main or request.quiet), talk, weights)
-        _upscale_one(job, plan, writer, engine, quiet, Console(quiet=True), on_frames)
+        store = open_store(job, plan, request, weights, talk) if weights is not None else None
+        _upscale_one(job, plan, writer, engine, quiet, Console(quiet=True), store, on_frames)
         if request.verbose:
             talk.print(f"rank {ranks.rank}: wrote {job.dest}")
 
@@ -332,7 +338,8 @@ def _one_video(
     engine_request = replace(request, quiet=not ranks.is_main or request.quiet)
     if store is None:  # an engine without windows: rank 0 runs it as a single run does, the others wait
         if ranks.is_main:
-            _upscale_one(job, plan, writer, _make_engine(engine_request, talk, weights), replace(request, quiet=True), Console(quiet=True))
+            engine = _make_engine(engine_request, talk, weights)
+            _upscale_one(job, plan, writer, engine, replace(request, quiet=True), Console(quiet=True), None)
         return
     worker = _claimed_windows(request, job, plan, _LazyEngine(engine_request, talk, weights), store, shared, talk)
     if not ranks.is_main:
@@ -350,7 +357,10 @@ def _one_video(
                     shared.raise_failure()
                     time.sleep(POLL)
             window = plan.windows[frames.index]
-            joined, pts = joiner.add(frames.index, store.load(frames.index), frames.pts, np.asarray(window.weights))
+            restored = store.load(frames.index, (window.length, *plan.output_size))
+            if restored is None:
+                raise StarError(f"stored window {frames.index} was damaged after it was written: rerun with --resume to recompute it")
+            joined, pts = joiner.add(frames.index, restored, frames.pts, np.asarray(window.weights))
             if pts:
                 writer.write(joined, pts)
         if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -23,17 +24,22 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from star_cli.atomic import sweep_orphans
 from star_cli.errors import InputError
 from star_cli.families import Engine, get_family
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
+from star_cli.hub.layout import MANIFEST, download_command, star_relpath
 from star_cli.pipeline.estimate import Estimate, check_fits
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.ranks import Ranks
 from star_cli.pipeline.render import jobs_table, plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
-from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
+from star_cli.pipeline.identity import run_identity
+from star_cli.pipeline.lock import output_locks, sweep_stale_locks
+from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
+from star_cli.terminal import message
 from star_cli.video.probe import probe
 from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
@@ -67,7 +73,7 @@ def host_memory_available() -> int | None:
 def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
     """Frames, fps and ETA while a video is written; a failed run erases the bar, leaving only its error line."""
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # file names are not markup
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("frames  {task.fields[fps]} fps"),
@@ -95,7 +101,11 @@ def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPath
 
 def _star_weights(request: UpscaleRequest, console: Console, *, interactive: bool | None = None) -> WeightsPaths:
     """The checked weights folder (offering a download on a terminal), before any model code is imported."""
-    variant = get_family(request.star.model).weights_variant(request.star.checkpoint)
+    family = get_family(request.star.model)
+    variant = family.weights_variant(request.star.checkpoint)
+    root = resolve_weights_dir(request.star.weights_dir)
+    if variant != family.variants[0] and (root / MANIFEST).is_file() and not (root / star_relpath(variant)).is_file():
+        raise InputError(f"--checkpoint {variant}: {root} has no {star_relpath(variant)}: run `{download_command(root, variant)}`")
     return ensure_weights(request.star.weights_dir, variant, console=console, interactive=interactive)
 
 
@@ -115,7 +125,9 @@ def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
     cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
     plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
     out_h, out_w = plan.output_size
-    return plan, VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
+    writer = VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
+    writer.rehearse()
+    return plan, writer
 
 
 def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
@@ -124,12 +136,12 @@ def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, mode
     return family.estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, model_params=model_params)
 
 
-def _run_dtype_bytes(request: UpscaleRequest) -> int:
-    """Bytes per weight/activation of the coming run: fp16 on accelerators, fp32 on the CPU unless told."""
+def _run_dtype(request: UpscaleRequest):  # -> torch.dtype (torch is imported only here)
+    """The dtype of the coming run's weights and activations: fp16 on accelerators, fp32 on the CPU unless told."""
     from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
 
     family = get_family(request.star.model)
-    return resolve_dtype(request.star.dtype, resolve_device(request.star.device), family.accelerator_dtype).itemsize
+    return resolve_dtype(request.star.dtype, resolve_device(request.star.device), family.accelerator_dtype)
 
 
 def _check_memory(plans: list[Plan], request: UpscaleRequest, *, processes_here: int = 1) -> None:
@@ -141,7 +153,7 @@ def _check_memory(plans: list[Plan], request: UpscaleRequest, *, processes_here:
     if host is None:
         return
     host //= processes_here
-    dtype_bytes = _run_dtype_bytes(request)
+    dtype_bytes = _run_dtype(request).itemsize
     params = get_family(request.star.model).model_params(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
     device = _device_memory(request)
     for plan in plans:
@@ -179,16 +191,34 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
         if world > 1 and request.input.is_dir():
             report.print(jobs_table([(job, plan) for job, plan, _ in planned], world))
         return
-    weights = None
-    if request.engine == "star":
-        _check_memory([plan for _, plan, _ in planned], request)
-        weights = _star_weights(request, console)
-    engine: Engine | None = None
-    for job, plan, writer in planned:
-        engine = engine or _make_engine(request, console, weights)
-        _upscale_one(job, plan, writer, engine, request, console)
-        if not request.quiet:
-            console.print(f"[green]wrote[/] {job.dest}")
+    with output_locks([job.dest for job in jobs]):
+        for folder in {job.dest.parent for job in jobs}:  # leftovers of runs killed outright (SIGKILL, OOM)
+            sweep_orphans(folder)
+            sweep_stale_locks(folder)
+        weights = None
+        if request.engine == "star":
+            _check_memory([plan for _, plan, _ in planned], request)
+            weights = _star_weights(request, console)
+        stores = _open_stores(planned, request, weights, console) if weights is not None else {}
+        engine: Engine | None = None
+        for job, plan, writer in planned:
+            engine = engine or _make_engine(request, console, weights)
+            _upscale_one(job, plan, writer, engine, request, console, stores.get(job.dest))
+            if not request.quiet:
+                console.print(message(str(job.dest), "wrote", "green"), soft_wrap=True)
+
+
+def open_store(job: Job, plan: Plan, request: UpscaleRequest, weights: WeightsPaths, console: Console) -> WindowStore:
+    """`job`'s work folder, opened (and --resume's identity checked) before any model loads."""
+    identity = run_identity(request, job.source, plan, weights, dtype=str(_run_dtype(request)))
+    return WindowStore(work_folder(job.dest), identity, resume=request.star.resume, warn=_warner(console))
+
+
+def _open_stores(
+    planned: list[tuple[Job, Plan, VideoWriter]], request: UpscaleRequest, weights: WeightsPaths, console: Console
+) -> dict[Path, WindowStore]:
+    """Every job's work folder, opened before any model loads."""
+    return {job.dest: open_store(job, plan, request, weights, console) for job, plan, _ in planned}
 
 
 def _upscale_one(
@@ -198,13 +228,12 @@ def _upscale_one(
     engine: Engine,
     request: UpscaleRequest,
     console: Console,
+    store: WindowStore | None,
     on_frames: Callable[[int], None] | None = None,
 ) -> None:
-    """Upscale one video; `on_frames(n)` hears of every n frames written (a distributed run's progress)."""
-    store = None
-    if engine.temporal:
-        run_id = fingerprint(job.source, (_frame_settings(request), plan))
-        store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
+    """One job; a temporal engine goes window by window through `store` (its work folder).
+
+    `on_frames(n)` hears of every n frames written (a distributed run's progress)."""
     with _progress(console, request.quiet) as progress:
         task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
         with writer:
@@ -220,15 +249,14 @@ def _upscale_one(
             if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
                 raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
         for warning in writer.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+            _warner(console)(warning)
     if store is not None:
         store.remove()
 
 
-def _frame_settings(request: UpscaleRequest) -> tuple:
-    """The STAR settings that change output frames (not --resume, not the device's name)."""
-    star = request.star
-    return (star.model, star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
+def _warner(console: Console) -> Callable[[str], None]:
+    """Print one `warning:` line (as it reads: paths may hold brackets)."""
+    return lambda text: console.print(message(text, "warning:", "yellow"), soft_wrap=True)
 
 
 def _restore_windows(
@@ -239,7 +267,7 @@ def _restore_windows(
     joiner = WindowJoiner(spans)
     for window_frames in gather_windows(batches, spans):
         window = plan.windows[window_frames.index]
-        restored = store.load(window_frames.index)
+        restored = store.load(window_frames.index, (window.length, *plan.output_size))
         if restored is None:
             restored = engine.restore(window_frames.frames, plan, window)
             store.save(window_frames.index, restored)

@@ -361,6 +361,9 @@ def validate(config: Config) -> None:
     _check(data.num_workers >= 0, "data.num_workers", f"must be >= 0 (got {data.num_workers})")
     _validate_degradation(data.degradation, "data.degradation")
 
+    output_dir = config.train.output_dir
+    _check(not output_dir.exists() or output_dir.is_dir(), "train.output_dir", f"is a file, not a folder: {output_dir}")
+
     _check(config.model.variant in ("light", "heavy"), "model.variant",
            f"must be 'light' or 'heavy' (got {config.model.variant!r})")
 

@@ -29,6 +29,7 @@ from rich.console import Console
 from star_cli.atomic import atomic_output
 from star_cli.diffusion.noise import derive_seed
 from star_cli.errors import InputError, StarError
+from star_cli.terminal import message
 from star_cli.train.compress import CRF_CODECS, VideoCompressor, compress_frames, jpeg
 from star_cli.train.config import PRESETS, CompressionConfig, DegradationConfig, StageConfig
 from star_cli.train.kernels import filter2d, random_blur_kernel, random_final_sinc
@@ -340,10 +341,10 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
             caption = read_caption(src.parent / "text" / f"{src.stem}.txt") or read_caption(src.with_suffix(".txt"))
             plan = degrade_video(src, gt_dest, lq_dest, cfg, derive_seed(seed, zlib.crc32(src.name.encode())))
         except StarError as error:
-            console.print(f"[yellow]skipped[/] {src.name}: {error}", highlight=False)
+            console.print(message(f"{src.name}: {error}", "skipped", "yellow"))
             continue
         with atomic_output(text_dest) as tmp:
             tmp.write_text(caption + "\n" if caption else "", encoding="utf-8")
         written += 1
-        console.print(f"{src.name} -> gt/{gt_dest.name}, lq/{lq_dest.name} ({_describe(plan)})", highlight=False)
+        console.print(message(f"{src.name} -> gt/{gt_dest.name}, lq/{lq_dest.name} ({_describe(plan)})"))
     return written

@@ -33,6 +33,7 @@ from star_cli.errors import InputError, StarError
 from star_cli.hub.layout import check_weights_dir, resolve_weights_dir
 from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE
+from star_cli.terminal import message
 from star_cli.train import checkpoint as ckpt
 from star_cli.train.config import Config, load_config
 from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, scan_sources
@@ -122,7 +123,7 @@ def setup(cfg: Config, console: Console) -> Session:
     sources, problems = scan_sources(cfg.data)
     if accelerator.is_main_process:
         for line in problems:
-            console.print(f"[yellow]left out[/] {line}", highlight=False)
+            console.print(message(line, "left out", "yellow"))
     weights = check_weights_dir(resolve_weights_dir(cfg.model.weights_dir), cfg.model.variant)
     text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, device=device, dtype=dtype)
     contexts = _caption_contexts(text, [source.caption for source in sources])
@@ -131,8 +132,7 @@ def setup(cfg: Config, console: Console) -> Session:
     vae = VideoVAE.from_dir(weights.vae_dir, device=device, dtype=dtype)
     model, initialised = ckpt.load_initial_model(cfg.model.init_from or weights.star, device=device)
     if initialised and accelerator.is_main_process:
-        console.print(f"initialised {len(initialised)} LIEM tensors the checkpoint lacks: {', '.join(initialised)}",
-                      highlight=False)
+        console.print(message(f"initialised {len(initialised)} LIEM tensors the checkpoint lacks: {', '.join(initialised)}"))
     factor = vae.spatial_factor
     try:
         model.check_latent_size(cfg.data.crop_height // factor, cfg.data.crop_width // factor)
@@ -251,7 +251,7 @@ def _report_skipped(s: Session, lines: list[str]) -> None:
     for line in lines:
         if line not in s.reported:
             s.reported.add(line)
-            s.console.print(f"[yellow]skipped[/] {line}", highlight=False)
+            s.console.print(message(line, "skipped", "yellow"))
 
 
 def _summary(row: dict[str, float]) -> str:
@@ -334,7 +334,7 @@ def run_training(config_path: Path, overrides: dict[str, object], resume: str | 
         if s.accelerator.is_main_process:
             with atomic_output(result) as tmp:
                 shutil.copyfile(last / ckpt.EXPORT_NAME, tmp)
-            console.print(f"trained weights: {result}", highlight=False)
+            console.print(message(f"trained weights: {result}"))
         s.accelerator.wait_for_everyone()
     finally:
         s.accelerator.end_training()  # closes trackers and the process group

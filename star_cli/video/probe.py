@@ -104,7 +104,8 @@ def codec_name(stream: av.stream.Stream) -> str:
     """
     if stream.type == "attachment":
         return stream.mimetype or "unknown"
-    return stream.codec.canonical_name if stream.codec_context else (stream.name or "unknown")
+    # A stream whose codec is unknown (damaged header) has no context; some stream types have no name either.
+    return stream.codec.canonical_name if stream.codec_context else (getattr(stream, "name", None) or "unknown")
 
 
 def video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:

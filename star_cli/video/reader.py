@@ -126,7 +126,8 @@ def read_batches(
     like players do when untagged), high bit depths are scaled to 8 bits, and
     the display rotation is applied. `pts` are the source's timestamps, so a
     writer that keeps them reproduces the source timing (VFR included); they
-    strictly increase (a damaged file's repeated stamp is nudged one tick on).
+    strictly increase (a damaged file's repeated stamp is nudged one tick on, and
+    a timeline that starts over, as in concatenated files, is continued).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -137,14 +138,14 @@ def read_batches(
         convert: RgbConverter | None = None
         batch: np.ndarray | None = None
         pts: list[int] = []
-        start, last = 0, None
+        start, last, offset = 0, None, 0
         for frame in decoded_frames(container, stream, path, ignore_errors=ignore_errors):
             if convert is None:
                 convert = RgbConverter(frame)
             if batch is None:
                 batch = np.empty((batch_size, *convert.shape, 3), dtype=np.uint8)
             convert(frame, batch[len(pts)])
-            last = _next_pts(frame.pts, last, step)
+            last, offset = _next_pts(frame.pts, last, step, offset)
             pts.append(last)
             if len(pts) == batch_size:
                 yield FrameBatch(batch, pts, start)
@@ -154,11 +155,22 @@ def read_batches(
             yield FrameBatch(batch[: len(pts)], pts, start)
 
 
-def _next_pts(pts: int | None, last: int | None, step: int) -> int:
-    """A frame's timestamp, kept strictly after `last`; frames without one get `last` + one nominal frame."""
+def _next_pts(pts: int | None, last: int | None, step: int, offset: int) -> tuple[int, int]:
+    """(timestamp, offset): a frame's stamp kept strictly after `last`; frames without one get `last` + one step.
+
+    `offset` shifts a timeline that jumped back by more than a frame (a second file
+    concatenated onto the first) to continue one nominal frame after `last`;
+    `video.remux` shifts the other streams the same way.
+    """
     if pts is None:
-        return 0 if last is None else last + step
-    return int(pts) if last is None else max(int(pts), last + 1)
+        return (0 if last is None else last + step), offset
+    stamp = int(pts) + offset
+    if last is None:
+        return stamp, offset
+    if stamp < last - step:
+        offset += last + step - stamp
+        stamp = last + step
+    return max(stamp, last + 1), offset
 
 
 def _nominal_step(stream: av.VideoStream) -> int:

@@ -6,11 +6,17 @@ when it cannot: audio is re-encoded (AAC, or Opus for WebM, which takes no
 AAC), text subtitles are converted to the container's text format (mov_text
 for MP4/MOV, WebVTT for WebM), and streams nothing can carry (bitmap
 subtitles in MP4, data tracks such as timecodes, attachments outside
-Matroska) are dropped with a warning the caller can show.
+Matroska) are dropped with a warning the caller can show. A container that takes
+a stream's codec but cannot finish it (6-channel PCM in MP4 fails at the trailer)
+is found by the writer's rehearsal, which then asks for `transcode=True`.
+
+Timestamps that go back (a second file concatenated onto the first) would make the
+muxer fail part-way: such a stream's later packets are shifted to continue it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +40,9 @@ class _Route:
     source: av.stream.Stream
     target: av.stream.Stream
     transcode: bool
+    offset: int = 0  # added to pts/dts: continues a timeline that started over
+    last_dts: int | None = None
+    last_duration: int = 0
 
 
 class StreamCopier:
@@ -46,8 +55,12 @@ class StreamCopier:
     streams (cover art, extra angles) are dropped with a warning.
     """
 
-    def __init__(self, source: Path, output: av.container.OutputContainer, video_index: int) -> None:
+    def __init__(
+        self, source: Path, output: av.container.OutputContainer, video_index: int, *, transcode: bool = False
+    ) -> None:
+        """`transcode`: re-encode every audio stream and convert every text subtitle, copying none."""
         self.output = output
+        self.transcode = transcode
         self.video_index = video_index
         self.warnings: list[str] = []
         self.input = av.open(str(source), metadata_errors="replace")
@@ -76,10 +89,13 @@ class StreamCopier:
             return self._drop(stream, f"attachment {codec}: only Matroska holds attachments")
         if kind == "data":
             return self._drop(stream, f"data stream {codec}: data tracks are not carried over")
-        try:
-            return _Route(stream, self.output.add_stream_from_template(stream), False)
-        except ValueError:
-            pass
+        if stream.codec_context is None:  # an unknown codec (a damaged header): nothing can copy or decode it
+            return self._drop(stream, f"{kind} stream of unknown codec")
+        if not (self.transcode and kind in ("audio", "subtitle")):
+            try:
+                return _Route(stream, self.output.add_stream_from_template(stream), False)
+            except ValueError:
+                pass
         if kind == "audio":
             return _Route(stream, self._audio_encoder(stream, codec), True)
         text_format = _TEXT_SUBTITLES.get(self.output.format.name)
@@ -96,7 +112,10 @@ class StreamCopier:
         rates = av.Codec(name, "w").audio_rates or [stream.rate]
         rate = stream.rate if stream.rate in rates else max(rates)
         target = self.output.add_stream(name, rate=rate)
-        target.layout = stream.layout
+        # An unordered layout ("6 channels", as PCM in Matroska may have) gets FFmpeg's default
+        # order for its channel count: encoders take named layouts only.
+        layout = stream.layout
+        target.layout = layout if not layout.name.endswith("channels") else av.AudioLayout(f"{len(layout.channels)}c")
         self.warnings.append(
             f"re-encoded audio stream #{stream.index} ({codec} -> {name}): "
             f"{self.output.format.name} cannot hold {codec}"
@@ -126,16 +145,26 @@ class StreamCopier:
     def finish(self) -> None:
         """Mux everything left, flush the encoders and release the source."""
         self.mux_until(None)
+        self._flush()
+        self.close()
+
+    def rehearse(self, packets: int = 64) -> None:
+        """Mux the source's first `packets` packets and flush the encoders (a trial run into memory)."""
+        for packet in itertools.islice(self._packets, packets):
+            self._mux(packet)
+        self._flush()
+
+    def _flush(self) -> None:
         for route in self.routes.values():
             if route.transcode and route.target.type == "audio":
                 self.output.mux(route.target.encode(None))
-        self.close()
 
     def close(self) -> None:
         self.input.close()
 
     def _mux(self, packet: av.Packet) -> None:
         route = self.routes[packet.stream.index]
+        _continue_timeline(route, packet)
         if not route.transcode:
             if packet.size and (packet.pts is not None or packet.dts is not None):
                 packet.stream = route.target
@@ -156,6 +185,22 @@ class StreamCopier:
         out.time_base = packet.time_base
         out.stream = route.target
         self.output.mux(out)
+
+
+def _continue_timeline(route: _Route, packet: av.Packet) -> None:
+    """Shift `packet` by the route's offset, growing it when the stream's timeline starts over."""
+    if packet.dts is None:
+        return
+    dts = packet.dts + route.offset
+    if route.last_dts is not None and dts < route.last_dts:  # equal stamps (subtitle cues) are legal
+        shift = route.last_dts + max(1, route.last_duration) - dts
+        route.offset += shift
+        dts += shift
+    if route.offset:
+        packet.dts = dts
+        if packet.pts is not None:
+            packet.pts += route.offset
+    route.last_dts, route.last_duration = dts, packet.duration or 0
 
 
 def _copy_metadata(source: av.stream.Stream, target: av.stream.Stream) -> None:

@@ -4,14 +4,18 @@ The output video uses the source's time base and the caller's timestamps, so
 variable-frame-rate sources stay variable; audio and subtitles come across
 through `StreamCopier`. Everything goes to a hidden temporary file next to
 `dest` that replaces it only when the whole file was written.
+
+`rehearse()` writes a one-frame version of the file into memory, header to trailer,
+so that what would fail at the end of a long run fails before it starts.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -109,6 +113,28 @@ def check_container(dest: Path, codec: str) -> None:
         )
 
 
+@contextmanager
+def _library_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at the null device for the block.
+
+    Encoders print their refusals straight to it (SVT-AV1: "Source Width must be less
+    than or equal to 16384", twice); the rehearsal reports the failure in one line.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class VideoWriter:
     """Context manager writing `dest`: video encoded from RGB frames + the source's other streams.
 
@@ -147,6 +173,7 @@ class VideoWriter:
             code_of(RANGES, self.tags.range),
         )
         self.warnings: list[str] = []
+        self.transcode_streams = False
         self.frames_written = 0
         self._last_pts: int | None = None
         self._reformatter = VideoReformatter()
@@ -157,26 +184,81 @@ class VideoWriter:
         self._converter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="star-rgb-to-yuv")
         try:
             self._output = av.open(str(tmp), "w")
-            self._video = self._add_video_stream()
-            self._copier = StreamCopier(self.source.path, self._output, self.source.stream_index)
+            self._video = self._add_video_stream(self._output)
+            self._copier = StreamCopier(
+                self.source.path, self._output, self.source.stream_index, transcode=self.transcode_streams
+            )
         except BaseException as error:
             self._abort(type(error), error, error.__traceback__)
             raise
         self.warnings = self._copier.warnings
         return self
 
-    def _add_video_stream(self) -> av.VideoStream:
+    def rehearse(self) -> None:
+        """Write one black frame and the source's first other packets into memory, trailer included.
+
+        A frame size the encoder refuses, or a stream the container cannot hold, fails
+        here (InputError) instead of after the engine's work. A stream the container
+        takes but cannot finish (6-channel PCM in MP4) is re-encoded instead, as the
+        real file will then do.
+        """
+        with _library_stderr_silenced():
+            if self._rehearsal(streams="copy") is None:
+                return
+            if self._rehearsal(streams="transcode") is None:
+                self.transcode_streams = True
+                return
+            video_error = self._rehearsal(streams=None)
+        encoder = ENCODERS[self.options.codec]
+        if video_error is not None:
+            raise InputError(
+                f"{self.dest}: {self.options.codec} ({encoder}) cannot encode {self.width}x{self.height} "
+                f"{self.pix_fmt} video ({video_error}); choose another --scale or --codec"
+            )
+        raise InputError(f"{self.dest}: a {self.dest.suffix} file cannot hold the source's other streams; use .mkv")
+
+    def _rehearsal(self, *, streams: str | None) -> str | None:
+        """The error of a one-frame trial of this file in memory, or None when it can be written.
+
+        `streams`: "copy" (as the real file will), "transcode" (re-encode them all), None (video alone).
+        """
+        stand_in = io.BytesIO()
+        stand_in.name = self.dest.name
+        try:
+            output = av.open(stand_in, "w")
+            try:
+                video = self._add_video_stream(output)
+                copier = None
+                if streams is not None:
+                    copier = StreamCopier(
+                        self.source.path, output, self.source.stream_index, transcode=streams == "transcode"
+                    )
+                try:
+                    output.mux(video.encode(self._to_frame(np.zeros((self.height, self.width, 3), np.uint8), 0)))
+                    output.mux(video.encode(None))
+                    if copier is not None:
+                        copier.rehearse()
+                finally:
+                    if copier is not None:
+                        copier.close()
+            finally:
+                output.close()
+        except (av.FFmpegError, ValueError, OSError) as error:
+            return str(error).split(": '", 1)[0] or type(error).__name__
+        return None
+
+    def _add_video_stream(self, output: av.container.OutputContainer) -> av.VideoStream:
         encoder = ENCODERS[self.options.codec]
         if encoder == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its banner straight to stderr
         rate = self.source.fps or self.source.nominal_fps or None
-        stream = self._output.add_stream(encoder, rate=rate, options=self._encoder_options)
+        stream = output.add_stream(encoder, rate=rate, options=self._encoder_options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
         ctx = stream.codec_context
         ctx.time_base = self.source.time_base
         stream.time_base = self.source.time_base
         ctx.thread_count = 0
-        if encoder == "libx265" and self._output.format.name in ("mp4", "mov"):
+        if encoder == "libx265" and output.format.name in ("mp4", "mov"):
             ctx.codec_tag = "hvc1"  # Apple players refuse HEVC tagged hev1 (FFmpeg's default)
         ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = self._tag_codes
         return stream

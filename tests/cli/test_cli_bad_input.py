@@ -137,10 +137,10 @@ CASES = {
     "codec the container cannot hold": (_codec_the_container_cannot_hold, "a .webm file cannot hold h264"),
     "unknown engine": (_unknown_engine, "--engine must be one of star, lanczos, got 'bicubic'"),
     "markup in the file name": (_markup_in_name, r"input not found: .*clip\[red\].mp4"),
-    "scale 0": (_scale("0"), "--scale must be greater than 0 and at most 8, got 0"),
-    "scale negative": (_scale("-2"), "--scale must be greater than 0 and at most 8, got -2"),
-    "scale above 8": (_scale("8.5"), "--scale must be greater than 0 and at most 8, got 8.5"),
-    "scale nan": (_scale("nan"), "--scale must be greater than 0 and at most 8, got nan"),
+    "scale 0": (_scale("0"), "--scale must be between 0.125 and 8, got 0$"),
+    "scale negative": (_scale("-2"), "--scale must be between 0.125 and 8, got -2$"),
+    "scale above 8": (_scale("8.5"), "--scale must be between 0.125 and 8, got 8.5$"),
+    "scale nan": (_scale("nan"), "--scale must be a finite number, got nan$"),
 }
 
 

@@ -16,7 +16,7 @@ from star_cli.pipeline.request import build_request
 REQUEST = dict(
     input=Path("in.mp4"), output=Path("out.mp4"), scale=4.0, engine="star", dry_run=True, overwrite=False,
     ignore_errors=False, chunk_len=None, chunk_overlap=None, blend="cosine", canvas="minimal", tile_size=None,
-    window_chunks=None, scene_detect=True, checkpoint=None, weights_dir=Path("/nonexistent/weights"), prompt="",
+    window_chunks=None, scene_detect=True, checkpoint=None, weights_dir=None, prompt="",
     prompt_file=None, seed=0, steps=None, guidance=None, solver="dpmpp_2m_sde", color_fix="adain", device="auto",
     dtype=None, offload="none", vae_group=3, resume=False, codec="auto", crf=None, preset="medium", pix_fmt=None,
     quiet=False, verbose=False,

@@ -225,7 +225,7 @@ def test_ensure_weights_on_a_terminal_asks_once_then_downloads(
     release_hub: FakeHub, tiny_sources: Sources, light_folder: Path, weights_dir: Path, quiet: Console, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     questions = []
-    monkeypatch.setattr(fetch_module.Confirm, "ask", lambda prompt, **kw: questions.append(prompt) or True)
+    monkeypatch.setattr(fetch_module.Confirm, "ask", lambda prompt, **kw: questions.append(str(prompt)) or True)
     monkeypatch.setattr(fetch_module, "load_sources", lambda: tiny_sources)
     shutil.copytree(light_folder, weights_dir)
     shutil.rmtree(weights_dir / "tokenizer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from star_cli.hub.layout import (
     record_files,
     required_files,
     resolve_weights_dir,
+    star_relpath,
     variants_of,
     weights_problem,
     write_manifest,
@@ -52,7 +54,8 @@ def test_manifest_records_visible_files_only(tmp_path: Path) -> None:
     data = json.loads((root / "manifest.json").read_text())
     assert data["format"] == 1
     assert sorted(data["files"]) == sorted(required_files("light"))
-    assert data["files"]["vae/config.json"] == {"size": 45, "sha256": hashlib.sha256(b"vae/config.json" * 3).hexdigest()}
+    mtime = (root / "vae/config.json").stat().st_mtime_ns
+    assert data["files"]["vae/config.json"] == {"size": 45, "sha256": hashlib.sha256(b"vae/config.json" * 3).hexdigest(), "mtime_ns": mtime}
 
 
 def test_record_files_adds_entries_without_rehashing_others(tmp_path: Path) -> None:
@@ -81,8 +84,8 @@ def test_each_problem_names_the_file_and_the_command(tmp_path: Path, monkeypatch
     make_folder(root)
     vocab = root / "tokenizer/vocab.json"
     vocab.write_bytes(vocab.read_bytes().upper())
-    assert weights_problem(root) is None
-    assert weights_problem(root, verify=True) == f"{vocab} is corrupt (its sha256 differs from manifest.json)"
+    # small files (configs, tokenizer) are hashed at every check, not trusted on their size
+    assert weights_problem(root) == f"{vocab} is corrupt (its sha256 differs from manifest.json)"
     with pytest.raises(StarError, match=rf"vocab.json is corrupt .*: run `star download-weights --dir {root}` to fix it$"):
         check_weights_dir(root, "light", verify=True)
     with pytest.raises(StarError, match=rf"missing star/heavy_deg.safetensors: run `star download-weights --variant heavy --dir {root}`"):
@@ -125,3 +128,25 @@ def test_weights_parameters_counts_what_a_run_loads(tmp_path):
     assert weights_parameters(root) == sum(p.numel() for m in models for p in m.parameters())
     assert weights_parameters(root, "heavy") is None  # not in this folder
     assert weights_parameters(root, str(tmp_path / "custom.pt")) is None
+
+
+def test_a_large_file_is_rehashed_when_its_mtime_differs_from_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("star_cli.hub.layout.ALWAYS_HASHED_BYTES", 10)  # every test file counts as large
+    root = make_folder(tmp_path / "w")
+    unet = root / star_relpath("light")
+    stat = unet.stat()
+    data = bytearray(unet.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit: same size
+    unet.write_bytes(bytes(data))
+    assert weights_problem(root) == f"{unet} is corrupt (its sha256 differs from manifest.json)"
+    os.utime(unet, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the recorded mtime again: trusted on stat alone
+    assert weights_problem(root) is None
+
+
+def test_a_rehashed_intact_file_has_its_mtime_recorded(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "w")
+    unet = root / star_relpath("light")
+    os.utime(unet, ns=(0, 10**18))
+    assert read_manifest(root)[star_relpath("light")].mtime_ns != 10**18
+    assert weights_problem(root) is None
+    assert read_manifest(root)[star_relpath("light")].mtime_ns == 10**18

@@ -145,3 +145,16 @@ def test_from_dirs_names_the_folder_it_cannot_load(tmp_path):
     write_tokenizer(tmp_path / "tokenizer")
     with pytest.raises(StarError, match="text encoder"):
         TextEncoder.from_dirs(tmp_path / "missing", tmp_path / "tokenizer")
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "tokenizer_config.json"])
+def test_a_damaged_tokenizer_file_is_named_in_one_line(name, tmp_path):
+    write_tokenizer(tmp_path)
+    path = tmp_path / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 40] = b"\x00\xff garbage ] [ {" * 2 + b"\xfe" * 8
+    path.write_bytes(bytes(data))
+    with pytest.raises(StarError) as caught:
+        load_tokenizer(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message

@@ -83,3 +83,24 @@ def test_dispatch_by_mode():
 def test_frame_counts_must_match():
     with pytest.raises(ValueError, match="matching"):
         adain_color_fix(frames(2, 8, 8, seed=14), frames(3, 8, 8, seed=15))
+
+
+@pytest.mark.parametrize("fix", [adain_color_fix, wavelet_color_fix], ids=["adain", "wavelet"])
+@pytest.mark.parametrize("ref_size", [(1, 1), (1, 2), (3, 1)], ids=["1px", "1x2", "3x1"])
+def test_tiny_and_flat_references_keep_their_colour_without_nan_or_warnings(fix, ref_size, recwarn):
+    colour = torch.tensor([0.3, -0.5, 0.7])[None, :, None, None]
+    ref = colour.expand(2, 3, *ref_size).clone()
+    out = frames(2, 4, 4, seed=5)
+    fixed = fix(out, ref)
+    assert torch.isfinite(fixed).all()
+    if fix is adain_color_fix:  # a flat reference gives a flat output, within the reference's eps (2/255 here)
+        torch.testing.assert_close(fixed, colour.expand_as(fixed), atol=4 / 255, rtol=0)
+    assert not [str(w.message) for w in recwarn]
+
+
+def test_flat_output_frame_takes_the_reference_colour():
+    ref = frames(1, 5, 5, seed=6)
+    flat = torch.full((1, 3, 8, 8), 0.2)
+    fixed = adain_color_fix(flat, ref)
+    torch.testing.assert_close(fixed.mean((2, 3)), ref.mean((2, 3)), atol=1e-4, rtol=0)
+    assert torch.isfinite(fixed).all()

@@ -51,3 +51,10 @@ def test_torch_free_choice_lists_mirror_their_owners():
     assert request.SOLVERS == sampler_solvers
     assert request.COLOR_FIXES == COLOR_FIX_MODES
     assert request.DTYPES == tuple(DTYPES)
+
+
+def test_steps_bound_mirrors_the_schedule():
+    from star_cli.diffusion.schedule import NUM_TIMESTEPS
+    from star_cli.pipeline.request import MAX_STEPS
+
+    assert MAX_STEPS == NUM_TIMESTEPS

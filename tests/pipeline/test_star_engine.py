@@ -113,7 +113,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, short_cl
 def test_resume_with_other_settings_is_refused(clip, weights, tmp_path, monkeypatch):
     out = tmp_path / "out.mkv"
     work_folder(out).mkdir()
-    (work_folder(out) / "state.json").write_text('{"run": "something else"}')
+    (work_folder(out) / "state.json").write_text('{"format": 2, "identity": {"version": "0.0.0"}}')
     result = upscale(clip, out, weights, "--resume")
     assert result.exit_code == 2
     assert "--resume" in result.output and "Traceback" not in result.output

@@ -53,3 +53,14 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str, named: str
 def test_missing_config_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.toml")])
     assert result.exit_code == 2 and "nope.toml" in result.output
+
+
+def test_output_dir_that_is_a_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "run").write_text("not a folder")
+    config = tmp_path / "cfg.toml"
+    config.write_text('[data]\nroot = "clips"\n[train]\noutput_dir = "run"\n', encoding="utf-8")
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()] and "train.output_dir" in result.output
+    assert (tmp_path / "run").read_text() == "not a folder"

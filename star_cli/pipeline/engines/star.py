@@ -32,6 +32,7 @@ from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
 from star_cli.pipeline.plan import Padding, Plan, Window
 from star_cli.pipeline.request import StarSettings, solver_mode
+from star_cli.terminal import message
 
 FEED_FORWARD_CHUNK = 32768
 """Tokens per GEGLU feed-forward slice. The top-level feed-forward is the UNet's largest
@@ -91,7 +92,7 @@ class StarEngine:
             raise StarError(f"checkpoint not found: {checkpoint} (give light, heavy or a .safetensors/.pt file)")
         placement = Placement(device, settings.offload)
         if not quiet:
-            console.print(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
+            console.print(message(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
         text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=dtype)
         placement.place("text", text.model)
         context, negative = text.contexts(settings.prompt)
