@@ -23,7 +23,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import ftfy
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -51,7 +50,13 @@ def compose_prompt(user_prompt: str = "") -> str:
 
 
 def clean_text(text: str) -> str:
-    """open_clip's cleaning; transformers' CLIPTokenizer only folds whitespace and lower-cases."""
+    """open_clip's cleaning; transformers' CLIPTokenizer only folds whitespace and lower-cases.
+
+    ftfy is imported here, not at the top: code that builds the text tower without
+    tokenising (benchmarks/gpu_bench.py, on machines without ftfy) must not need it.
+    """
+    import ftfy
+
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return re.sub(r"\s+", " ", text).strip().lower()
 
@@ -120,7 +125,12 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Text context (N, 77, hidden) for each text, in the model's dtype and device."""
-        ids = tokenize(self.tokenizer, texts).to(self.device)
+        return self.encode_ids(tokenize(self.tokenizer, texts))
+
+    @torch.no_grad()
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text context (N, 77, hidden) of token ids (N, 77), as `encode` runs the tower."""
+        ids = ids.to(self.device)
         if self.final_layer_dropped:
             return self.model(input_ids=ids).last_hidden_state
         hidden = self.model(input_ids=ids, output_hidden_states=True).hidden_states[-2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +30,7 @@ from star_cli.hub.layout import STAR_VARIANTS, weights_parameters
 from star_cli.pipeline.estimate import Estimate, check_fits, estimate
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window, make_plan
+from star_cli.pipeline.prefetch import TimedEngine, WriteBehind, prefetched
 from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
@@ -101,7 +102,7 @@ def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPath
         return LanczosEngine()
     from star_cli.pipeline.engines.star import StarEngine
 
-    return StarEngine.load(request.star, weights, console=console, quiet=request.quiet)
+    return StarEngine.load(request.star, weights, console=console, quiet=request.quiet, verbose=request.verbose)
 
 
 def _star_weights(request: UpscaleRequest, console: Console) -> WeightsPaths:
@@ -133,7 +134,10 @@ def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
 def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
     star = request.star
     sizes = {} if model_params is None else {"model_params": model_params}
-    return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, **sizes)
+    batched = star.batch_guidance == "on"  # 'auto' batches only when it fits: the unbatched run is the floor
+    return estimate(
+        plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, batched_guidance=batched, **sizes
+    )
 
 
 def _run_dtype_bytes(request: UpscaleRequest) -> int:
@@ -182,24 +186,29 @@ def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, requ
     if engine.temporal:
         run_id = fingerprint(job.source, (_frame_settings(request), plan))
         store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
+    timed = TimedEngine(engine)
     with _progress(console, request.quiet) as progress:
         task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
         with writer:
-            batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
-            if store is None:
-                for batch in batches:
-                    writer.write(engine.restore(batch.frames, plan), batch.pts)
-                    _advance(progress, task, len(batch.pts))
-            else:
-                for frames, pts in _restore_windows(batches, plan, engine, store):
-                    writer.write(frames, pts)
-                    _advance(progress, task, len(pts))
+            # Decoding runs ahead and encoding behind the engine, each on its own thread (prefetch.py).
+            reader = prefetched(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors))
+            with closing(reader) as batches, WriteBehind(writer.write) as write_behind:
+                if store is None:
+                    for batch in batches:
+                        write_behind.put(timed.restore(batch.frames, plan), batch.pts)
+                        _advance(progress, task, len(batch.pts))
+                else:
+                    for frames, pts in _restore_windows(batches, plan, timed, store):
+                        write_behind.put(frames, pts)
+                        _advance(progress, task, len(pts))
             if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
                 raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
         for warning in writer.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
     if store is not None:
         store.remove()
+    if request.verbose:
+        console.print(f"{job.source.name}: {timed.report()}")
 
 
 def _frame_settings(request: UpscaleRequest) -> tuple:
