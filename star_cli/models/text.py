@@ -93,9 +93,12 @@ class TextEncoder:
     """Tokenizer + CLIP text tower producing STAR's (N, 77, hidden) text context."""
 
     def __init__(
-        self, model: CLIPTextModel, tokenizer: CLIPTokenizer, *, final_layer_dropped: bool | None = None
+        self, model: CLIPTextModel, tokenizer: CLIPTokenizer | None, *, final_layer_dropped: bool | None = None
     ) -> None:
-        """`final_layer_dropped=None` decides from the config: a 23-block tower lost its last block."""
+        """`final_layer_dropped=None` decides from the config: a 23-block tower lost its last block.
+
+        Without a tokenizer only `encode_ids` works (benchmarks feed random token ids).
+        """
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         if final_layer_dropped is None:
