@@ -53,6 +53,8 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _models as models  # noqa: E402
+from _bench_report import render_table, speedups  # noqa: E402
+from _card import card_name, card_peak, device_peak, host_rss, reset_peak, sync  # noqa: E402
 from _tracker import count_flops  # noqa: E402
 from flops import forward_flops  # noqa: E402
 
@@ -65,20 +67,6 @@ from star_cli.pipeline.engines.star import FEED_FORWARD_CHUNK, StarEngine  # noq
 from star_cli.pipeline.estimate import GiB, Estimate, estimate  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
 from star_cli.pipeline.request import BATCH_GUIDANCE, FAST_STEPS, StarSettings, model_calls, parse_size  # noqa: E402
-
-# Dense (no sparsity) fp16/bf16 tensor-core peaks with fp32 accumulation, TFLOP/s, from the vendor
-# data sheets; the first name contained in torch.cuda.get_device_name() wins (specific before general).
-PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.4),
-    ("H200", 989.4),
-    ("A100", 312.0),
-    ("L40S", 362.1),
-    ("4090", 165.2),
-    ("3090", 71.0),
-)
-
 
 @dataclass(frozen=True)
 class Case:
@@ -99,43 +87,6 @@ TINY_CASES = {  # the reference policy's canvas is 720x1280 whatever the shape: 
 }
 POLICIES = ("reference", "ours")
 SOLVER = "dpmpp_2m_sde"
-
-
-# -- the card ---------------------------------------------------------------------------------
-
-
-def card_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} (no accelerator)"
-
-
-def card_peak(name: str, override: float | None) -> float | None:
-    """The card's dense half-precision peak in TFLOP/s (`--peak-tflops` wins; None when unknown)."""
-    if override is not None:
-        return override
-    return next((peak for key, peak in PEAK_TFLOPS if key in name), None)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def device_peak(device: torch.device) -> int | None:
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-
-
-def host_rss() -> dict[str, int]:
-    """Resident (VmRSS) and peak resident (VmHWM) bytes of this process (Linux; empty elsewhere)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    except OSError:
-        return {}
-    return {name: int(fields[key].split()[0]) * 1024 for name, key in (("rss", "VmRSS"), ("peak_rss", "VmHWM"))}
 
 
 class Log:
@@ -426,61 +377,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(render_table(result), flush=True)
     log(f"wrote {path}")
     return result
-
-
-# -- report --------------------------------------------------------------------------------------
-
-
-def speedups(runs: list[dict]) -> dict[str, dict[str, float]]:
-    """Per case: reference time / ours (full run and sampling alone); > 1 means ours is faster."""
-    done = {(r["case"], r["policy"]): r for r in runs if "error" not in r}
-    out = {}
-    for case in dict.fromkeys(r["case"] for r in runs):
-        ref, ours = done.get((case, "reference")), done.get((case, "ours"))
-        if ref and ours:
-            out[case] = {
-                "total": ref["total_full_s"] / ours["total_full_s"],
-                "sampling": ref["sample"]["full_s"] / ours["sample"]["full_s"],
-            }
-    return out
-
-
-def _num(value: float | None, spec: str) -> str:
-    """`value` formatted, or a right-aligned '-' of the same width when there is none (no CUDA)."""
-    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
-    return "-".rjust(width) if value is None else format(value, spec)
-
-
-def render_table(result: dict) -> str:
-    lines = [
-        f"{result['card']} {result['dtype']}: full-run seconds are EXTRAPOLATED from {result['steps_timed']} timed "
-        f"model call(s) (first = warm-up) to {result['calls_full']}, and from {result['vae_frames_timed']} VAE frames",
-        f"{'case':<6} {'policy':<10} {'stage':<7} {'full s':>8} {'per unit':>10} {'units/s':>9} {'TFLOP/s':>8} "
-        f"{'MFU':>6} {'peak GiB':>9} {'est GiB':>8} {'ratio':>6}   (units: f frame, c model call)",
-    ]
-    for run in result["runs"]:
-        if "error" in run:
-            lines.append(f"{run['case']:<6} {run['policy']:<10} failed: {run['error']}")
-            continue
-        for name, unit in (("encode", "frame"), ("sample", "call"), ("decode", "frame")):
-            s = run[name]
-            lines.append(
-                f"{run['case']:<6} {run['policy']:<10} {name:<7} {s['full_s']:8.1f} {s['per_unit_s']:8.3f}s/"
-                f"{unit[0]} {s['units_per_s']:9.2f} {s['tflops']:8.3g} {_num(s['mfu'], '6.1%')} "
-                f"{_num(s['peak_gib'], '9.2f')} {s['estimate_gib']:8.2f} {_num(s['ratio'], '6.2f')}"
-            )
-        p = run["peak"]
-        lines.append(
-            f"{run['case']:<6} {run['policy']:<10} {'total':<7} {run['total_full_s']:8.1f}  tiles {run['tiles']}, "
-            f"guidance {'batched' if run['batched_guidance'] else '2 passes'}, UNet forwards/s "
-            f"{run['sample']['unet_forwards_per_s']:.2f}, peak {_num(p['peak_gib'], '.2f')} / est "
-            f"{p['estimate_gib']:.2f} GiB, host RSS {run['host'].get('peak_rss', 0) / GiB:.1f} GiB"
-        )
-    for case, ratio in result["speedups"].items():
-        lines.append(f"{case}: reference / ours = {ratio['total']:.2f}x end to end, {ratio['sampling']:.2f}x sampling")
-    text = result["text"]
-    lines.append(f"text encoder {text['seconds']:.3f} s; models built in {result['build_s']:.1f} s")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

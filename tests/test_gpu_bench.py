@@ -39,7 +39,8 @@ def test_tiny_cpu_run_writes_the_json_and_table_without_video_packages(tmp_path)
 
 def test_speedups_compare_the_reference_policy_with_ours():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_bench import card_peak, speedups
+    from _bench_report import speedups
+    from _card import card_peak
 
     def run(policy: str, total: float, sampling: float) -> dict:
         return {"case": "toy", "policy": policy, "total_full_s": total, "sample": {"full_s": sampling}}
