@@ -34,6 +34,42 @@ _POLL_SECONDS = 0.1
 _DONE = object()
 
 
+class _Worker(threading.Thread):
+    """A daemon thread that can be waited for through Ctrl-C.
+
+    `Thread.join` interrupted by KeyboardInterrupt may mark a still-running thread as
+    stopped (CPython before 3.13 releases its state lock), after which a second join
+    returns at once; waiting on an event set when `target` returns has no such trap.
+    """
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work = target
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._work()
+        finally:
+            self.finished.set()
+
+    def wait(self, on_interrupt: Callable[[], None] | None = None) -> None:
+        """Return once the work is done, even through Ctrl-C: its files must not close under it.
+
+        A Ctrl-C meanwhile calls `on_interrupt` (e.g. to drop queued work) and is re-raised after.
+        """
+        interrupted: KeyboardInterrupt | None = None
+        while not self.finished.is_set():
+            try:
+                self.finished.wait()
+            except KeyboardInterrupt as error:
+                interrupted = error
+                if on_interrupt is not None:
+                    on_interrupt()
+        if interrupted is not None:
+            raise interrupted
+
+
 class _Failure:
     """An exception raised on a worker thread, carried to the consumer."""
 
@@ -71,7 +107,7 @@ def prefetched(items: Iterable[T], depth: int = DEPTH, name: str = "star-prefetc
             if close is not None:
                 close()  # a generator's cleanup (open files) runs on the thread that ran it
 
-    worker = threading.Thread(target=produce, name=name, daemon=True)
+    worker = _Worker(produce, name)
     worker.start()
     try:
         while True:
@@ -83,7 +119,7 @@ def prefetched(items: Iterable[T], depth: int = DEPTH, name: str = "star-prefetc
             yield item
     finally:
         stop.set()
-        worker.join()
+        worker.wait()
 
 
 class WriteBehind:
@@ -98,7 +134,8 @@ class WriteBehind:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._abandon = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
+        self._done_sent = False
+        self._thread = _Worker(self._drain, name)
 
     def __enter__(self) -> WriteBehind:
         self._thread.start()
@@ -129,10 +166,30 @@ class WriteBehind:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is not None:
             self._abandon.set()
-        self._queue.put(_DONE)
-        self._thread.join()
+        self._finish()
         if exc_type is None:
             self._raise_failure()
+
+    def _finish(self) -> None:
+        """Stop the thread after what is queued and wait for it; a sink call is never cut short.
+
+        Ctrl-C while waiting drops what is still queued (the output is being abandoned),
+        waits for the call in progress, then propagates.
+        """
+        interrupted: KeyboardInterrupt | None = None
+        while not self._done_sent:
+            try:
+                self._queue.put(_DONE)
+                self._done_sent = True
+            except KeyboardInterrupt as error:
+                interrupted = error
+                self._abandon.set()
+        try:
+            self._thread.wait(on_interrupt=self._abandon.set)
+        except KeyboardInterrupt as error:
+            interrupted = error
+        if interrupted is not None:
+            raise interrupted
 
 
 class TimedEngine:
