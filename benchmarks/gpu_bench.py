@@ -58,11 +58,12 @@ from _card import card_name, card_peak, device_peak, host_rss, reset_peak, sync 
 from _tracker import count_flops  # noqa: E402
 from flops import forward_flops  # noqa: E402
 
+from star_cli.models.attention import MAX_BATCH_HEADS  # noqa: E402
 from star_cli.models.config import STARConfig  # noqa: E402
 from star_cli.models.text import TextEncoder  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
 from star_cli.pipeline.engines.placement import DTYPES, Placement  # noqa: E402
-from star_cli.pipeline.engines.speedups import attention_backend  # noqa: E402
+from star_cli.pipeline.engines.speedups import attention_backend, fused_attention_error  # noqa: E402
 from star_cli.pipeline.engines.star import FEED_FORWARD_CHUNK, StarEngine  # noqa: E402
 from star_cli.pipeline.estimate import GiB, Estimate, estimate  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
@@ -126,6 +127,15 @@ def window_step_flops(plan: Plan, window: Window, config: STARConfig) -> int:
     return sum(count * forward_flops(*shape, config) for shape, count in shapes.items())
 
 
+def attention_shapes(config: STARConfig, tiny: bool) -> list[tuple[int, int, int, int]]:
+    """SDPA calls of the UNet at its widest level, (batch, heads, tokens, head_dim): spatial on a
+    default tile (592x960 px: 74x120 latents), and one launch of temporal attention (16384
+    sequence-heads of 32 frames, `models.attention.MAX_BATCH_HEADS`)."""
+    heads = config.dim // config.head_dim
+    tokens = 10 * 16 if tiny else 74 * 120
+    return [(1, heads, tokens, config.head_dim), (MAX_BATCH_HEADS // heads, heads, 32, config.head_dim)]
+
+
 # -- one policy on one case -------------------------------------------------------------------
 
 
@@ -168,7 +178,13 @@ def memory(measured: int | None, predicted: int) -> dict:
     }
 
 
-def run_policy(engine: StarEngine, case: Case, policy: str, args: argparse.Namespace, peak: float | None, log: Log) -> dict:
+def run_policy(
+    engine: StarEngine, case: Case, policy: str, args: argparse.Namespace, peak: float | None, text_seconds: float, log: Log
+) -> dict:
+    """Plan `case` under `policy`, time encode -> sample -> decode of its largest window, extrapolate.
+
+    The full-run total includes the text encoder's `text_seconds` (run once, shared by the policies).
+    """
     device, tiny = engine.device, args.tiny
     plan = plan_for(case, policy, args.tile_size)
     window = max(plan.windows, key=lambda w: w.length)
@@ -245,17 +261,19 @@ def run_policy(engine: StarEngine, case: Case, policy: str, args: argparse.Names
     started = time.perf_counter()
     engine.decode(latents[:, :, :group], frames[:group], plan)
     sync(device)
-    warmup = (time.perf_counter() - started) / min(group, window.length)
+    warm_group = time.perf_counter() - started
     started = time.perf_counter()
     engine.decode(latents[:, :, :vae_frames], frames[:vae_frames], plan)
     sync(device)
     per_frame = (time.perf_counter() - started) / vae_frames
+    # the warm-up unit was a whole group: its extra time is what it took beyond `group` steady frames
+    warmup = warm_group - (min(group, window.length) - 1) * per_frame
     record["decode"] = stage(per_frame, vae_frames, frames_all, warmup, decode_flops // group, peak)
     record["decode"] |= memory(device_peak(device), weights + est.latent_bytes + est.vae_bytes)
     log(f"  decode  {record['decode']['per_unit_s'] * 1e3:8.1f} ms/frame")
     del latents, hint
 
-    record["total_full_s"] = sum(record[name]["full_s"] for name in ("encode", "sample", "decode"))
+    record["total_full_s"] = text_seconds + sum(record[name]["full_s"] for name in ("encode", "sample", "decode"))
     measured_peak = max((record[s]["peak_gib"] or 0) for s in ("encode", "sample", "decode")) * GiB
     record["peak"] = memory(measured_peak if device.type == "cuda" else None, est.device_bytes)
     record["host"] = host_rss()
@@ -344,13 +362,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     config = STARConfig(**models.TINY_UNET) if args.tiny else STARConfig()
     backend = attention_backend(device, dtype, config.num_heads, config.head_dim)
-    log(f"{name}, {args.dtype}, peak {peak or 'unknown'} TFLOP/s, attention kernel: {backend}, torch {torch.__version__}")
+    fused = fused_attention_error(device, dtype, attention_shapes(config, args.tiny))
+    log(f"{name}, {args.dtype}, peak {peak or 'unknown'} TFLOP/s, attention kernel: {backend} (fused kernels "
+        f"{'run' if fused is None else 'refused: ' + fused}), torch {torch.__version__}")
     calls = model_calls(SOLVER, args.steps)
     log(f"timing {calls} model call(s) per run and {args.vae_frames} VAE frames; full-run figures are extrapolated "
         f"per call to {model_calls(SOLVER, FAST_STEPS)} calls ({FAST_STEPS} 'fast' steps) and per frame")
     engine, setup = build_engine(args, device, dtype, log)
     result = {
         "card": name, "device": str(device), "dtype": args.dtype, "peak_tflops": peak, "attention": backend,
+        "fused_attention_error": fused,
         "torch": torch.__version__, "steps_timed": calls, "calls_full": model_calls(SOLVER, FAST_STEPS),
         "vae_frames_timed": args.vae_frames, "extrapolated": True, **setup, "runs": [],
     }
@@ -364,7 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
             engine.prepare(Console(stderr=True), verbose=True)
         for case_name in args.cases:
             try:
-                result["runs"].append(run_policy(engine, cases[case_name], policy, args, peak, log))
+                text_seconds = setup["text"]["seconds"]
+                result["runs"].append(run_policy(engine, cases[case_name], policy, args, peak, text_seconds, log))
             except Exception as error:  # noqa: BLE001 - one failed run (e.g. out of memory) must not lose the others
                 log(f"{case_name}/{policy} failed: {type(error).__name__}: {error}")
                 result["runs"].append({"case": case_name, "policy": policy, "error": f"{type(error).__name__}: {error}"})

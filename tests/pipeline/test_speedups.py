@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend
 
 from star_cli.diffusion.guidance import guided_v
 from star_cli.diffusion.tiled import grid_regions
@@ -19,6 +20,7 @@ from star_cli.pipeline.engines.speedups import (
     attention_warning,
     batch_guidance,
     compile_repeated_blocks,
+    fused_attention_error,
     pick_attention_backend,
 )
 from star_cli.pipeline.estimate import GiB, estimate
@@ -150,3 +152,11 @@ def test_only_half_precision_cuda_on_the_math_kernel_is_warned_about():
     assert attention_warning("flash", cuda, torch.bfloat16) is None
     assert attention_warning(attention_backend(cpu, torch.float16, 8, 64), cpu, torch.float16) is None
     assert attention_backend(cpu, torch.float32, 8, 64).startswith("cpu")
+
+
+def test_the_fused_attention_probe_runs_the_kernels_or_says_why_not():
+    cpu = torch.device("cpu")
+    shapes = [(1, 2, 40, 64), (16, 2, 4, 64)]  # spatial-like and temporal-like
+    assert fused_attention_error(cpu, torch.float32, shapes) is None  # CPU has a fused flash kernel
+    reason = fused_attention_error(cpu, torch.float32, shapes, backends=[SDPBackend.EFFICIENT_ATTENTION])
+    assert reason is not None and reason.startswith("1x2x40x64: ")

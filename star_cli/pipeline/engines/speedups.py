@@ -20,10 +20,12 @@ same operations are scheduled on the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from star_cli.models.conditioning import ConditionedBlock
 from star_cli.pipeline.estimate import Offload, estimate
@@ -117,6 +119,27 @@ def attention_backend(device: torch.device, dtype: torch.dtype, heads: int, head
         flash=torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.can_use_flash_attention(params),
         efficient=torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.can_use_efficient_attention(params),
     )
+
+
+def fused_attention_error(
+    device: torch.device,
+    dtype: torch.dtype,
+    shapes: Sequence[tuple[int, int, int, int]],
+    backends: Sequence[SDPBackend] = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION),
+) -> str | None:
+    """Run SDPA on (batch, heads, tokens, head_dim) `shapes` with only `backends` allowed.
+
+    None when every shape ran (torch refuses rather than falling back to the math kernel),
+    else torch's reason: the empirical check behind `attention_backend`.
+    """
+    for shape in shapes:
+        q = torch.zeros(shape, device=device, dtype=dtype)
+        try:
+            with sdpa_kernel(list(backends)):
+                F.scaled_dot_product_attention(q, q, q)
+        except RuntimeError as error:
+            return f"{'x'.join(map(str, shape))}: {str(error).splitlines()[0]}"
+    return None
 
 
 def _sdpa_params(q: torch.Tensor) -> object:
