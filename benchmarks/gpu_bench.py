@@ -69,6 +69,7 @@ from star_cli.pipeline.estimate import GiB, Estimate, estimate  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
 from star_cli.pipeline.request import BATCH_GUIDANCE, FAST_STEPS, StarSettings, model_calls, parse_size  # noqa: E402
 
+
 @dataclass(frozen=True)
 class Case:
     name: str
