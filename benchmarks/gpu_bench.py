@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
             engine.settings, batch_guidance=args.batch_guidance if ours else "off", compile=ours and args.compile
         )
         if ours:
-            engine.prepare(Console(stderr=True), verbose=True)
+            engine.prepare(Console(stderr=True))
         for case_name in args.cases:
             try:
                 text_seconds = setup["text"]["seconds"]

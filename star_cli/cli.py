@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from star_cli.errors import StarError
+from star_cli.errors import ReportedElsewhere, StarError
+from star_cli.pipeline.ranks import reporting_process
 
 T = TypeVar("T")
 
@@ -41,6 +42,9 @@ Examples:
   star upscale clips/ -o upscaled/ --scale 2        # every video of a folder
 
   star upscale in.mkv -o out.mkv --codec ffv1 --offload model --seed 7
+
+  star upscale in.mp4 -o out.mp4 --model cogvideox    # STAR on CogVideoX-5B (bf16, 480x720 tiles, 25-frame clips)
+  star upscale film.mkv -o film_x4.mkv --gpus 0,1,2,3   # one worker per GPU (or: torchrun -m star_cli upscale ...)
 """
 
 
@@ -49,7 +53,8 @@ def _run(action: Callable[[], T], console: Console, *, interrupted: str = "inter
     try:
         return action()
     except StarError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        if not isinstance(error, ReportedElsewhere):
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         console.print(f"[yellow]{escape(interrupted)}[/]")
@@ -69,28 +74,29 @@ def upscale(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory/FLOP estimates; needs no weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     ignore_errors: bool = typer.Option(False, "--ignore-errors", help="Keep the decodable frames of a damaged input."),
+    model: str = typer.Option("i2vgenxl", help="Model family: i2vgenxl (STAR's UNet) or cogvideox (STAR on CogVideoX-5B: the paper's best)."),
     # plan
-    chunk_len: int = typer.Option(32, "--chunk-len", help="Frames the model sees at once."),
+    chunk_len: Optional[int] = typer.Option(None, "--chunk-len", help="Frames the model sees at once (default 32; cogvideox: its native clip, 25)."),
     chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW, e.g. 720x1280."),
-    window_chunks: int = typer.Option(4, "--window-chunks", help="Chunks denoised together; memory grows with it."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW (default 720x1280; cogvideox: exactly its native 480x720)."),
+    window_chunks: Optional[int] = typer.Option(None, "--window-chunks", help="Chunks denoised together; memory grows with it (default 4; cogvideox: 1)."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
-    checkpoint: str = typer.Option("light", help="light, heavy (official weights) or a path to a .safetensors/.pt checkpoint."),
+    checkpoint: Optional[str] = typer.Option(None, help="light (default), heavy or a .safetensors/.pt file; cogvideox: its converted .safetensors."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Weights folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
     prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same frames."),
-    steps: int = typer.Option(15, help="Sampling steps: 15 is the reference's 'fast' spacing, other counts are evenly spaced."),
-    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale (1 disables the negative pass)."),
-    solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps (default 15, the reference's 'fast' spacing; cogvideox: 50)."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (default 7.5, 1 disables the negative pass; cogvideox: 6, dynamic)."),
+    solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun (i2vgenxl only)."),
     color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),
     device: str = typer.Option("auto", help="auto, cuda, cpu or mps."),
-    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, fp32 elsewhere)."),
-    offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (UNet blocks streamed)."),
-    vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3)."),
+    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA (cogvideox: bf16), fp32 elsewhere)."),
+    offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (denoiser blocks streamed)."),
+    vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3; i2vgenxl only)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
     batch_guidance: str = typer.Option("auto", "--batch-guidance", help="Both guidance passes as one batch: auto (when memory allows), on or off."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet's repeated blocks (slow first window, faster after)."),
@@ -101,6 +107,9 @@ def upscale(
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: per codec and source depth)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings."),
+    # several devices
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per GPU, e.g. 0,1,2,3 (torch.distributed's elastic launcher)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Like --gpus with device names, e.g. cuda:0,cuda:1 or cpu,cpu."),
 ) -> None:
     """Upscale a video (or every video of a folder) and keep its audio and subtitles."""
     options = dict(locals())
@@ -108,12 +117,21 @@ def upscale(
     from star_cli.pipeline.upscale import run_upscale
 
     console = _stderr()
-    _run(lambda: run_upscale(build_request(**options), console=console), console)
+
+    def start() -> None:
+        request = build_request(**options)
+        from star_cli.pipeline.launch import launch_workers, must_launch
+
+        if must_launch(request):
+            return launch_workers(sys.argv[1:], request, console)
+        return run_upscale(request, console=console)
+
+    _run(start, console)
 
 
 @app.command("download-weights")
 def download_weights(
-    variant: str = typer.Option("light", help="light, heavy or all."),
+    variant: str = typer.Option("light", help="light, heavy, all (light + heavy) or cogvideox (STAR on CogVideoX-5B)."),
     dir: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
     revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit) of the STAR repo."),
     verify: bool = typer.Option(False, "--verify", help="Re-hash every file even when sizes match."),
@@ -122,6 +140,7 @@ def download_weights(
     """Fetch, verify and convert the STAR, VAE and text-encoder weights (resumable).
 
     Example: star download-weights --variant all --dir ~/models/star
+    CogVideoX: star download-weights --variant cogvideox
     """
     from star_cli.hub import download_weights as fetch
 
@@ -192,7 +211,8 @@ def main() -> None:
         code = app(prog_name="star", standalone_mode=False)
     except typer.exceptions.TyperException as error:  # click's UsageError and friends
         message = error.format_message()
-        if message:  # empty when the help was shown for a bare `star`
+        # Empty when the help was shown for a bare `star`; on a launched run's ranks but 0, rank 0 says it.
+        if message and reporting_process():
             ctx = getattr(error, "ctx", None)
             command = ctx.command_path if ctx is not None else "star"
             _stderr().print(f"[bold red]error:[/] {escape(message)} (see '{command} --help')", highlight=False, soft_wrap=True)

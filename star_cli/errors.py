@@ -17,3 +17,11 @@ class InputError(StarError):
     """Bad input or usage (exit code 2): nothing was written, nothing was lost."""
 
     exit_code = 2
+
+
+class ReportedElsewhere(StarError):
+    """A failure another process reports (rank 0 of a distributed run); this one only exits with the code."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("")
+        self.exit_code = exit_code

@@ -106,3 +106,64 @@ def sample_heun(
         if callback is not None:
             callback(i, total)
     return x
+
+
+StepX0Fn = Callable[[torch.Tensor, int], torch.Tensor]
+NoiseFn = Callable[[], torch.Tensor]
+
+
+def _half_log_snr(alpha: torch.Tensor) -> torch.Tensor:
+    """lambda = log(alpha / sigma) for VP sqrt(alpha_bar) `alpha`; -inf at alpha = 0 (zero SNR)."""
+    alpha_bar = alpha**2
+    return ((alpha_bar / (1 - alpha_bar)) ** 0.5).log()
+
+
+@torch.no_grad()
+def sample_vp_dpmpp_2m_sde(
+    x0_fn: StepX0Fn,
+    x: torch.Tensor,
+    alphas: torch.Tensor,
+    *,
+    noise: NoiseFn,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE in the VP parametrisation, as CogVideoX's reference sampler runs it.
+
+    `alphas` (N+1,) are sqrt(alpha_bar) per step (float32, alphas[N] = 1); `x` is the
+    state at alphas[0] (unscaled noise when alphas[0] = 0, zero SNR). `x0_fn(x, i)` is
+    the denoiser's (guided) x0 estimate at step i; the last step returns it as the
+    result. Unlike the VE solvers, a zero-SNR start is fine here: lambda = -inf gives
+    the first-order step x = alpha_next * x0 + sigma_next * noise exactly.
+
+    `noise()` returns the next standard-normal tensor shaped like x. It is called in
+    the reference's order, so a generator seeded as the reference was reproduces its
+    run: once at step 0, twice at steps 1..N-2 (the first draw, made by the reference
+    for a first-order update it then discards, is discarded), never at the last step.
+    The coefficients are float32 0-dim tensors computed in the reference's order.
+    """
+    total = len(alphas) - 1
+    old_x0: torch.Tensor | None = None
+    for i in range(total):
+        x0 = x0_fn(x, i)
+        if i == total - 1:
+            x = x0
+        else:
+            alpha, alpha_next = alphas[i], alphas[i + 1]
+            lam = _half_log_snr(alpha)
+            h = _half_log_snr(alpha_next) - lam
+            mult_x = ((1 - alpha_next**2) / (1 - alpha**2)) ** 0.5 * (-h).exp()
+            mult_x0 = (-2 * h).expm1() * alpha_next
+            mult_noise = (1 - alpha_next**2) ** 0.5 * (1 - (-2 * h).exp()) ** 0.5
+            eps = noise()
+            if old_x0 is not None:
+                r = (lam - _half_log_snr(alphas[i - 1])) / h
+                x0_d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * old_x0
+                eps = noise()
+            else:
+                x0_d = x0
+            x = mult_x * x - mult_x0 * x0_d + mult_noise * eps
+        old_x0 = x0
+        _check_finite(x, i, total)
+        if callback is not None:
+            callback(i, total)
+    return x

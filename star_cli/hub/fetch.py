@@ -49,6 +49,7 @@ from star_cli.hub.sources import Component, SourceFile, Sources, load_sources
 DOWNLOADS = ".downloads"
 ORIGINALS = "original"
 STAR_COMPONENT = "star"
+STAR_COMPONENTS = (STAR_COMPONENT, "star_cogvideox")  # the STAR repo's checkpoints: `--revision` applies to them
 _MARGIN_BYTES = 64 << 20
 _GB = 1e9
 
@@ -104,7 +105,7 @@ def _plan(pending: list[tuple[Component, SourceFile]], revision: str | None, con
     jobs = []
     for component in {c.name: c for c, _ in pending}.values():
         files = [f for c, f in pending if c.name == component.name]
-        rev = revision if revision and component.name == STAR_COMPONENT else component.revision
+        rev = revision if revision and component.name in STAR_COMPONENTS else component.revision
         remotes = _resolve_component(component, files, rev, endpoint, console)
         jobs += [_Job(component, f, r, expected_of(r, f.sha256)) for f, r in zip(files, remotes)]
     return jobs
@@ -128,7 +129,7 @@ def _check_disk(root: Path, jobs: list[_Job], keep_original: bool) -> None:
         size = job.remote.size
         have = partial.stat().st_size if partial.is_file() else 0
         have = have if have <= size else 0
-        # fp32 pickles become fp16 safetensors: about half their size
+        # fp32 pickles become 16-bit safetensors: at most about half their size
         steps.append((size - have, size // 2 if job.file.convert else 0, size if job.file.convert and not keep_original else 0))
     need = disk_peak(steps)
     need += _MARGIN_BYTES + need // 100
@@ -162,10 +163,13 @@ def _run_job(root: Path, job: _Job, progress: Progress, keep_original: bool) -> 
     if not job.file.convert:
         record_files(root, {job.file.dest: FileRecord(job.remote.size, sha256)})
         return
-    progress.update(task, description=f"{name}: converting to fp16 safetensors")
-    from star_cli.hub.convert import convert_star_checkpoint  # torch: only when there is something to convert
-
-    convert_star_checkpoint(target, dest, config=job.component.config, source_sha256=sha256)
+    progress.update(task, description=f"{name}: converting to safetensors")
+    # torch: only when there is something to convert
+    if job.file.convert == "sat":
+        from star_cli.hub.convert_sat import convert_sat_checkpoint as convert
+    else:
+        from star_cli.hub.convert import convert_star_checkpoint as convert
+    convert(target, dest, config=job.component.config, source_sha256=sha256)
     records = {job.file.dest: FileRecord(dest.stat().st_size, sha256_file(dest))}
     if keep_original:
         records[job.fetch_relpath] = FileRecord(job.remote.size, sha256)

@@ -31,6 +31,25 @@ TOKENIZER_FILES = (
     "tokenizer/tokenizer_config.json",
     "tokenizer/special_tokens_map.json",
 )
+# The CogVideoX family (STAR's DiT): its own folder, laid out like the CogVideoX-5B release
+# (diffusers layout) plus the converted denoiser.
+COGVIDEOX_VARIANT = "cogvideox"
+COGVIDEOX_DIR = "cogvideox"
+COGVIDEOX_DENOISER = f"{COGVIDEOX_DIR}/transformer.safetensors"
+COGVIDEOX_FILES = (
+    COGVIDEOX_DENOISER,
+    f"{COGVIDEOX_DIR}/vae/config.json",
+    f"{COGVIDEOX_DIR}/vae/diffusion_pytorch_model.safetensors",
+    f"{COGVIDEOX_DIR}/text_encoder/config.json",
+    f"{COGVIDEOX_DIR}/text_encoder/model.safetensors.index.json",
+    f"{COGVIDEOX_DIR}/text_encoder/model-00001-of-00002.safetensors",
+    f"{COGVIDEOX_DIR}/text_encoder/model-00002-of-00002.safetensors",
+    f"{COGVIDEOX_DIR}/tokenizer/spiece.model",
+    f"{COGVIDEOX_DIR}/tokenizer/tokenizer_config.json",
+    f"{COGVIDEOX_DIR}/tokenizer/special_tokens_map.json",
+    f"{COGVIDEOX_DIR}/tokenizer/added_tokens.json",
+)
+VARIANTS = (*STAR_VARIANTS, COGVIDEOX_VARIANT)
 HASH_CHUNK = 8 << 20
 # safetensors metadata key of a converted checkpoint: the sha256 of the pickle it came from
 SOURCE_SHA256_KEY = "source_sha256"
@@ -60,18 +79,20 @@ def star_relpath(variant: str) -> str:
 
 
 def variants_of(variant: str) -> tuple[str, ...]:
-    """The STAR variants a `--variant` value stands for ('all' is both)."""
+    """The variants a `--variant` value stands for ('all' is both I2VGen-XL ones: cogvideox is asked for by name)."""
     if variant == "all":
         return STAR_VARIANTS
-    if variant in STAR_VARIANTS:
+    if variant in VARIANTS:
         return (variant,)
-    raise InputError(f"--variant must be light, heavy or all, not {variant!r}")
+    raise InputError(f"--variant must be light, heavy, all or {COGVIDEOX_VARIANT}, not {variant!r}")
 
 
 def required_files(variant: str) -> tuple[str, ...]:
     """Every file inference opens for `variant`, relative to the weights folder."""
+    if variant == COGVIDEOX_VARIANT:
+        return COGVIDEOX_FILES
     if variant not in STAR_VARIANTS:
-        raise InputError(f"the STAR variant must be light or heavy, not {variant!r}")
+        raise InputError(f"the STAR variant must be light, heavy or {COGVIDEOX_VARIANT}, not {variant!r}")
     return (star_relpath(variant), *VAE_FILES, *TEXT_ENCODER_FILES, *TOKENIZER_FILES)
 
 
@@ -192,6 +213,9 @@ def check_weights_dir(root: Path, variant: str = "light", verify: bool = False) 
     problem = weights_problem(root, variant, verify)
     if problem is not None:
         raise StarError(f"{problem}: run `{download_command(root, variant)}` to fix it")
+    if variant == COGVIDEOX_VARIANT:
+        folder = root / COGVIDEOX_DIR
+        return WeightsPaths(root, root / COGVIDEOX_DENOISER, folder / "vae", folder / "text_encoder", folder / "tokenizer")
     return WeightsPaths(
         root=root,
         star=root / star_relpath(variant),

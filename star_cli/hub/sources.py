@@ -22,7 +22,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from star_cli.errors import StarError
-from star_cli.hub.layout import STAR_VARIANTS, required_files
+from star_cli.hub.layout import STAR_VARIANTS, VARIANTS, required_files
 
 SOURCES_ENV = "STAR_WEIGHTS_SOURCES"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -38,7 +38,7 @@ class SourceFile:
     dest: str
     sha256: str | None = None
     variant: str | None = None
-    convert: bool = False
+    convert: bool | str = False  # True: a STAR .pt; "sat": a SAT/DeepSpeed model-states file (CogVideoX)
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,14 @@ class Sources:
     origin: str = "<memory>"
 
     def select(self, variants: Iterable[str]) -> list[tuple[Component, SourceFile]]:
-        """The files the given STAR variants need, in download order."""
+        """The files the given variants need, in download order.
+
+        A file without a variant is shared by the I2VGen-XL variants (light, heavy); the
+        CogVideoX family's files all name their variant.
+        """
         wanted = set(variants)
-        return [(c, f) for c in self.components for f in c.files if f.variant is None or f.variant in wanted]
+        shared = bool(wanted & set(STAR_VARIANTS))
+        return [(c, f) for c in self.components for f in c.files if (f.variant in wanted if f.variant else shared)]
 
 
 def _source_file(raw: Any, where: str) -> SourceFile:
@@ -70,9 +75,12 @@ def _source_file(raw: Any, where: str) -> SourceFile:
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise ValueError(f"{where}: sha256 must be 64 lower-case hex digits")
     variant = raw.get("variant")
-    if variant is not None and variant not in STAR_VARIANTS:
-        raise ValueError(f"{where}: variant must be one of {STAR_VARIANTS}")
-    return SourceFile(path=raw["path"], dest=raw["dest"], sha256=sha256, variant=variant, convert=bool(raw.get("convert", False)))
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"{where}: variant must be one of {VARIANTS}")
+    convert = raw.get("convert", False)
+    if convert not in (True, False, "sat"):
+        raise ValueError(f'{where}: convert must be true, false or "sat"')
+    return SourceFile(path=raw["path"], dest=raw["dest"], sha256=sha256, variant=variant, convert=convert)
 
 
 def _component(name: str, raw: Any) -> Component:
@@ -93,7 +101,8 @@ def _check_covers_layout(components: tuple[Component, ...]) -> None:
     duplicates = sorted({d for d in dests if dests.count(d) > 1})
     if duplicates:
         raise ValueError(f"several files go to {duplicates[0]}")
-    for variant in STAR_VARIANTS:
+    named = {f.variant for c in components for f in c.files} - {None}
+    for variant in (*STAR_VARIANTS, *sorted(named - set(STAR_VARIANTS))):
         missing = [rel for rel in required_files(variant) if rel not in dests]
         if missing:
             raise ValueError(f"no file goes to {missing[0]}, which the {variant} variant needs")

@@ -6,6 +6,10 @@ frame is resized to the output size, padded to a canvas the UNet accepts, and th
 canvas's latent grid is split into spatial tiles when it exceeds the tile size. Every
 overlap carries blend weights (see `star_cli.spans`). ``star upscale --dry-run`` prints this.
 
+The denoiser's accepted sizes come in as `PlanOptions.grid` (`star_cli.pipeline.grid`):
+the UNet's rule below by default; the CogVideoX DiT's tiles and chunks are exactly its
+native frame and clip instead (the canvas is padded up to the frame).
+
 UNet size rule (latent units; pixel = 8 x latent). The STAR UNet downsamples three times
 with stride-2 3x3 convolutions padded by 2 rows and 1 column, and its upsamplers double
 the size (nearest) and then drop the first and last row. A skip connection joins each
@@ -30,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from star_cli.errors import InputError
+from star_cli.pipeline.grid import UNET_GRID, ModelGrid
 from star_cli.spans import BLEND_MODES, SOFT_BLEND_MODES, BlendMode, balanced_spans, reference_spans, span_weights
 
 VAE_FACTOR = 8
@@ -42,22 +47,22 @@ CANVAS_POLICIES: tuple[str, ...] = ("minimal", "reference")
 
 def is_valid_latent_height(h: int) -> bool:
     """True iff the UNet returns a latent of height `h` unchanged (h = 2 mod 8, module doc)."""
-    return h >= 2 and h % 8 == 2
+    return UNET_GRID.height_ok(h)
 
 
 def is_valid_latent_width(w: int) -> bool:
     """True iff the UNet returns a latent of width `w` unchanged (w = 0 mod 8, module doc)."""
-    return w >= 8 and w % 8 == 0
+    return UNET_GRID.width_ok(w)
 
 
 def valid_latent_height(h: int) -> int:
     """The smallest valid latent height >= h."""
-    return max(2, h + (2 - h) % 8)
+    return UNET_GRID.fit_height(h)
 
 
 def valid_latent_width(w: int) -> int:
     """The smallest valid latent width >= w."""
-    return max(8, -(-w // 8) * 8)
+    return UNET_GRID.fit_width(w)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class PlanOptions:
       joint denoising, only window seams are cross-faded after decoding.
     - model_steps 14: 'fast' DPM-Solver++(2M) SDE with 15 steps drops its penultimate
       sigma; guidance_branches 2: classifier-free guidance (conditional + unconditional).
+    - grid: the sizes the denoiser accepts (`star_cli.pipeline.grid`); the model family
+      sets it, with its own defaults for the fields above.
     """
 
     scale: float = 4.0
@@ -103,6 +110,7 @@ class PlanOptions:
     window_chunks: int | None = 4
     model_steps: int = 14
     guidance_branches: int = 2
+    grid: ModelGrid = UNET_GRID
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -120,6 +128,22 @@ def _nearest_on_grid(value: int, period: int, offset: int) -> int:
     return offset + period * max(0, math.floor((value - offset) / period + 0.5))
 
 
+def _check_tile_overlap(overlap: int, tile: tuple[int, int]) -> None:
+    if overlap % VAE_FACTOR or not 0 <= 2 * overlap <= min(tile):
+        raise InputError(
+            f"tile overlap {overlap} must be a multiple of {VAE_FACTOR} px between 0 and half the tile size"
+        )
+
+
+def _check_exact_tile(tile: tuple[int, int], overlap: int, grid: ModelGrid) -> None:
+    """An exact-tile grid's tile is the model's native frame: whole latent pixels of a valid size."""
+    height, width = tile
+    valid = grid.height_ok(height // VAE_FACTOR) and grid.width_ok(width // VAE_FACTOR)
+    if height % VAE_FACTOR or width % VAE_FACTOR or not valid:
+        raise InputError(f"tile size {height}x{width} does not fit {grid.name}")
+    _check_tile_overlap(overlap, tile)
+
+
 def _check_tile_size(tile: tuple[int, int], overlap: int) -> None:
     height, width = tile
     if height % VAE_FACTOR or not is_valid_latent_height(height // VAE_FACTOR):
@@ -134,10 +158,7 @@ def _check_tile_size(tile: tuple[int, int], overlap: int) -> None:
             f"--tile-size width {width} does not fit the STAR UNet: tile widths must be a multiple "
             f"of 64 (latent 0 mod 8); nearest valid: {near}"
         )
-    if overlap % VAE_FACTOR or not 0 <= 2 * overlap <= min(height, width):
-        raise InputError(
-            f"tile overlap {overlap} must be a multiple of {VAE_FACTOR} px between 0 and half the tile size"
-        )
+    _check_tile_overlap(overlap, tile)
 
 
 def _validate(o: PlanOptions) -> None:
@@ -157,7 +178,11 @@ def _validate(o: PlanOptions) -> None:
         raise InputError(f"tile blend must be {' or '.join(map(repr, SOFT_BLEND_MODES))}, got {o.tile_blend!r}")
     if o.canvas not in CANVAS_POLICIES:
         raise InputError(f"canvas must be one of {', '.join(CANVAS_POLICIES)}, got {o.canvas!r}")
-    if o.tile_size is not None:
+    if o.grid.exact_tiles and o.tile_size is None:
+        raise InputError(f"{o.grid.name} needs its native frame size as the tile size")
+    if o.tile_size is not None and o.grid.exact_tiles:
+        _check_exact_tile(o.tile_size, o.tile_overlap, o.grid)
+    elif o.tile_size is not None:
         _check_tile_size(o.tile_size, o.tile_overlap)
     if o.window_chunks is not None and o.window_chunks < 1:
         raise InputError(f"window size must be at least 1 chunk, got {o.window_chunks}")
@@ -306,15 +331,15 @@ def reference_canvas(height: int, width: int) -> Canvas:
     return Canvas(height + top + bottom, width + left + right, pad)
 
 
-def minimal_canvas(height: int, width: int) -> Canvas:
-    """The smallest valid canvas, padded at the bottom and right by edge replication.
+def minimal_canvas(height: int, width: int, grid: ModelGrid = UNET_GRID, least: tuple[int, int] = (0, 0)) -> Canvas:
+    """The smallest valid canvas of at least `least` pixels, padded at the bottom and right by edge replication.
 
     Bottom/right keeps the picture at the canvas origin, so cropping the output is a
     plain slice; replicated edges continue the picture instead of adding a white border
     that the model would try to restore.
     """
-    canvas_h = VAE_FACTOR * valid_latent_height(-(-height // VAE_FACTOR))
-    canvas_w = VAE_FACTOR * valid_latent_width(-(-width // VAE_FACTOR))
+    canvas_h = max(least[0], VAE_FACTOR * grid.fit_height(-(-height // VAE_FACTOR)))
+    canvas_w = max(least[1], VAE_FACTOR * grid.fit_width(-(-width // VAE_FACTOR)))
     return Canvas(canvas_h, canvas_w, Padding(0, canvas_h - height, 0, canvas_w - width, "replicate"))
 
 
@@ -336,7 +361,9 @@ def _groups(count: int, per_group: int | None) -> list[tuple[int, int]]:
 
 def _shot_windows(shot: tuple[int, int], o: PlanOptions) -> list[Window]:
     start, end = shot
-    if o.blend == "cut":
+    if o.grid.exact_chunks:  # chunks of exactly chunk_len (a shorter shot is one short chunk)
+        local = balanced_spans(end - start, o.chunk_len, o.chunk_overlap, lambda _: o.chunk_len)
+    elif o.blend == "cut":
         local = reference_spans(end - start, o.chunk_len, o.chunk_overlap)
     else:
         local = balanced_spans(end - start, o.chunk_len, o.chunk_overlap)
@@ -355,8 +382,9 @@ def _shot_windows(shot: tuple[int, int], o: PlanOptions) -> list[Window]:
 def _tiles(canvas: Canvas, o: PlanOptions) -> tuple[Tile, ...]:
     tile_h, tile_w = (None, None) if o.tile_size is None else (s // VAE_FACTOR for s in o.tile_size)
     overlap = o.tile_overlap // VAE_FACTOR
-    rows = balanced_spans(canvas.latent_height, tile_h, overlap, valid_latent_height)
-    cols = balanced_spans(canvas.latent_width, tile_w, overlap, valid_latent_width)
+    fit_h, fit_w = (lambda _: tile_h, lambda _: tile_w) if o.grid.exact_tiles else (o.grid.fit_height, o.grid.fit_width)
+    rows = balanced_spans(canvas.latent_height, tile_h, overlap, fit_h)
+    cols = balanced_spans(canvas.latent_width, tile_w, overlap, fit_w)
     row_w, col_w = span_weights(rows, o.tile_blend), span_weights(cols, o.tile_blend)
     return tuple(
         Tile(r0, c0, r1 - r0, c1 - c0, tuple(rw.tolist()), tuple(cw.tolist()))
@@ -372,7 +400,11 @@ def make_plan(
     if num_frames < 1 or height < 1 or width < 1:
         raise InputError(f"nothing to upscale: {num_frames} frames of {width}x{height}")
     out_h, out_w = output_size(height, width, options.scale)
-    canvas = reference_canvas(out_h, out_w) if options.canvas == "reference" else minimal_canvas(out_h, out_w)
+    least = options.tile_size if options.grid.exact_tiles and options.tile_size else (0, 0)
+    if options.canvas == "reference":
+        canvas = reference_canvas(out_h, out_w)
+    else:
+        canvas = minimal_canvas(out_h, out_w, options.grid, least)
     shots = _shots(num_frames, scene_cuts)
     windows = tuple(w for shot in shots for w in _shot_windows(shot, options))
     return Plan(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 
 from rich.console import Group
 from rich.table import Table
 
-from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate, estimate
-from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan, PlanOptions, make_plan
+from star_cli.families import DEFAULT_MODEL, Family, get_family
+from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate
+from star_cli.pipeline.jobs import Job
+from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan
+from star_cli.pipeline.ranks import assign_jobs, windows_per_rank
 
 MAX_WINDOW_ROWS = 12
 
@@ -64,7 +66,20 @@ def _tiles_text(plan: Plan) -> str:
     )
 
 
-def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str) -> Table:
+def _ranks_text(plan: Plan, ranks: int) -> str:
+    """How a run over `ranks` processes shares this video's windows, and how to keep every rank busy."""
+    windows = len(plan.windows)
+    lo, hi = windows_per_rank(windows, ranks)
+    text = f"{ranks}: windows claimed one at a time, {_range_text(lo, hi)} per rank when they cost alike"
+    if windows >= ranks:
+        return text
+    text += f"; {ranks - windows} idle"
+    if plan.options.window_chunks != 1 and len(plan.chunks) > windows:
+        text += f" (--window-chunks 1 gives {len(plan.chunks)} windows)"
+    return text
+
+
+def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str, family: Family, ranks: int) -> Table:
     o = plan.options
     table = Table(title="Upscale plan", show_header=False)
     table.add_column(style="bold")
@@ -76,6 +91,7 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     table.add_row("Engine", engine)
     if engine != "star":
         return table
+    table.add_row("Model", family.name)
     table.add_row("Canvas", _canvas_text(plan))
     cuts = f"scene cuts at {', '.join(map(str, plan.scene_cuts))}" if plan.scene_cuts else "no scene cuts"
     table.add_row("Shots", f"{len(plan.shots)} ({cuts})")
@@ -84,21 +100,23 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     per = "all chunks of a shot" if o.window_chunks is None else f"up to {o.window_chunks} chunks"
     table.add_row("Windows", f"{len(plan.windows)} of up to {max(lengths)} frames ({per}), {o.blend} cross-fade")
     table.add_row("Tiles", _tiles_text(plan))
+    if ranks > 1:
+        table.add_row("Ranks", _ranks_text(plan, ranks))
     table.add_row(
-        "UNet evaluations",
+        f"{family.denoiser} evaluations",
         f"{plan.unet_evaluations} ({len(plan.chunks)} chunks x {len(plan.tiles)} tiles x "
         f"{o.model_steps} steps x {o.guidance_branches} branches)",
     )
     table.add_row("Pixel-frames", f"processed / output = {plan.work_ratio:.2f}")
     per_frame = est.flops_per_output_frame / 1e12
-    table.add_row(
-        "Compute",
-        f"{est.flops / 1e15:.1f} PFLOP ({per_frame:.0f} TFLOP per output frame, "
-        f"{est.flops_per_output_frame / _reference_flops_per_frame(plan):.2f} of the reference's policy)",
-    )
+    compute = f"{est.flops / 1e15:.1f} PFLOP ({per_frame:.0f} TFLOP per output frame"
+    reference = family.reference_flops_per_frame(plan)
+    if reference is not None:
+        compute += f", {est.flops_per_output_frame / reference:.2f} of the reference's policy"
+    table.add_row("Compute", compute + ")")
     table.add_row(
         "GPU memory",
-        f"about {_gib(est.device_bytes)} (weights {_gib(est.weights_bytes)}, UNet activations "
+        f"about {_gib(est.device_bytes)} (weights {_gib(est.weights_bytes)}, denoiser activations "
         f"{_gib(est.activation_bytes)}, VAE decode {_gib(est.vae_bytes)}, latents {_gib(est.latent_bytes)})",
     )
     host = f"about {_gib(est.host_bytes)} (frames {_gib(est.frame_bytes)}, runtime {_gib(HOST_RUNTIME_BYTES)}"
@@ -130,22 +148,41 @@ def _windows_table(plan: Plan) -> Table:
     return table
 
 
-def _reference_flops_per_frame(plan: Plan) -> float:
-    """What the reference's policy (its canvas, chunks of 32 overlapping 16, no tiles) costs per frame here,
-    at the same steps and guidance."""
-    o = plan.options
-    policy = replace(PlanOptions.reference(o.scale), model_steps=o.model_steps, guidance_branches=o.guidance_branches)
-    height, width = plan.input_size
-    return estimate(make_plan(plan.num_frames, height, width, policy)).flops_per_output_frame
-
-
 def plan_summary(
-    plan: Plan, est: Estimate, *, source: str | os.PathLike | None = None, engine: str = "star"
+    plan: Plan,
+    est: Estimate,
+    *,
+    source: str | os.PathLike | None = None,
+    engine: str = "star",
+    family: Family | None = None,
+    ranks: int = 1,
 ) -> Group:
     """What ``--dry-run`` prints: the plan with its costs, then the windows and their chunks.
 
     Engines other than STAR see plain frame batches, so for them only sizes are shown.
+    `family` (default I2VGen-XL) compares the compute with its reference's policy.
+    With `ranks` > 1 it also says how the ranks of a distributed run share the windows.
     """
+    family = family or get_family(DEFAULT_MODEL)
     if engine != "star":
-        return Group(_plan_table(plan, est, source, engine))
-    return Group(_plan_table(plan, est, source, engine), _windows_table(plan))
+        return Group(_plan_table(plan, est, source, engine, family, ranks))
+    return Group(_plan_table(plan, est, source, engine, family, ranks), _windows_table(plan))
+
+
+def job_cost(plan: Plan) -> int:
+    """Output pixel-frames: what orders a folder's videos for the ranks (longest first)."""
+    return plan.output_pixel_frames
+
+
+def jobs_table(planned: Sequence[tuple[Job, Plan]], ranks: int) -> Table:
+    """Which rank upscales which video of a folder (longest first, each to the least loaded rank)."""
+    owners = assign_jobs([job_cost(plan) for _, plan in planned], ranks)
+    table = Table(title=f"Videos per rank ({ranks} ranks, longest first)")
+    table.add_column("Rank", justify="right")
+    table.add_column("Videos")
+    table.add_column("Frames", justify="right")
+    for rank in range(ranks):
+        mine = [(job, plan) for (job, plan), owner in zip(planned, owners) if owner == rank]
+        names = ", ".join(job.source.name for job, _ in mine) or "(idle)"
+        table.add_row(str(rank), names, str(sum(plan.num_frames for _, plan in mine)))
+    return table

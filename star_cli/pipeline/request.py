@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import get_args
 
 from star_cli.errors import InputError
+from star_cli.families import DEFAULT_MODEL, get_family
 from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
+from star_cli.pipeline.ranks import parse_devices
 from star_cli.spans import BLEND_MODES
 from star_cli.video.options import ENCODERS, EncodeOptions
 
@@ -54,8 +56,9 @@ def model_calls(solver: str, steps: int) -> int:
 
 @dataclass(frozen=True)
 class StarSettings:
-    """Everything the STAR engine needs beyond the plan; defaults are the reference's."""
+    """Everything the STAR engine needs beyond the plan; defaults are the reference's (I2VGen-XL)."""
 
+    model: str = DEFAULT_MODEL
     checkpoint: str = "light"
     weights_dir: Path | None = None
     prompt: str = ""
@@ -89,6 +92,7 @@ class UpscaleRequest:
     scene_detect: bool = True
     quiet: bool = False
     verbose: bool = False
+    devices: tuple[str, ...] = ()  # --gpus/--devices: one worker process per entry (see pipeline/launch.py)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -133,20 +137,20 @@ def build_request(
     dry_run: bool,
     overwrite: bool,
     ignore_errors: bool,
-    chunk_len: int,
+    chunk_len: int | None,
     chunk_overlap: int | None,
     blend: str,
     canvas: str,
     tile_size: str | None,
-    window_chunks: int,
+    window_chunks: int | None,
     scene_detect: bool,
-    checkpoint: str,
+    checkpoint: str | None,
     weights_dir: Path | None,
     prompt: str,
     prompt_file: Path | None,
     seed: int,
-    steps: int,
-    guidance: float,
+    steps: int | None,
+    guidance: float | None,
     solver: str,
     color_fix: str,
     device: str,
@@ -162,8 +166,19 @@ def build_request(
     pix_fmt: str | None,
     quiet: bool,
     verbose: bool,
+    model: str = DEFAULT_MODEL,
+    gpus: str | None = None,
+    devices: str | None = None,
 ) -> UpscaleRequest:
-    """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one)."""
+    """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one).
+
+    Options left None take the model family's defaults (`star_cli.families`).
+    """
+    family = get_family(model)
+    defaults = family.defaults(weights_dir, checkpoint)
+    given = {"chunk_len": chunk_len, "chunk_overlap": chunk_overlap, "tile_size": tile_size, "window_chunks": window_chunks}
+    steps = defaults.steps if steps is None else steps
+    guidance = defaults.guidance if guidance is None else guidance
     _choice("engine", engine, ENGINES)
     _choice("blend", blend, BLEND_MODES)
     _choice("canvas", canvas, CANVASES)
@@ -183,18 +198,27 @@ def build_request(
         raise InputError(f"--vae-group must be at least 1, got {vae_group}")
     if crf is not None and crf < 0:
         raise InputError(f"--crf must be 0 or more, got {crf}")
-    plan_fields = dict(scale=scale, chunk_len=chunk_len, blend=blend, canvas=canvas, window_chunks=window_chunks)
-    if chunk_overlap is not None:
-        plan_fields["chunk_overlap"] = chunk_overlap
+    plan_fields = dict(
+        scale=scale,
+        chunk_len=defaults.chunk_len if chunk_len is None else chunk_len,
+        chunk_overlap=defaults.chunk_overlap if chunk_overlap is None else chunk_overlap,
+        blend=blend,
+        canvas=canvas,
+        tile_size=defaults.tile_size,
+        tile_overlap=defaults.tile_overlap,
+        window_chunks=defaults.window_chunks if window_chunks is None else window_chunks,
+        grid=defaults.grid,
+    )
     if tile_size is not None:
         plan_fields["tile_size"] = None if tile_size.strip().lower() == "none" else parse_size(tile_size)
-    plan_fields["guidance_branches"] = 1 if guidance == 1 else 2
-    plan_fields["model_steps"] = model_calls(solver, steps)
+    plan_fields["guidance_branches"] = family.guidance_branches(guidance)
+    plan_fields["model_steps"] = family.model_calls(solver, steps)
     encode_fields = dict(codec=codec, preset=preset, pix_fmt=pix_fmt)
     if crf is not None:
         encode_fields["crf"] = crf
     star = StarSettings(
-        checkpoint=checkpoint,
+        model=model,
+        checkpoint=defaults.checkpoint if checkpoint is None else checkpoint,
         weights_dir=weights_dir,
         prompt=read_prompt(prompt, prompt_file),
         seed=seed,
@@ -210,6 +234,7 @@ def build_request(
         batch_guidance=batch_guidance,
         compile=compile,
     )
+    family.check(star, {k: v for k, v in given.items() if v is not None}, defaults)
     return UpscaleRequest(
         input=input,
         output=output,
@@ -223,4 +248,5 @@ def build_request(
         scene_detect=scene_detect,
         quiet=quiet,
         verbose=verbose,
+        devices=parse_devices(gpus, devices),
     )

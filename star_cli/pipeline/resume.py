@@ -52,8 +52,19 @@ class WindowStore:
         folder.mkdir(exist_ok=True)
         state.write_text(json.dumps({"run": run_id}))
 
+    @classmethod
+    def attach(cls, folder: Path) -> WindowStore:
+        """The store rank 0 of a distributed run opened, for its other ranks: nothing is checked or cleared."""
+        store = cls.__new__(cls)
+        store.folder = folder
+        return store
+
     def _path(self, index: int) -> Path:
         return self.folder / f"window_{index:06d}.mkv"
+
+    def has(self, index: int) -> bool:
+        """Whether window `index` is stored (finished by this run or an interrupted one)."""
+        return self._path(index).exists()
 
     def load(self, index: int) -> np.ndarray | None:
         """The stored output of window `index`, or None if it never finished."""

@@ -8,9 +8,8 @@ writer encodes as frames become final. Nothing here knows how an engine works.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
-from typing import Protocol
 
 import numpy as np
 from rich.console import Console
@@ -25,13 +24,14 @@ from rich.progress import (
 )
 
 from star_cli.errors import InputError
+from star_cli.families import Engine, get_family
 from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
-from star_cli.hub.layout import STAR_VARIANTS, weights_parameters
-from star_cli.pipeline.estimate import Estimate, check_fits, estimate
+from star_cli.pipeline.estimate import Estimate, check_fits
 from star_cli.pipeline.jobs import Job, plan_jobs
-from star_cli.pipeline.plan import Plan, Window, make_plan
+from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.prefetch import TimedEngine, WriteBehind, prefetched
-from star_cli.pipeline.render import plan_summary
+from star_cli.pipeline.ranks import Ranks
+from star_cli.pipeline.render import jobs_table, plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
@@ -42,15 +42,6 @@ from star_cli.video.writer import VideoWriter
 
 READ_BATCH = 16
 """Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
-
-
-class Engine(Protocol):
-    """A restorer. Temporal engines see whole plan windows; others see reader batches."""
-
-    name: str
-    temporal: bool
-
-    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray: ...
 
 
 def host_memory_available() -> int | None:
@@ -100,16 +91,13 @@ def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPath
         from star_cli.pipeline.engines.lanczos import LanczosEngine
 
         return LanczosEngine()
-    from star_cli.pipeline.engines.star import StarEngine
-
-    return StarEngine.load(request.star, weights, console=console, quiet=request.quiet, verbose=request.verbose)
+    return get_family(request.star.model).load_engine(request.star, weights, console=console, quiet=request.quiet)
 
 
-def _star_weights(request: UpscaleRequest, console: Console) -> WeightsPaths:
+def _star_weights(request: UpscaleRequest, console: Console, *, interactive: bool | None = None) -> WeightsPaths:
     """The checked weights folder (offering a download on a terminal), before any model code is imported."""
-    checkpoint = request.star.checkpoint
-    variant = checkpoint if checkpoint in STAR_VARIANTS else STAR_VARIANTS[0]
-    return ensure_weights(request.star.weights_dir, variant, console=console)
+    variant = get_family(request.star.model).weights_variant(request.star.checkpoint)
+    return ensure_weights(request.star.weights_dir, variant, console=console, interactive=interactive)
 
 
 def _device_memory(request: UpscaleRequest) -> int | None:
@@ -133,27 +121,29 @@ def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
 
 def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
     star = request.star
-    sizes = {} if model_params is None else {"model_params": model_params}
-    batched = star.batch_guidance == "on"  # 'auto' batches only when it fits: the unbatched run is the floor
-    return estimate(
-        plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, batched_guidance=batched, **sizes
-    )
+    family = get_family(star.model)
+    return family.estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, model_params=model_params)
 
 
 def _run_dtype_bytes(request: UpscaleRequest) -> int:
     """Bytes per weight/activation of the coming run: fp16 on accelerators, fp32 on the CPU unless told."""
     from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
 
-    return resolve_dtype(request.star.dtype, resolve_device(request.star.device)).itemsize
+    family = get_family(request.star.model)
+    return resolve_dtype(request.star.dtype, resolve_device(request.star.device), family.accelerator_dtype).itemsize
 
 
-def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
-    """Refuse, before any weights load, a run whose largest plan cannot fit (skipped where the OS does not say)."""
+def _check_memory(plans: list[Plan], request: UpscaleRequest, *, processes_here: int = 1) -> None:
+    """Refuse, before any weights load, a run whose largest plan cannot fit (skipped where the OS does not say).
+
+    `processes_here` ranks share this machine's host memory, each with its own device.
+    """
     host = host_memory_available()
     if host is None:
         return
+    host //= processes_here
     dtype_bytes = _run_dtype_bytes(request)
-    params = weights_parameters(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
+    params = get_family(request.star.model).model_params(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
     device = _device_memory(request)
     for plan in plans:
         check_fits(_estimate(plan, request, dtype_bytes=dtype_bytes, model_params=params), host, device)
@@ -161,13 +151,34 @@ def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
 
 def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     """Upscale every job of `request`; the engine (and its weights) is loaded once."""
+    ranks = Ranks.from_env()
+    if ranks.distributed and not request.dry_run:
+        from star_cli.pipeline.scaleout import run_distributed
+
+        return run_distributed(request, ranks, console)
+    if request.devices and not request.dry_run:  # one process of a --gpus/--devices list: its entry is the device
+        from star_cli.pipeline.distributed import rank_device
+
+        request = rank_device(request, ranks)
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     planned = [(job, *_plan_job(job, request)) for job in jobs]
-    report = Console() if request.dry_run else console
+    report = Console(quiet=not ranks.is_main) if request.dry_run else console
+    world = ranks.world if ranks.distributed else max(1, len(request.devices))
+    sharing = 1 if request.input.is_dir() else world  # a folder's videos go to ranks whole
     for job, plan, _ in planned:
         if request.dry_run or request.verbose:
-            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
+            summary = plan_summary(
+                plan,
+                _estimate(plan, request),
+                source=job.source,
+                engine=request.engine,
+                family=get_family(request.star.model),
+                ranks=sharing,
+            )
+            report.print(summary)
     if request.dry_run:
+        if world > 1 and request.input.is_dir():
+            report.print(jobs_table([(job, plan) for job, plan, _ in planned], world))
         return
     weights = None
     if request.engine == "star":
@@ -181,7 +192,16 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
             console.print(f"[green]wrote[/] {job.dest}")
 
 
-def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console) -> None:
+def _upscale_one(
+    job: Job,
+    plan: Plan,
+    writer: VideoWriter,
+    engine: Engine,
+    request: UpscaleRequest,
+    console: Console,
+    on_frames: Callable[[int], None] | None = None,
+) -> None:
+    """Upscale one video; `on_frames(n)` hears of every n frames written (a distributed run's progress)."""
     store = None
     if engine.temporal:
         run_id = fingerprint(job.source, (_frame_settings(request), plan))
@@ -196,11 +216,11 @@ def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, requ
                 if store is None:
                     for batch in batches:
                         write_behind.put(timed.restore(batch.frames, plan), batch.pts)
-                        _advance(progress, task, len(batch.pts))
+                        _advance(progress, task, len(batch.pts), on_frames)
                 else:
                     for frames, pts in _restore_windows(batches, plan, timed, store):
                         write_behind.put(frames, pts)
-                        _advance(progress, task, len(pts))
+                        _advance(progress, task, len(pts), on_frames)
             if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
                 raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
         for warning in writer.warnings:
@@ -214,7 +234,7 @@ def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, requ
 def _frame_settings(request: UpscaleRequest) -> tuple:
     """The STAR settings that change output frames (not --resume, not the device's name)."""
     star = request.star
-    return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
+    return (star.model, star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
 
 
 def _restore_windows(
@@ -234,7 +254,9 @@ def _restore_windows(
             yield frames, pts
 
 
-def _advance(progress: Progress, task: TaskID, count: int) -> None:
+def _advance(progress: Progress, task: TaskID, count: int, on_frames: Callable[[int], None] | None = None) -> None:
+    if on_frames is not None:
+        on_frames(count)
     progress.advance(task, count)
     speed = progress.tasks[task].speed
     progress.update(task, fps=f"{speed:.1f}" if speed else "-")

@@ -1,4 +1,4 @@
-"""`python -m star_cli.testing tiny-weights PATH [--variant light|heavy|all]`."""
+"""`python -m star_cli.testing tiny-weights PATH [--variant light|heavy|all] [--model i2vgenxl|cogvideox]`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from star_cli.errors import StarError
-from star_cli.hub.layout import STAR_VARIANTS, variants_of
+from star_cli.hub.layout import COGVIDEOX_VARIANT, STAR_VARIANTS, variants_of
 from star_cli.testing.weights import make_tiny_weights
 
 
@@ -17,10 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tiny = commands.add_parser("tiny-weights", help="write a tiny random weights folder (for tests and demos)")
     tiny.add_argument("path", help="folder to write (created if needed)")
     tiny.add_argument("--variant", choices=[*STAR_VARIANTS, "all"], default="light")
+    tiny.add_argument("--model", choices=["i2vgenxl", "cogvideox"], default="i2vgenxl",
+                      help="cogvideox: the CogVideoX family's weights instead (64x96, 9-frame native size)")
     tiny.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    variants = (COGVIDEOX_VARIANT,) if args.model == "cogvideox" else variants_of(args.variant)
     try:
-        root = make_tiny_weights(args.path, variants=variants_of(args.variant), seed=args.seed)
+        root = make_tiny_weights(args.path, variants=variants, seed=args.seed)
     except StarError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from star_cli.errors import InputError
-from star_cli.hub.layout import STAR_VARIANTS, star_relpath, write_manifest
+from star_cli.hub.layout import COGVIDEOX_VARIANT, STAR_VARIANTS, VARIANTS, star_relpath, write_manifest
 from star_cli.models import STARUNet
 from star_cli.models.loading import save_star_unet
 
@@ -130,16 +130,23 @@ def make_tiny_weights(path: str | Path, variants: Sequence[str] = ("light",), se
     """Write a tiny weights folder at `path` (created if needed) and its manifest; return the folder.
 
     Deterministic for a given seed; the caller's global random state is left untouched.
+    The `cogvideox` variant adds the CogVideoX family's folder (`star_cli.testing.cogvideox_weights`).
     """
-    if not variants or not set(variants) <= set(STAR_VARIANTS):
-        raise InputError(f"tiny weight variants must be among {', '.join(STAR_VARIANTS)}, got {list(variants)}")
+    if not variants or not set(variants) <= set(VARIANTS):
+        raise InputError(f"tiny weight variants must be among {', '.join(VARIANTS)}, got {list(variants)}")
     root = Path(path)
+    star_variants = [v for v in variants if v in STAR_VARIANTS]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vocab = write_tokenizer(root / "tokenizer")
-        write_text_encoder(root / "text_encoder", vocab)
-        write_vae(root / "vae")
-        for variant in variants:
+        if star_variants:
+            vocab = write_tokenizer(root / "tokenizer")
+            write_text_encoder(root / "text_encoder", vocab)
+            write_vae(root / "vae")
+        for variant in star_variants:
             write_star_unet(root / star_relpath(variant))
+        if COGVIDEOX_VARIANT in variants:
+            from star_cli.testing.cogvideox_weights import write_cogvideox_weights
+
+            write_cogvideox_weights(root)
     write_manifest(root)
     return root

@@ -212,7 +212,7 @@ def test_disk_peak_counts_conversions_and_deletions() -> None:
 
 
 def test_unknown_variant_is_bad_input(quiet: Console, weights_dir: Path) -> None:
-    with pytest.raises(InputError, match="--variant must be light, heavy or all, not 'medium'"):
+    with pytest.raises(InputError, match="--variant must be light, heavy, all or cogvideox, not 'medium'"):
         download_weights("medium", weights_dir, console=quiet)
 
 

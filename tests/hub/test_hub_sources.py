@@ -38,6 +38,8 @@ def test_shipped_sources_pin_the_star_checkpoints_and_cover_the_layout(monkeypat
         "star": ("SherryX/STAR",),
         "vae": ("stabilityai/stable-video-diffusion-img2vid", "stabilityai/stable-video-diffusion-img2vid-xt"),
         "text": ("ali-vilab/i2vgen-xl",),
+        "star_cogvideox": ("SherryX/STAR",),
+        "cogvideox": ("THUDM/CogVideoX-5b", "zai-org/CogVideoX-5b"),
     }
     light = {f.dest: f.path for _, f in sources.select(["light"])}
     assert sorted(light) == sorted(required_files("light"))

@@ -36,10 +36,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """fp16 on accelerators by default (the reference runs the UNet in half precision), fp32 on CPU."""
+def resolve_dtype(name: str | None, device: torch.device, accelerator: str = "fp16") -> torch.dtype:
+    """`accelerator` on accelerators by default (fp16: the reference runs the UNet in half precision), fp32 on CPU."""
     if name is None:
-        return torch.float32 if device.type == "cpu" else torch.float16
+        return torch.float32 if device.type == "cpu" else DTYPES[accelerator]
     return DTYPES[name]
 
 

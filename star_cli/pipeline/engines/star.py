@@ -89,9 +89,7 @@ class StarEngine:
     temporal: bool = True
 
     @classmethod
-    def load(
-        cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False, verbose: bool = False
-    ) -> StarEngine:
+    def load(cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False) -> StarEngine:
         """Load every component from the checked `weights` folder and encode the prompts once."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
@@ -112,20 +110,21 @@ class StarEngine:
         unet.set_feed_forward_chunk(FEED_FORWARD_CHUNK)
         unet = placement.place("unet", unet, streamable=True)
         engine = cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype)
-        engine.prepare(console, quiet=quiet, verbose=verbose)
+        engine.prepare(console, quiet=quiet)
         return engine
 
-    def prepare(self, console: Console, *, quiet: bool = False, verbose: bool = False) -> None:
-        """Compile if asked, and say which attention kernel runs (a warning when it is the slow one)."""
+    def prepare(self, console: Console, *, quiet: bool = False) -> None:
+        """Compile if asked, and name the attention kernel (with a warning when it is the slow one)."""
         if self.settings.compile:
             compile_repeated_blocks(self.unet)
         config = self.unet.config
         backend = attention_backend(self.device, self.dtype, config.num_heads, config.head_dim)
         warning = attention_warning(backend, self.device, self.dtype)
-        if warning and not quiet:
+        if quiet:
+            return
+        if warning:
             console.print(f"[yellow]warning:[/] {warning}")
-        if verbose:
-            console.print(f"attention kernel: {backend}; compile: {'on' if self.settings.compile else 'off'}")
+        console.print(f"attention kernel: {backend}; compile: {'on' if self.settings.compile else 'off'}")
 
     @property
     def device(self) -> torch.device:

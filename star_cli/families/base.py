@@ -1,0 +1,95 @@
+"""What the pipeline asks a model family: its defaults, its grid, its weights, its costs, its engine.
+
+A family is a small object; `star_cli.pipeline` never branches on the model's name.
+This module is torch-free (the planner, `--dry-run` and option checks import it);
+a family imports its models only in `load_engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from star_cli.pipeline.grid import ModelGrid
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+
+    from star_cli.hub.layout import WeightsPaths
+    from star_cli.pipeline.estimate import Estimate
+    from star_cli.pipeline.plan import Plan, Window
+    from star_cli.pipeline.request import StarSettings
+
+
+class Engine(Protocol):
+    """A restorer. Temporal engines see whole plan windows; others see reader batches."""
+
+    name: str
+    temporal: bool
+
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """The values `star upscale` uses for options left unset, and the denoiser's grid.
+
+    Sizes are output pixels (height, width); `tile_size` None means untiled.
+    """
+
+    checkpoint: str
+    steps: int
+    guidance: float
+    chunk_len: int
+    chunk_overlap: int
+    tile_size: tuple[int, int] | None
+    window_chunks: int | None
+    grid: ModelGrid
+    tile_overlap: int = 128
+
+
+class Family(Protocol):
+    """One model family of `star upscale --model`."""
+
+    name: str
+    denoiser: str  # what --dry-run calls its network ('UNet', 'DiT')
+    accelerator_dtype: str  # the default --dtype on a GPU ('fp16', 'bf16')
+    variants: tuple[str, ...]  # its `star download-weights --variant` names
+
+    def defaults(self, weights_dir: Path | None, checkpoint: str | None) -> FamilyDefaults:
+        """Defaults for a run; a family whose native sizes live in its weights reads them from there."""
+        ...
+
+    def check(self, settings: StarSettings, given: dict[str, object], defaults: FamilyDefaults) -> None:
+        """Refuse (InputError, one line) options the family cannot honour; `given` holds those the user set."""
+        ...
+
+    def model_calls(self, solver: str, steps: int) -> int:
+        """Denoiser calls per guidance branch for `steps` sampling steps."""
+        ...
+
+    def guidance_branches(self, guidance: float) -> int:
+        """Denoiser passes per step: 2 with classifier-free guidance, 1 without."""
+        ...
+
+    def weights_variant(self, checkpoint: str) -> str:
+        """The weights-folder variant a run with `--checkpoint checkpoint` needs."""
+        ...
+
+    def model_params(self, root: Path, checkpoint: str) -> int | None:
+        """Parameters resident at once in a run (None when the files cannot tell)."""
+        ...
+
+    def estimate(self, plan: Plan, *, dtype_bytes: int, offload: str, vae_group: int, model_params: int | None = None) -> Estimate:
+        """Memory and FLOPs of running `plan` (see star_cli.pipeline.estimate.Estimate)."""
+        ...
+
+    def reference_flops_per_frame(self, plan: Plan) -> float | None:
+        """FLOPs per output frame of the reference's own policy on this video (None: not comparable)."""
+        ...
+
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool) -> Engine:
+        """Load the weights and return the engine that restores plan windows."""
+        ...

@@ -1,0 +1,74 @@
+"""The CogVideoX family's config, read from its weights folder without torch.
+
+The converted denoiser (`cogvideox/transformer.safetensors`, or a `--checkpoint` file)
+carries its config in the safetensors metadata `star_config`: the diffusers keyword
+arguments of the transformer and the native frame size and clip length the model was
+trained on. The planner's tiles and chunks follow the native size exactly, so tiny test
+weights that declare 64x96 and 9 frames plan (and run) small, while the release's
+480x720 and 25 frames are used when no weights are there yet (`--dry-run`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+
+from star_cli.errors import StarError
+from star_cli.hub.layout import COGVIDEOX_DENOISER, COGVIDEOX_VARIANT, resolve_weights_dir
+
+CONFIG_METADATA_KEY = "star_config"
+TEMPORAL_COMPRESSION = 4  # the CogVideoX VAE: the first frame alone, then 4 frames per latent frame
+
+
+@dataclass(frozen=True)
+class NativeSize:
+    """The frame size (pixels) and clip length the denoiser was trained on."""
+
+    height: int
+    width: int
+    frames: int
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.frames - 1) // TEMPORAL_COMPRESSION + 1
+
+
+RELEASE = NativeSize(480, 720, 25)
+
+
+def denoiser_path(weights_dir: Path | None, checkpoint: str | None) -> Path:
+    """The denoiser file of a run: the folder's converted release, or a `--checkpoint` file."""
+    if checkpoint in (None, COGVIDEOX_VARIANT):
+        return resolve_weights_dir(weights_dir) / COGVIDEOX_DENOISER
+    return Path(checkpoint).expanduser()
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The `star_config` of a converted denoiser (None when the file is absent or carries none)."""
+    if not path.is_file() or path.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(path, framework="numpy") as handle:
+            text = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)
+    except (SafetensorError, OSError):
+        return None
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+        native = config["native"]
+        config["native"] = NativeSize(int(native["height"]), int(native["width"]), int(native["frames"]))
+        dict(config["diffusers"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise StarError(f"{path}: its {CONFIG_METADATA_KEY} metadata is not a CogVideoX config ({error})") from None
+    return config
+
+
+def native_size(weights_dir: Path | None, checkpoint: str | None) -> NativeSize:
+    """The native size declared by the run's denoiser, else the release's."""
+    config = read_config(denoiser_path(weights_dir, checkpoint))
+    return RELEASE if config is None else config["native"]

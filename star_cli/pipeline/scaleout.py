@@ -1,0 +1,382 @@
+"""`star upscale` over the ranks of a launched run (torchrun, accelerate launch, --gpus/--devices).
+
+1. Every rank plans the same jobs and checks memory (its own device; the machine's
+   host memory shared by its ranks) and the weights; `distributed.agree` makes any
+   failure every rank's, reported once by rank 0, before any rank loads weights.
+2. Every rank writes its heartbeat card into the run folder beside the output, and
+   rank 0 checks it sees all of them: else the output folder is not shared (exit 2).
+3. A folder: each video goes to one rank, longest first; each rank writes its
+   outputs exactly as a single run does. One video: windows are claimed one at a
+   time in the work folder; each rank restores what it claims and stores it; rank 0
+   also joins the stored windows in order and encodes them as they arrive, holding no
+   more than a single run's join buffer. The plan is the one a single run makes, and
+   stored windows are lossless, so the output is the single run's, frame for frame.
+4. Rank 0 waits for every rank's own work, says done, and removes the bookkeeping.
+A rank that fails leaves a failed card, a rank that stops beating is dead: either
+stops the run with one line naming the rank, and no output; `--resume` then
+recomputes only the windows that are not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from star_cli.errors import InputError, ReportedElsewhere, StarError
+from star_cli.hub import WeightsPaths
+from star_cli.pipeline import distributed
+from star_cli.pipeline.claims import Heartbeat, Owner, PeerFailure, RankWatch, WindowClaims
+from star_cli.pipeline.jobs import Job, plan_jobs
+from star_cli.pipeline.plan import Plan, Window
+from star_cli.pipeline.ranks import Ranks, assign_jobs
+from star_cli.pipeline.render import job_cost, plan_summary
+from star_cli.pipeline.request import UpscaleRequest
+from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
+from star_cli.pipeline.stream import WindowJoiner, gather_windows
+from star_cli.pipeline.upscale import (
+    READ_BATCH,
+    Engine,
+    _check_memory,
+    _estimate,
+    _frame_settings,
+    _make_engine,
+    _plan_job,
+    _star_weights,
+    _upscale_one,
+)
+from star_cli.video.reader import read_batches
+from star_cli.video.writer import VideoWriter
+
+POLL = 0.2
+"""Seconds between looks at the shared folder while a rank waits for others."""
+MARKER_WAIT = 3.0
+"""How long rank 0 looks for the other ranks' first cards (a shared filesystem may show them late)."""
+FOLDER_RUN = ".star-ranks"
+"""The run folder of a folder job, inside the output folder."""
+
+Planned = list[tuple[Job, Plan, VideoWriter]]
+
+
+@dataclass
+class Shared:
+    """This rank's view of the run: its card, everyone's cards, and a thread that keeps watching them."""
+
+    ranks: Ranks
+    folder: Path
+    beat: Heartbeat
+    watch: RankWatch
+    failure: StarError | None = None
+    progress: _RunProgress | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def watch_in_background(self) -> None:
+        def loop() -> None:
+            while not self.done.wait(POLL):
+                try:
+                    cards = self.watch.check(self.ranks.rank)
+                except StarError as error:
+                    self.failure = error
+                    return
+                if self.progress is not None:
+                    self.progress.show(cards)
+
+        threading.Thread(target=loop, name="star-watch", daemon=True).start()
+
+    def close(self, state: str, message: str = "") -> None:
+        """Stop watching and beating, leaving `state` on this rank's card."""
+        self.done.set()
+        if self.progress is not None:
+            self.progress.bar.stop()
+        self.beat.stop(state, message)
+
+    def raise_failure(self) -> None:
+        """Stop here if another rank failed or died (called between pieces of work)."""
+        if self.failure is not None:
+            raise self.failure
+
+    def wait_until(self, done: Callable[[dict[int, dict]], bool]) -> None:
+        """Wait until `done(cards)` holds, stopping if a rank fails meanwhile."""
+        while not done(self.watch.cards()):
+            self.raise_failure()
+            time.sleep(POLL)
+
+
+class _RunProgress:
+    """Rank 0's bar for the whole run: windows done / total, frames, fps and ETA over all ranks."""
+
+    def __init__(self, console: Console, quiet: bool, title: str, frames: int, store: WindowStore | None, plan: Plan | None) -> None:
+        self.store, self.plan = store, plan
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("windows {task.fields[windows]}  {task.completed:.0f}/{task.total:.0f} frames  {task.fields[fps]} fps"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.task = self.bar.add_task(title, total=frames, windows="-", fps="-")
+
+    def show(self, cards: dict[int, dict]) -> None:
+        if self.store is not None and self.plan is not None:
+            windows = self.plan.windows
+            done = [i for i in range(len(windows)) if self.store.has(i)]
+            ends = [w.start for w in windows[1:]] + [self.plan.num_frames]
+            frames = sum(ends[i] - windows[i].start for i in done)  # each window's frames up to the next one's start
+            self.bar.update(self.task, completed=frames, windows=f"{len(done)}/{len(windows)}")
+        else:
+            self.bar.update(self.task, completed=sum(card["frames"] for card in cards.values()))
+        speed = self.bar.tasks[self.task].speed
+        self.bar.update(self.task, fps=f"{speed:.1f}" if speed else "-")
+
+
+def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> None:
+    """This rank's part of a launched run; every rank returns (or fails) with the run."""
+    distributed.start(ranks)
+    talk = console if ranks.is_main else Console(stderr=True, quiet=not request.verbose)
+    shared: Shared | None = None
+    try:
+        request, planned, weights = distributed.agree(ranks, lambda: _prepare(request, ranks, console))
+        distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
+        if request.verbose and ranks.is_main:
+            for job, plan, _ in planned:
+                console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, ranks=1 if request.input.is_dir() else ranks.world))
+        store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks))
+        shared = _join_run(request, planned, ranks, store, console)
+        if request.input.is_dir():
+            _folder(request, planned, weights, shared, talk)
+        else:
+            _one_video(request, planned[0], weights, shared, store, talk)
+        _finish(shared, store, len(planned))
+    except BaseException as error:
+        if shared is not None:
+            if shared.progress is not None:
+                shared.progress.bar.live.transient = True  # the error line is what stays
+            shared.close("failed", str(error) or type(error).__name__)
+        raise _exit_for(error, ranks) from None
+    finally:
+        distributed.stop(ranks)
+
+
+def _exit_for(error: BaseException, ranks: Ranks) -> BaseException:
+    """What a failing rank raises: rank 0 reports; the others exit quietly unless the failure is their own."""
+    if isinstance(error, distributed.Stopped):
+        return ReportedElsewhere(143)  # the launcher stopped us and says why
+    if isinstance(error, KeyboardInterrupt):
+        return error if ranks.is_main else ReportedElsewhere(130)
+    if isinstance(error, PeerFailure) and not ranks.is_main:
+        return ReportedElsewhere(error.exit_code)
+    if isinstance(error, StarError) and not ranks.is_main and not isinstance(error, ReportedElsewhere):
+        error.args = (f"rank {ranks.rank}: {error}",)
+    return error
+
+
+def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[UpscaleRequest, Planned, WeightsPaths | None]:
+    """Everything a single run checks before loading weights, on this rank's device."""
+    request = distributed.rank_device(request, ranks)
+    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite)
+    planned = [(job, *_plan_job(job, request)) for job in jobs]
+    weights = None
+    if request.engine == "star":
+        _check_memory([plan for _, plan, _ in planned], request, processes_here=ranks.local_world)
+        weights = _star_weights(request, console, interactive=False)  # one terminal, many ranks: never ask
+    return request, planned, weights
+
+
+def _same_everywhere(ranks: Ranks, request: UpscaleRequest, planned: Planned) -> None:
+    """Refuse a run whose ranks were given other options or see other inputs (its frames would depend on the rank)."""
+    text = repr(([(job, plan) for job, plan, _ in planned], _frame_settings(request), request.encode, request.engine))
+    digests = distributed.gather(ranks, hashlib.sha256(text.encode()).hexdigest())
+    odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
+    if odd:
+        raise InputError(f"rank {odd[0]} was given other options or sees other input files than rank 0: give every rank the same command and files")
+
+
+def _open_store(request: UpscaleRequest, planned: Planned, ranks: Ranks) -> WindowStore | None:
+    """One video with STAR: rank 0 opens the work folder (clears it, or checks it for --resume); the others attach."""
+    if request.input.is_dir() or request.engine != "star":
+        return None
+    job, plan, _ = planned[0]
+    folder = work_folder(job.dest)
+    if not ranks.is_main:
+        return WindowStore.attach(folder)
+    return WindowStore(folder, fingerprint(job.source, (_frame_settings(request), plan)), resume=request.star.resume)
+
+
+def _run_folder(request: UpscaleRequest, planned: Planned) -> Path:
+    return request.output / FOLDER_RUN if request.input.is_dir() else work_folder(planned[0][0].dest) / "ranks"
+
+
+def _join_run(request: UpscaleRequest, planned: Planned, ranks: Ranks, store: WindowStore | None, console: Console) -> Shared:
+    """Write this rank's card; rank 0 checks that it sees every rank's card, i.e. that the folder is shared."""
+    run = distributed.new_run_id(ranks)
+    folder = _run_folder(request, planned)
+    beat = Heartbeat(folder, Owner(run, ranks.rank))
+    shared = Shared(ranks, folder, beat, RankWatch(folder, run, ranks.world))
+    distributed.agree(ranks, lambda: _start_beat(beat))
+    try:
+        distributed.agree(ranks, lambda: _check_shared(shared))
+    except StarError:
+        beat.stop("failed")
+        beat.path.unlink(missing_ok=True)
+        if ranks.is_main and (store is None or not request.star.resume):
+            shutil.rmtree(folder if store is None else store.folder, ignore_errors=True)
+        else:
+            for empty in (folder, folder.parent) if store is not None else (folder,):
+                _remove_if_empty(empty)
+        raise
+    if ranks.is_main:
+        jobs_frames = sum(plan.num_frames for _, plan, _ in planned)
+        title = planned[0][0].source.name if store is not None else f"{len(planned)} videos"
+        plan = planned[0][1] if store is not None else None
+        shared.progress = _RunProgress(console, request.quiet, title, jobs_frames, store, plan)
+        shared.progress.bar.start()
+    shared.watch_in_background()
+    return shared
+
+
+def _start_beat(beat: Heartbeat) -> None:
+    try:
+        beat.start()
+    except OSError as error:
+        raise InputError(f"cannot write to {beat.path.parent}: {error.strerror or error}") from None
+
+
+def _check_shared(shared: Shared) -> None:
+    if not shared.ranks.is_main:
+        return
+    deadline = time.monotonic() + MARKER_WAIT
+    while (missing := shared.watch.missing()) and time.monotonic() < deadline:
+        time.sleep(POLL)
+    if missing:
+        names = ", ".join(map(str, missing))
+        raise InputError(
+            f"{shared.folder.parent} is not shared by every rank (rank {names} cannot see rank 0's files there): "
+            "put the output on a filesystem every machine mounts at the same path"
+        )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _folder(request: UpscaleRequest, planned: Planned, weights: WeightsPaths | None, shared: Shared, talk: Console) -> None:
+    """This rank's videos of a folder (longest first over the ranks), each written as a single run writes it."""
+    ranks = shared.ranks
+    owners = assign_jobs([job_cost(plan) for _, plan, _ in planned], ranks.world)
+    quiet = replace(request, quiet=True)
+
+    def on_frames(count: int) -> None:
+        shared.beat.progress(frames=count)
+        shared.raise_failure()
+
+    engine: Engine | None = None
+    for (job, plan, writer), owner in zip(planned, owners):
+        if owner != ranks.rank:
+            continue
+        engine = engine or _make_engine(replace(request, quiet=not ranks.is_main or request.quiet), talk, weights)
+        _upscale_one(job, plan, writer, engine, quiet, Console(quiet=True), on_frames)
+        if request.verbose:
+            talk.print(f"rank {ranks.rank}: wrote {job.dest}")
+
+
+class _LazyEngine:
+    """The engine, loaded on the first window this rank claims (a rank with nothing to do loads nothing)."""
+
+    def __init__(self, request: UpscaleRequest, console: Console, weights: WeightsPaths | None) -> None:
+        self.request, self.console, self.weights = request, console, weights
+        self.engine: Engine | None = None
+
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window) -> np.ndarray:
+        self.engine = self.engine or _make_engine(self.request, self.console, self.weights)
+        return self.engine.restore(frames, plan, window)
+
+
+def _claimed_windows(
+    request: UpscaleRequest, job: Job, plan: Plan, engine: _LazyEngine, store: WindowStore, shared: Shared, talk: Console
+) -> Iterator[int]:
+    """Restore and store every window this rank can claim, in order; yields each one's index when stored."""
+    claims = WindowClaims(store.folder / "claims", shared.beat.owner)
+    spans = [(w.start, w.end) for w in plan.windows]
+    for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors), spans):
+        shared.raise_failure()
+        if store.has(frames.index) or not claims.take(frames.index):
+            continue
+        started = time.perf_counter()
+        store.save(frames.index, engine.restore(frames.frames, plan, plan.windows[frames.index]))
+        shared.beat.progress(windows=1, frames=len(frames.pts))
+        if request.verbose:
+            talk.print(f"rank {shared.ranks.rank}: window {frames.index} restored in {time.perf_counter() - started:.1f} s")
+        yield frames.index
+
+
+def _one_video(
+    request: UpscaleRequest, planned: tuple[Job, Plan, VideoWriter], weights: WeightsPaths | None,
+    shared: Shared, store: WindowStore | None, talk: Console,
+) -> None:
+    """Claim and restore windows; rank 0 also joins them in order into the output."""
+    job, plan, writer = planned
+    ranks = shared.ranks
+    engine_request = replace(request, quiet=not ranks.is_main or request.quiet)
+    if store is None:  # an engine without windows: rank 0 runs it as a single run does, the others wait
+        if ranks.is_main:
+            _upscale_one(job, plan, writer, _make_engine(engine_request, talk, weights), replace(request, quiet=True), Console(quiet=True))
+        return
+    worker = _claimed_windows(request, job, plan, _LazyEngine(engine_request, talk, weights), store, shared, talk)
+    if not ranks.is_main:
+        for _ in worker:
+            pass
+        return
+    spans = [(w.start, w.end) for w in plan.windows]
+    joiner = WindowJoiner(spans)
+    with writer:
+        for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors), spans):
+            while not store.has(frames.index):
+                if worker is not None and next(worker, None) is None:
+                    worker = None
+                elif worker is None:
+                    shared.raise_failure()
+                    time.sleep(POLL)
+            window = plan.windows[frames.index]
+            joined, pts = joiner.add(frames.index, store.load(frames.index), frames.pts, np.asarray(window.weights))
+            if pts:
+                writer.write(joined, pts)
+        if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
+            raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
+    for warning in writer.warnings:
+        talk.print(f"[yellow]warning:[/] {warning}")
+    if not request.quiet:
+        talk.print(f"[green]wrote[/] {job.dest}")
+
+
+def _finish(shared: Shared, store: WindowStore | None, jobs: int) -> None:
+    """Rank 0 waits for every rank's own work, then says done; all meet once more; rank 0 clears the bookkeeping."""
+    ranks = shared.ranks
+    shared.beat.mark("finished")
+    if ranks.is_main:
+        shared.wait_until(lambda cards: all(cards.get(r, {}).get("state") in ("finished", "done") for r in range(1, ranks.world)))
+        if shared.progress is not None:
+            shared.progress.show(shared.watch.cards())
+    else:
+        shared.wait_until(lambda cards: cards.get(0, {}).get("state") == "done")
+    shared.close("done")
+    distributed.barrier(ranks)
+    if ranks.is_main:
+        if store is not None:
+            store.remove()
+        else:
+            shutil.rmtree(shared.folder, ignore_errors=True)
+            if shared.progress is not None:
+                shared.progress.bar.console.print(f"[green]wrote[/] {jobs} videos into {shared.folder.parent} ({ranks.world} ranks)")
