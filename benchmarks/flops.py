@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tracker import count_flops  # noqa: E402
 
 from star_cli.models import STARUNet  # noqa: E402
+from star_cli.models.config import STARConfig  # noqa: E402
 from star_cli.pipeline.estimate import estimate  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, make_plan  # noqa: E402
 
@@ -34,15 +35,18 @@ REFERENCE_FORWARD_TFLOP = {(32, 122, 216): 572.0, (32, 90, 160): 258.0}
 
 
 @cache
-def meta_unet() -> STARUNet:
+def meta_unet(config: STARConfig = STARConfig()) -> STARUNet:
     with torch.device("meta"):
-        return STARUNet().to(torch.float16).eval()
+        return STARUNet(**config.to_dict()).to(torch.float16).eval()
 
 
 @cache
-def forward_flops(frames: int, height: int, width: int) -> int:
-    """FLOPs of one UNet forward (batch 1, one guidance branch) on a frames x height x width latent."""
-    model = meta_unet()
+def forward_flops(frames: int, height: int, width: int, config: STARConfig = STARConfig()) -> int:
+    """FLOPs of one UNet forward (batch 1, one guidance branch) on a frames x height x width latent.
+
+    `config` is the model's shape (the released full-size one by default).
+    """
+    model = meta_unet(config)
     shape = (1, 4, frames, height, width)
     x = torch.empty(shape, dtype=torch.float16, device="meta")
     y = torch.empty(1, 77, model.config.context_dim, dtype=torch.float16, device="meta")
@@ -56,10 +60,14 @@ def region_counts(plan: Plan) -> Counter[tuple[int, int, int]]:
     return Counter((c.length, t.height, t.width) for c in plan.chunks for t in plan.tiles)
 
 
+def step_flops(plan: Plan, config: STARConfig = STARConfig()) -> int:
+    """UNet FLOPs of one model step of one guidance branch: every region of every window."""
+    return sum(count * forward_flops(*shape, config) for shape, count in region_counts(plan).items())
+
+
 def plan_flops(plan: Plan) -> int:
     """UNet FLOPs of the whole plan: every region, every model step, every guidance branch."""
-    per_step = sum(count * forward_flops(*shape) for shape, count in region_counts(plan).items())
-    return per_step * plan.options.model_steps * plan.options.guidance_branches
+    return step_flops(plan) * plan.options.model_steps * plan.options.guidance_branches
 
 
 def report(name: str, plan: Plan) -> float:

@@ -49,10 +49,10 @@ from unittest import mock
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLTemporalDecoder
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _models as full_size  # noqa: E402
 from _tracker import GiB, MemoryTracker, largest_direct_bytes, module_bytes, track_memory  # noqa: E402
 
 from star_cli.diffusion.window import sample_window  # noqa: E402
@@ -69,16 +69,6 @@ TARGETS_GIB = {"none": 20.0, "model": 12.0, "sequential": 8.0}
 REFERENCE_PUBLISHED_GB = 39.0
 # MEASUREMENTS.md: the reference UNet's activation peak (GiB), fp16, batch 1.
 REFERENCE_UNET_GIB = {(32, 122, 216): 19.21, (32, 90, 160): 10.51, (16, 122, 216): 9.60, (8, 122, 216): 4.80}
-SVD_VAE = dict(
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    layers_per_block=2,
-    latent_channels=4,
-)
-OPENCLIP_H_TEXT = dict(
-    hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-    vocab_size=49408, max_position_embeddings=77, hidden_act="gelu", projection_dim=1024,
-)
 LATENT_CHANNELS = 4
 
 
@@ -87,29 +77,24 @@ LATENT_CHANNELS = 4
 
 @cache
 def unet(ff_chunk: int | None) -> STARUNet:
-    with META:
-        model = STARUNet().to(FP16).eval()
+    model = full_size.unet(META, FP16)
     model.set_feed_forward_chunk(ff_chunk)
     return model
 
 
 @cache
 def vae(dtype: torch.dtype) -> VideoVAE:
-    # `.to` after building: diffusers creates some parameters with torch.Tensor([...]), on the CPU.
-    with META:
-        model = AutoencoderKLTemporalDecoder(**SVD_VAE)
-    return VideoVAE(model.to(META, dtype))
+    return VideoVAE(full_size.vae(META, dtype))
 
 
 @cache
 def text(dtype: torch.dtype) -> CLIPTextModel:
-    with META:
-        return CLIPTextModel(CLIPTextConfig(**OPENCLIP_H_TEXT)).to(META, dtype).eval()
+    return full_size.text_tower(META, dtype)
 
 
 def meta_engine(unet_model: Callable[..., torch.Tensor] | None = None) -> StarEngine:
     """A StarEngine over the meta models (or a stand-in UNet), as `StarEngine.load` builds it, fp16."""
-    context = torch.zeros(1, 77, OPENCLIP_H_TEXT["hidden_size"], dtype=FP16, device=META)
+    context = torch.zeros(1, 77, full_size.OPENCLIP_H_TEXT["hidden_size"], dtype=FP16, device=META)
     return StarEngine(
         unet=unet(None) if unet_model is None else unet_model,
         vae=vae(FP16),

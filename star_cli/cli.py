@@ -97,6 +97,8 @@ def upscale(
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (denoiser blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3; i2vgenxl only)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its finished windows (refused, with the reason, if weights, options or input changed)."),
+    batch_guidance: str = typer.Option("auto", "--batch-guidance", help="Both guidance passes as one batch: auto (when memory allows), on or off."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet's repeated blocks (slow first window, faster after)."),
     # encoding
     codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),
     crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),

@@ -24,7 +24,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import ftfy
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -52,7 +51,13 @@ def compose_prompt(user_prompt: str = "") -> str:
 
 
 def clean_text(text: str) -> str:
-    """open_clip's cleaning; transformers' CLIPTokenizer only folds whitespace and lower-cases."""
+    """open_clip's cleaning; transformers' CLIPTokenizer only folds whitespace and lower-cases.
+
+    ftfy is imported here, not at the top: code that builds the text tower without
+    tokenising (benchmarks/gpu_bench.py, on machines without ftfy) must not need it.
+    """
+    import ftfy
+
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return re.sub(r"\s+", " ", text).strip().lower()
 
@@ -113,9 +118,12 @@ class TextEncoder:
     """Tokenizer + CLIP text tower producing STAR's (N, 77, hidden) text context."""
 
     def __init__(
-        self, model: CLIPTextModel, tokenizer: CLIPTokenizer, *, final_layer_dropped: bool | None = None
+        self, model: CLIPTextModel, tokenizer: CLIPTokenizer | None, *, final_layer_dropped: bool | None = None
     ) -> None:
-        """`final_layer_dropped=None` decides from the config: a 23-block tower lost its last block."""
+        """`final_layer_dropped=None` decides from the config: a 23-block tower lost its last block.
+
+        Without a tokenizer only `encode_ids` works (benchmarks feed random token ids).
+        """
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         if final_layer_dropped is None:
@@ -145,7 +153,12 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Text context (N, 77, hidden) for each text, in the model's dtype and device."""
-        ids = tokenize(self.tokenizer, texts).to(self.device)
+        return self.encode_ids(tokenize(self.tokenizer, texts))
+
+    @torch.no_grad()
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text context (N, 77, hidden) of token ids (N, 77), as `encode` runs the tower."""
+        ids = ids.to(self.device)
         if self.final_layer_dropped:
             return self.model(input_ids=ids).last_hidden_state
         hidden = self.model(input_ids=ids, output_hidden_states=True).hidden_states[-2]

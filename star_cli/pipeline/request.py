@@ -18,7 +18,7 @@ from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
 from star_cli.pipeline.ranks import parse_devices
 from star_cli.spans import BLEND_MODES
-from star_cli.video.writer import ENCODERS, EncodeOptions
+from star_cli.video.options import ENCODERS, EncodeOptions
 
 ENGINES = ("star", "lanczos")
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -32,6 +32,7 @@ AUTO_CODECS = {".webm": "av1"}
 COLOR_FIXES = ("adain", "wavelet", "none")
 DTYPES = ("fp16", "bf16", "fp32")
 SOLVERS = ("dpmpp_2m_sde", "heun")
+BATCH_GUIDANCE = ("auto", "on", "off")
 
 
 FAST_STEPS = 15
@@ -75,6 +76,8 @@ class StarSettings:
     offload: str = "none"
     vae_group: int = 3
     resume: bool = False
+    batch_guidance: str = "auto"  # cond + uncond as one batch of 2: auto (when it fits), on, off
+    compile: bool = False  # torch.compile the UNet's repeated blocks
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,8 @@ def build_request(
     offload: str,
     vae_group: int,
     resume: bool,
+    batch_guidance: str = "auto",
+    compile: bool = False,
     codec: str,
     crf: int | None,
     preset: str,
@@ -216,6 +221,7 @@ def build_request(
     _choice("offload", offload, OFFLOADS)
     _choice("solver", solver, SOLVERS)
     _choice("codec", codec, CODECS)
+    _choice("batch_guidance", batch_guidance, BATCH_GUIDANCE)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
     if not 2 <= steps <= MAX_STEPS:
@@ -261,6 +267,8 @@ def build_request(
         offload=offload,
         vae_group=vae_group,
         resume=resume,
+        batch_guidance=batch_guidance,
+        compile=compile,
     )
     family.check(star, {k: v for k, v in given.items() if v is not None}, defaults)
     return UpscaleRequest(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from star_cli.hub.layout import MANIFEST, download_command, star_relpath
 from star_cli.pipeline.estimate import Estimate, check_fits
 from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.prefetch import TimedEngine, WriteBehind, prefetched
 from star_cli.pipeline.ranks import Ranks
 from star_cli.pipeline.render import jobs_table, plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
@@ -234,24 +235,29 @@ def _upscale_one(
     """One job; a temporal engine goes window by window through `store` (its work folder).
 
     `on_frames(n)` hears of every n frames written (a distributed run's progress)."""
+    timed = TimedEngine(engine)
     with _progress(console, request.quiet) as progress:
         task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
         with writer:
-            batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
-            if store is None:
-                for batch in batches:
-                    writer.write(engine.restore(batch.frames, plan), batch.pts)
-                    _advance(progress, task, len(batch.pts), on_frames)
-            else:
-                for frames, pts in _restore_windows(batches, plan, engine, store):
-                    writer.write(frames, pts)
-                    _advance(progress, task, len(pts), on_frames)
+            # Decoding runs ahead and encoding behind the engine, each on its own thread (prefetch.py).
+            reader = prefetched(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors))
+            with closing(reader) as batches, WriteBehind(writer.write) as write_behind:
+                if store is None:
+                    for batch in batches:
+                        write_behind.put(timed.restore(batch.frames, plan), batch.pts)
+                        _advance(progress, task, len(batch.pts), on_frames)
+                else:
+                    for frames, pts in _restore_windows(batches, plan, timed, store):
+                        write_behind.put(frames, pts)
+                        _advance(progress, task, len(pts), on_frames)
             if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
                 raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
         for warning in writer.warnings:
             _warner(console)(warning)
     if store is not None:
         store.remove()
+    if request.verbose:
+        console.print(f"{job.source.name}: {timed.report()}")
 
 
 def _warner(console: Console) -> Callable[[str], None]:

@@ -27,26 +27,16 @@ from av.video.reformatter import ColorRange, VideoReformatter
 from star_cli.atomic import atomic_output
 from star_cli.errors import InputError, StarError
 from star_cli.video.colour import MATRICES, PRIMARIES, RANGES, TRANSFERS, code_of, encode_matrix, output_tags
+from star_cli.video.options import ENCODERS, EncodeOptions
 from star_cli.video.probe import VideoInfo
 from star_cli.video.remux import StreamCopier
 
-ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "ffv1": "ffv1"}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # SVT-AV1 presets are numbers (0 slowest .. 13 fastest); these track x264's names by speed.
 _SVT_PRESETS = dict(zip(X264_PRESETS, ("12", "11", "10", "9", "8", "6", "5", "4", "2")))
 _CRF_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (0, 63)}
 # ffv1 is lossless; bgr0 stores our RGB frames bit-exactly (no YUV rounding at all).
 _LOSSLESS_PIX_FMT = "bgr0"
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Video encoding settings; `pix_fmt=None` picks one from the codec, source depth and output size."""
-
-    codec: str = "h264"
-    crf: int = 18
-    preset: str = "medium"
-    pix_fmt: str | None = None
 
 
 def encoder_options(options: EncodeOptions) -> dict[str, str]:

@@ -7,6 +7,7 @@ odd sizes scaled exactly; a folder upscaled into a folder; --dry-run needs no we
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,7 @@ def test_quiet_prints_nothing_and_verbose_prints_the_plan(clip, tmp_path, run_cl
     verbose = run_cli("upscale", clip, "-o", tmp_path / "verbose.mp4", *LANCZOS, "--verbose")
     assert verbose.exit_code == 0, verbose.output
     assert "Upscale plan" in verbose.stderr and "256x192 (x4)" in verbose.stderr and "wrote" in verbose.stderr
+    assert re.search(r"engine compute [\d.]+ s, total [\d.]+ s", verbose.stderr)
 
 
 def test_dry_run_prints_the_plan_and_needs_no_weights(clip, tmp_path, run_cli):

@@ -10,7 +10,7 @@ start), so windows are independent and a resumed run repeats an uninterrupted on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from rich.console import Console
 
 from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.tiled import Region
+from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.errors import StarError
 from star_cli.hub import WeightsPaths
@@ -30,6 +31,13 @@ from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE, to_uint8, to_vae_range
 from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
+from star_cli.pipeline.engines.speedups import (
+    attention_backend,
+    attention_warning,
+    batch_guidance,
+    compile_repeated_blocks,
+    usable_device_bytes,
+)
 from star_cli.pipeline.plan import Padding, Plan, Window
 from star_cli.pipeline.request import StarSettings, solver_mode
 from star_cli.terminal import message
@@ -102,7 +110,22 @@ class StarEngine:
         unet = load_star_unet(checkpoint, dtype=dtype, device="cpu")
         unet.set_feed_forward_chunk(FEED_FORWARD_CHUNK)
         unet = placement.place("unet", unet, streamable=True)
-        return cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype)
+        engine = cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype)
+        engine.prepare(console, quiet=quiet)
+        return engine
+
+    def prepare(self, console: Console, *, quiet: bool = False) -> None:
+        """Compile if asked, and name the attention kernel (with a warning when it is the slow one)."""
+        if self.settings.compile:
+            compile_repeated_blocks(self.unet)
+        config = self.unet.config
+        backend = attention_backend(self.device, self.dtype, config.num_heads, config.head_dim)
+        warning = attention_warning(backend, self.device, self.dtype)
+        if quiet:
+            return
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"attention kernel: {backend}; compile: {'on' if self.settings.compile else 'off'}")
 
     @property
     def device(self) -> torch.device:
@@ -111,6 +134,19 @@ class StarEngine:
     def sampler_settings(self) -> SamplerSettings:
         steps = self.settings.steps
         return SamplerSettings(solver=self.settings.solver, mode=solver_mode(steps), steps=steps, guide_scale=self.settings.guidance)
+
+    def batches_guidance(self, plan: Plan) -> bool:
+        """Whether this plan's guidance passes run as one batch of 2 (see `speedups.batch_guidance`)."""
+        params = sum(p.numel() for p in self.unet.parameters()) + sum(p.numel() for p in self.vae.model.parameters())
+        return batch_guidance(
+            self.settings.batch_guidance,
+            plan,
+            usable_bytes=usable_device_bytes(self.device),
+            dtype_bytes=self.dtype.itemsize,
+            offload=self.placement.offload,
+            vae_group=self.settings.vae_group,
+            model_params=params,
+        )
 
     def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -155,15 +191,21 @@ class StarEngine:
         if window is None:
             raise ValueError("the STAR engine restores plan windows")
         hint = self.encode(frames, plan, window)
+        latents = self.sample(hint, plan, window)
+        return self.decode(latents, frames, plan)
+
+    def sample(self, hint: torch.Tensor, plan: Plan, window: Window, callback: StepCallback | None = None) -> torch.Tensor:
+        """Denoise one window's LR latents (1, 4, F, h, w) chunk x tile by chunk x tile; float32 latents."""
         self.placement.activate("unet")
-        latents = sample_window(
+        settings = replace(self.sampler_settings(), batch_guidance=self.batches_guidance(plan))
+        return sample_window(
             self._denoise,
             hint,
             self.context,
             self.negative_context,
             window_regions(plan, window),
-            self.sampler_settings(),
+            settings,
             seed=self.settings.seed,
             window=window.start,
+            callback=callback,
         )
-        return self.decode(latents, frames, plan)

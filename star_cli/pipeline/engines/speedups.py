@@ -1,0 +1,160 @@
+"""Exact speed-ups of the STAR engine: batched guidance, regional compilation, fused attention.
+
+None of these changes the arithmetic beyond float noise; each only decides how the
+same operations are scheduled on the device.
+
+- Batched guidance runs the conditional and unconditional passes as one batch of 2:
+  one launch of every kernel for both, at twice the UNet's activation memory. `auto`
+  batches when the memory estimate of the batched run fits the memory this process can
+  use on the device (free + already reserved by torch), with a margin for the
+  estimator's error; on a CPU (or an accelerator that does not report its memory) it
+  stays off: nothing is waiting to be filled there.
+- `compile_repeated_blocks` compiles every ResBlock and transformer of the UNet
+  (`ConditionedBlock`s) on its own: "regional" compilation. Blocks of one class share
+  their compiled code, so compiling costs a few distinct graphs instead of one whole
+  UNet, and shapes stay static per chunk x tile (a plan has at most a few).
+- `attention_backend` says which `scaled_dot_product_attention` kernel the UNet's heads
+  get. fp16/bf16 on CUDA must run a fused kernel (flash or memory-efficient); the math
+  fallback materialises every score matrix and is many times slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from star_cli.models.conditioning import ConditionedBlock
+from star_cli.pipeline.estimate import Offload, estimate
+from star_cli.pipeline.plan import Plan
+
+ESTIMATE_MARGIN = 1.15
+"""Batch guidance only when 1.15 x the estimated peak fits: the estimator's target is +-15%."""
+
+COMPILE_RECOMPILE_LIMIT = 64
+"""Compiled variants allowed per block class: widths x region shapes of a plan (torch's default, 8, is too few)."""
+
+FUSED_HALF_BACKENDS = ("flash", "efficient")
+
+
+def usable_device_bytes(device: torch.device) -> int | None:
+    """Bytes this process can still use on `device`: free memory plus torch's cached, unused blocks."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def batch_guidance(
+    mode: str,
+    plan: Plan,
+    *,
+    usable_bytes: int | None,
+    dtype_bytes: int,
+    offload: Offload = "none",
+    vae_group: int = 3,
+    model_params: int | None = None,
+) -> bool:
+    """Whether to run both guidance passes as one batch (`mode`: auto, on or off).
+
+    `usable_bytes` (see `usable_device_bytes`) is measured with the weights already
+    resident, so the estimate's weights are left out of what must fit.
+    """
+    if mode != "auto":
+        return mode == "on"
+    if plan.options.guidance_branches == 1 or usable_bytes is None:
+        return False
+    sizes = {} if model_params is None else {"model_params": model_params}
+    batched = estimate(
+        plan, dtype_bytes=dtype_bytes, offload=offload, vae_group=vae_group, batched_guidance=True, **sizes
+    )
+    need = batched.device_bytes - batched.weights_bytes
+    return need * ESTIMATE_MARGIN <= usable_bytes
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), limit))
+
+
+def compile_repeated_blocks(model: nn.Module, backend: str | Callable = "inductor") -> int:
+    """Compile each ResBlock and transformer of `model` in place (static shapes); returns how many.
+
+    `backend` is torch.compile's: 'inductor' for speed, 'eager'/'aot_eager' to check the capture.
+    """
+    _raise_recompile_limit(COMPILE_RECOMPILE_LIMIT)
+    blocks = [module for module in model.modules() if isinstance(module, ConditionedBlock)]
+    for block in blocks:
+        block.compile(backend=backend, dynamic=False)
+    return len(blocks)
+
+
+def pick_attention_backend(device_type: str, dtype: torch.dtype, *, flash: bool, efficient: bool) -> str:
+    """The SDPA kernel torch will run, from what the device can do (flash first, as torch orders them)."""
+    if device_type != "cuda":
+        return f"{device_type} (torch's own SDPA kernels)"
+    if flash and dtype in (torch.float16, torch.bfloat16):
+        return "flash"
+    if efficient:
+        return "efficient"
+    return "math"
+
+
+def attention_backend(device: torch.device, dtype: torch.dtype, heads: int, head_dim: int) -> str:
+    """Which SDPA kernel the UNet's attention (`heads` x `head_dim`, no mask, no dropout) gets on `device`."""
+    if device.type != "cuda":
+        return pick_attention_backend(device.type, dtype, flash=False, efficient=False)
+    probe = torch.zeros(1, heads, 8, head_dim, device=device, dtype=dtype)
+    params = _sdpa_params(probe)
+    return pick_attention_backend(
+        "cuda",
+        dtype,
+        flash=torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.can_use_flash_attention(params),
+        efficient=torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.can_use_efficient_attention(params),
+    )
+
+
+def fused_attention_error(
+    device: torch.device,
+    dtype: torch.dtype,
+    shapes: Sequence[tuple[int, int, int, int]],
+    backends: Sequence[SDPBackend] = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION),
+) -> str | None:
+    """Run SDPA on (batch, heads, tokens, head_dim) `shapes` with only `backends` allowed.
+
+    None when every shape ran (torch refuses rather than falling back to the math kernel),
+    else torch's reason: the empirical check behind `attention_backend`.
+    """
+    for shape in shapes:
+        q = torch.zeros(shape, device=device, dtype=dtype)
+        try:
+            with sdpa_kernel(list(backends)):
+                F.scaled_dot_product_attention(q, q, q)
+        except RuntimeError as error:
+            return f"{'x'.join(map(str, shape))}: {str(error).splitlines()[0]}"
+    return None
+
+
+def _sdpa_params(q: torch.Tensor) -> object:
+    """torch.backends.cuda.SDPAParams for self-attention on `q` (its signature grew `enable_gqa` in torch 2.5)."""
+    try:
+        return torch.backends.cuda.SDPAParams(q, q, q, None, 0.0, False, False)
+    except TypeError:
+        return torch.backends.cuda.SDPAParams(q, q, q, None, 0.0, False)
+
+
+def attention_warning(backend: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """A one-line warning when half-precision CUDA attention would fall back to the math kernel."""
+    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and backend not in FUSED_HALF_BACKENDS:
+        return (
+            f"attention runs PyTorch's math kernel in {str(dtype).removeprefix('torch.')} on this GPU "
+            "(no flash or memory-efficient kernel applies): expect slow sampling and high memory"
+        )
+    return None

@@ -1,0 +1,162 @@
+"""Exact speed-ups: batched guidance and compiled blocks give the eager, two-pass result; kernel checks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend
+
+from star_cli.diffusion.guidance import guided_v
+from star_cli.diffusion.tiled import grid_regions
+from star_cli.diffusion.window import SamplerSettings, sample_window
+from star_cli.models import STARUNet
+from star_cli.models.blocks import ResBlock
+from star_cli.models.conditioning import Conditioning, ConditionedBlock
+from star_cli.pipeline.engines.speedups import (
+    attention_backend,
+    attention_warning,
+    batch_guidance,
+    compile_repeated_blocks,
+    fused_attention_error,
+    pick_attention_backend,
+)
+from star_cli.pipeline.estimate import GiB, estimate
+from star_cli.pipeline.plan import PlanOptions, make_plan
+from star_cli.testing.weights import TINY_UNET, _randomise_zero_parameters
+
+
+@pytest.fixture(scope="module")
+def unet() -> STARUNet:
+    torch.manual_seed(0)
+    model = STARUNet(**TINY_UNET).eval()
+    _randomise_zero_parameters(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    generator = torch.Generator().manual_seed(1)
+    hint = torch.randn(1, 4, 3, 10, 8, generator=generator)
+    context, negative = torch.randn(2, 1, 77, TINY_UNET["context_dim"], generator=generator)
+    return hint, context, negative
+
+
+def _sample(unet, inputs, batched: bool) -> torch.Tensor:
+    hint, context, negative = inputs
+    regions = grid_regions([(0, 3)], [(0, 10)], [(0, 8)], (3, 10, 8))
+    settings = SamplerSettings(steps=3, mode="normal", batch_guidance=batched)
+
+    def denoise(x, t, y, h):
+        with torch.no_grad():
+            return unet(x, t, y, hint=h)
+
+    return sample_window(denoise, hint, context, negative, regions, settings, seed=0)
+
+
+def test_batched_guidance_equals_two_passes_on_the_real_unet(unet, inputs):
+    hint, context, negative = inputs
+    x_t = torch.randn(hint.shape, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([700])
+
+    def denoise(x, steps, y, h):
+        with torch.no_grad():
+            return unet(x, steps, y, hint=h)
+
+    one_call = {
+        batched: guided_v(denoise, x_t, t, context, negative, hint, scale=7.5, rescale=0.2, batched=batched)
+        for batched in (True, False)
+    }
+    torch.testing.assert_close(one_call[True], one_call[False], rtol=0, atol=1e-5)
+    # three solver steps compound the float noise of each call (values up to the first sigma)
+    torch.testing.assert_close(_sample(unet, inputs, True), _sample(unet, inputs, False), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_batches_guidance_only_when_the_estimate_fits_with_its_margin():
+    plan = make_plan(72, 240, 426, PlanOptions())
+    batched = estimate(plan, batched_guidance=True)
+    need = batched.device_bytes - batched.weights_bytes
+    fits = dict(plan=plan, dtype_bytes=2)
+    assert batch_guidance("auto", usable_bytes=int(need * 1.2), **fits)
+    assert not batch_guidance("auto", usable_bytes=int(need * 1.1), **fits)
+    assert not batch_guidance("auto", usable_bytes=None, **fits)  # CPU: nothing to fill
+    assert batch_guidance("on", usable_bytes=None, **fits)
+    assert not batch_guidance("off", usable_bytes=1000 * GiB, **fits)
+    single = make_plan(72, 240, 426, PlanOptions(guidance_branches=1))
+    assert not batch_guidance("auto", single, usable_bytes=1000 * GiB, dtype_bytes=2)
+
+
+def test_compile_wraps_every_repeated_block_once_per_shape_and_matches_eager():
+    torch.manual_seed(0)
+    blocks = nn.ModuleList([ResBlock(32, 128), nn.Identity(), ResBlock(32, 128)]).eval()
+    cond = Conditioning(torch.randn(1, 128), torch.randn(1, 77, 8), frames=2)
+    x = torch.randn(2, 32, 6, 8)
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            return blocks[2](blocks[0](x, cond), cond)
+
+    eager = run()
+    graphs: list[int] = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(len(graph_module.graph.nodes))
+        return graph_module.forward
+
+    assert compile_repeated_blocks(blocks, backend=counting_backend) == 2
+    assert all(block._compiled_call_impl is not None for block in (blocks[0], blocks[2]))
+    torch.testing.assert_close(run(), eager, rtol=0, atol=1e-5)
+    assert len(graphs) == 1  # the second block of the same class and shapes reuses the first one's graph
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STAR_TEST_INDUCTOR"),
+    reason="inductor compiles the tiny UNet in about 160 s on a shared 2-core CPU; set STAR_TEST_INDUCTOR=1",
+)
+def test_inductor_compiled_unet_matches_eager_within_1e_5(unet, inputs):
+    hint, context, _ = inputs
+    t = torch.tensor([500])
+    with torch.no_grad():
+        eager = unet(hint, t, context, hint)
+    compile_repeated_blocks(unet)
+    try:
+        with torch.no_grad():
+            compiled = unet(hint, t, context, hint)
+    finally:
+        for block in unet.modules():
+            if isinstance(block, ConditionedBlock):
+                block._compiled_call_impl = None
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "flash", "efficient", "expected"),
+    [
+        ("cuda", torch.float16, True, True, "flash"),
+        ("cuda", torch.bfloat16, False, True, "efficient"),
+        ("cuda", torch.float16, False, False, "math"),
+        ("cuda", torch.float32, True, True, "efficient"),  # flash has no fp32 kernel
+        ("cuda", torch.float32, False, False, "math"),
+    ],
+)
+def test_attention_backend_prefers_flash_then_memory_efficient(device, dtype, flash, efficient, expected):
+    assert pick_attention_backend(device, dtype, flash=flash, efficient=efficient) == expected
+
+
+def test_only_half_precision_cuda_on_the_math_kernel_is_warned_about():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert "math kernel" in attention_warning("math", cuda, torch.float16)
+    assert attention_warning("math", cuda, torch.float32) is None
+    assert attention_warning("flash", cuda, torch.bfloat16) is None
+    assert attention_warning(attention_backend(cpu, torch.float16, 8, 64), cpu, torch.float16) is None
+    assert attention_backend(cpu, torch.float32, 8, 64).startswith("cpu")
+
+
+def test_the_fused_attention_probe_runs_the_kernels_or_says_why_not():
+    cpu = torch.device("cpu")
+    shapes = [(1, 2, 40, 64), (16, 2, 4, 64)]  # spatial-like and temporal-like
+    assert fused_attention_error(cpu, torch.float32, shapes) is None  # CPU has a fused flash kernel
+    reason = fused_attention_error(cpu, torch.float32, shapes, backends=[SDPBackend.EFFICIENT_ATTENTION])
+    assert reason is not None and reason.startswith("1x2x40x64: ")
