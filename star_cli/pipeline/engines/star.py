@@ -23,7 +23,7 @@ from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.errors import StarError
-from star_cli.hub import WeightsPaths
+from star_cli.hub.layout import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
 from star_cli.models.loading import load_star_unet
