@@ -74,7 +74,7 @@ def upscale(
     chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW, e.g. 720x1280."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="auto (default: whole frames when memory allows), none, or the largest tile HxW, e.g. 720x1280."),
     window_chunks: int = typer.Option(4, "--window-chunks", help="Chunks denoised together; memory grows with it."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
@@ -91,6 +91,7 @@ def upscale(
     dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, fp32 elsewhere)."),
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (UNet blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3)."),
+    quantize: str = typer.Option("round", help="round (nearest level) or truncate (the reference's) to 8 bits."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
     # encoding
     codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),

@@ -33,11 +33,17 @@ from star_cli.errors import InputError
 from star_cli.spans import BLEND_MODES, SOFT_BLEND_MODES, BlendMode, balanced_spans, reference_spans, span_weights
 
 VAE_FACTOR = 8
+VAE_TILE_OVERLAP = 16
+"""Latent px shared by neighbouring VAE tiles (star_cli.models.vae's default overlap)."""
 REFERENCE_CANVAS = (720, 1280)  # STAR's pad_to_fit "BEST_H, BEST_W"
 REFERENCE_PAD_VALUE = 1.0  # in [-1, 1]: white
 MAX_SCALE = 8.0
 CanvasPolicy = Literal["minimal", "reference"]
 CANVAS_POLICIES: tuple[str, ...] = ("minimal", "reference")
+AUTO_TILES = "auto"
+TileSize = tuple[int, int] | None | Literal["auto"]
+"""UNet tile in output pixels (height, width); None: whole canvas; 'auto': decided from memory
+(star_cli.pipeline.tiling; without a memory figure, the whole canvas)."""
 
 
 def is_valid_latent_height(h: int) -> bool:
@@ -77,12 +83,14 @@ class PlanOptions:
     - canvas 'minimal': pad to the smallest valid size by edge replication (the reference
       pads with white to 720x1280, which can double the work on small targets and puts a
       hard white edge beside the picture).
-    - tile_size 720x1280 (latent 90x160), the size the model was trained around; a larger
-      canvas is split into the fewest tiles of at most this size, each shrunk to the
-      smallest valid size that still covers the canvas with the overlap. On the
-      reference's 976x1728 canvas that gives 4 tiles of 592x960 costing about 17.9 TFLOP
-      per frame together, like the untiled frame (attention is quadratic in tile area;
-      see estimate.py), with a third of its activation memory.
+    - tile_size 'auto': the whole canvas in one pass, as the reference does, whenever the
+      memory estimate says it fits; otherwise the largest tiles that fit
+      (star_cli.pipeline.tiling). Tiles change the result (every tile normalises and
+      attends on its own), so they are a memory fallback, not a default. A fixed size
+      splits the canvas into the fewest tiles of at most that size, each shrunk to the
+      smallest valid size that still covers the canvas with the overlap.
+    - vae_tile, vae_encode_tile None: the VAE decodes and encodes whole frames (the
+      reference's); latent sizes when 'auto' tiling found a whole frame too large.
     - tile_overlap 128 px (16 latent px): two cells of the UNet's coarsest level, a
       feathered seam wide enough for per-step joins (MultiDiffusion-style).
     - window_chunks 4: the engine holds at most ~4 chunks of frames (<= 104 frames at
@@ -97,12 +105,14 @@ class PlanOptions:
     chunk_overlap: int = 8
     blend: BlendMode = "cosine"
     canvas: CanvasPolicy = "minimal"
-    tile_size: tuple[int, int] | None = (720, 1280)
+    tile_size: TileSize = AUTO_TILES
     tile_overlap: int = 128
     tile_blend: BlendMode = "cosine"
     window_chunks: int | None = 4
     model_steps: int = 14
     guidance_branches: int = 2
+    vae_tile: int | None = None
+    vae_encode_tile: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -157,8 +167,13 @@ def _validate(o: PlanOptions) -> None:
         raise InputError(f"tile blend must be {' or '.join(map(repr, SOFT_BLEND_MODES))}, got {o.tile_blend!r}")
     if o.canvas not in CANVAS_POLICIES:
         raise InputError(f"canvas must be one of {', '.join(CANVAS_POLICIES)}, got {o.canvas!r}")
-    if o.tile_size is not None:
+    if o.tile_size is not None and o.tile_size != AUTO_TILES:
         _check_tile_size(o.tile_size, o.tile_overlap)
+    elif o.tile_overlap % VAE_FACTOR or o.tile_overlap < 0:
+        raise InputError(f"tile overlap {o.tile_overlap} must be a non-negative multiple of {VAE_FACTOR} px")
+    for name, tile in (("VAE decode", o.vae_tile), ("VAE encode", o.vae_encode_tile)):
+        if tile is not None and tile <= 2 * VAE_TILE_OVERLAP:
+            raise InputError(f"{name} tile must be more than {2 * VAE_TILE_OVERLAP} latent px, got {tile}")
     if o.window_chunks is not None and o.window_chunks < 1:
         raise InputError(f"window size must be at least 1 chunk, got {o.window_chunks}")
     if o.model_steps < 1 or o.guidance_branches not in (1, 2):
@@ -251,6 +266,7 @@ class Plan:
     shots: tuple[tuple[int, int], ...]
     windows: tuple[Window, ...]
     tiles: tuple[Tile, ...]
+    tiling: str = ""  # why the canvas is (not) tiled, when memory decided it (--dry-run shows it)
 
     @property
     def chunks(self) -> tuple[Chunk, ...]:
@@ -353,7 +369,8 @@ def _shot_windows(shot: tuple[int, int], o: PlanOptions) -> list[Window]:
 
 
 def _tiles(canvas: Canvas, o: PlanOptions) -> tuple[Tile, ...]:
-    tile_h, tile_w = (None, None) if o.tile_size is None else (s // VAE_FACTOR for s in o.tile_size)
+    fixed = o.tile_size not in (None, AUTO_TILES)
+    tile_h, tile_w = (s // VAE_FACTOR for s in o.tile_size) if fixed else (None, None)
     overlap = o.tile_overlap // VAE_FACTOR
     rows = balanced_spans(canvas.latent_height, tile_h, overlap, valid_latent_height)
     cols = balanced_spans(canvas.latent_width, tile_w, overlap, valid_latent_width)

@@ -64,6 +64,10 @@ def _tiles_text(plan: Plan) -> str:
     )
 
 
+def _vae_text(tile: int | None) -> str:
+    return "whole frames" if tile is None else f"in {tile * VAE_FACTOR} px tiles"
+
+
 def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str) -> Table:
     o = plan.options
     table = Table(title="Upscale plan", show_header=False)
@@ -84,6 +88,9 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     per = "all chunks of a shot" if o.window_chunks is None else f"up to {o.window_chunks} chunks"
     table.add_row("Windows", f"{len(plan.windows)} of up to {max(lengths)} frames ({per}), {o.blend} cross-fade")
     table.add_row("Tiles", _tiles_text(plan))
+    table.add_row("VAE", f"encode {_vae_text(o.vae_encode_tile)} (fp32), decode {_vae_text(o.vae_tile)}")
+    if plan.tiling:
+        table.add_row("Tiling", plan.tiling)
     table.add_row(
         "UNet evaluations",
         f"{plan.unet_evaluations} ({len(plan.chunks)} chunks x {len(plan.tiles)} tiles x "
@@ -99,7 +106,8 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     table.add_row(
         "GPU memory",
         f"about {_gib(est.device_bytes)} (weights {_gib(est.weights_bytes)}, UNet activations "
-        f"{_gib(est.activation_bytes)}, VAE decode {_gib(est.vae_bytes)}, latents {_gib(est.latent_bytes)})",
+        f"{_gib(est.activation_bytes)}, VAE encode {_gib(est.vae_encode_bytes)} / decode "
+        f"{_gib(est.vae_decode_bytes)}, latents {_gib(est.latent_bytes)})",
     )
     host = f"about {_gib(est.host_bytes)} (frames {_gib(est.frame_bytes)}, runtime {_gib(HOST_RUNTIME_BYTES)}"
     if est.offloaded_bytes:

@@ -13,7 +13,7 @@ from typing import get_args
 
 from star_cli.errors import InputError
 from star_cli.pipeline.estimate import Offload
-from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
+from star_cli.pipeline.plan import AUTO_TILES, CanvasPolicy, PlanOptions
 from star_cli.spans import BLEND_MODES
 from star_cli.video.writer import ENCODERS, EncodeOptions
 
@@ -29,6 +29,7 @@ AUTO_CODECS = {".webm": "av1"}
 COLOR_FIXES = ("adain", "wavelet", "none")
 DTYPES = ("fp16", "bf16", "fp32")
 SOLVERS = ("dpmpp_2m_sde", "heun")
+QUANTIZE_MODES = ("round", "truncate")
 
 
 FAST_STEPS = 15
@@ -67,6 +68,7 @@ class StarSettings:
     dtype: str | None = None
     offload: str = "none"
     vae_group: int = 3
+    quantize: str = "round"
     resume: bool = False
 
 
@@ -105,7 +107,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """'720x1280' -> (720, 1280): height x width in pixels."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
     if not match:
-        raise InputError(f"--tile-size must look like HEIGHTxWIDTH, e.g. 720x1280, got '{text}'")
+        raise InputError(f"--tile-size must be auto, none or HEIGHTxWIDTH, e.g. 720x1280, got '{text}'")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -151,6 +153,7 @@ def build_request(
     offload: str,
     vae_group: int,
     resume: bool,
+    quantize: str = "round",
     codec: str,
     crf: int | None,
     preset: str,
@@ -167,6 +170,7 @@ def build_request(
     _choice("offload", offload, OFFLOADS)
     _choice("solver", solver, SOLVERS)
     _choice("codec", codec, CODECS)
+    _choice("quantize", quantize, QUANTIZE_MODES)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
     if steps < 2:
@@ -181,7 +185,9 @@ def build_request(
     if chunk_overlap is not None:
         plan_fields["chunk_overlap"] = chunk_overlap
     if tile_size is not None:
-        plan_fields["tile_size"] = None if tile_size.strip().lower() == "none" else parse_size(tile_size)
+        named = {"none": None, "auto": AUTO_TILES}
+        text = tile_size.strip().lower()
+        plan_fields["tile_size"] = named[text] if text in named else parse_size(tile_size)
     plan_fields["guidance_branches"] = 1 if guidance == 1 else 2
     plan_fields["model_steps"] = model_calls(solver, steps)
     encode_fields = dict(codec=codec, preset=preset, pix_fmt=pix_fmt)
@@ -200,6 +206,7 @@ def build_request(
         dtype=dtype,
         offload=offload,
         vae_group=vae_group,
+        quantize=quantize,
         resume=resume,
     )
     return UpscaleRequest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +35,7 @@ from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.video.probe import probe
 from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
@@ -118,14 +120,26 @@ def _device_memory(request: UpscaleRequest) -> int | None:
     return device_memory(resolve_device(request.star.device))
 
 
-def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
+def _memory_budget(request: UpscaleRequest) -> MemoryBudget:
+    """The memory `--tile-size auto` plans against, and how the run will use it."""
+    star = request.star
+    params = weights_parameters(resolve_weights_dir(star.weights_dir), star.checkpoint)
+    return MemoryBudget(
+        _device_memory(request), host_memory_available(), _run_dtype_bytes(request), star.offload, star.vae_group, params
+    )
+
+
+def _plan_job(job: Job, request: UpscaleRequest, budget: MemoryBudget | None) -> tuple[Plan, VideoWriter]:
     """Probe and plan one job, and set up (not open) its writer, so bad settings fail before any engine runs."""
     info = probe(job.source, ignore_errors=request.ignore_errors)
     # A damaged file may hold packets that decode to nothing: plan the frames the reader will yield.
     frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
     temporal = request.engine == "star"
     cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
-    plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    if budget is None:
+        plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    else:
+        plan = plan_tiles(frames, info.height, info.width, request.plan, budget, scene_cuts=cuts)
     out_h, out_w = plan.output_size
     return plan, VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
 
@@ -158,7 +172,8 @@ def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
 def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     """Upscale every job of `request`; the engine (and its weights) is loaded once."""
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
-    planned = [(job, *_plan_job(job, request)) for job in jobs]
+    budget = _memory_budget(request) if request.engine == "star" else None
+    planned = [(job, *_plan_job(job, request, budget)) for job in jobs]
     report = Console() if request.dry_run else console
     for job, plan, _ in planned:
         if request.dry_run or request.verbose:
@@ -180,7 +195,7 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
 def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console) -> None:
     store = None
     if engine.temporal:
-        run_id = fingerprint(job.source, (_frame_settings(request), plan))
+        run_id = fingerprint(job.source, (_frame_settings(request), replace(plan, tiling="")))  # the note holds memory figures
         store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
     with _progress(console, request.quiet) as progress:
         task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
@@ -205,7 +220,7 @@ def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, requ
 def _frame_settings(request: UpscaleRequest) -> tuple:
     """The STAR settings that change output frames (not --resume, not the device's name)."""
     star = request.star
-    return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
+    return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group, star.quantize)
 
 
 def _restore_windows(
