@@ -146,7 +146,9 @@ class VideoVAE:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std (1, C, H/8, W/8) of the posterior of one frame (1, 3, H, W), unscaled."""
         _check_tile_options(tile, tile_overlap)
-        return self._encode_frame(frame.to(device=self.device, dtype=self.dtype), tile, tile_overlap)
+        # Contiguous NCHW: a channels-last canvas changed the fixture VAE's posterior mean by up to 5.8.
+        frame = frame.to(device=self.device, dtype=self.dtype).contiguous()
+        return self._encode_frame(frame, tile, tile_overlap)
 
     def _encode_frame(
         self, frame: torch.Tensor, tile: int | None, tile_overlap: int
@@ -192,7 +194,7 @@ class VideoVAE:
         Yielding per group lets a caller move or write frames before the next group.
         """
         _check_decode_options(group, tile, tile_overlap)
-        z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor
+        z = latents.to(device=self.device, dtype=self.dtype).contiguous() / self.scaling_factor
         for start in range(0, z.shape[0], group):
             with self._decode_precision():
                 pixels = self._decode_group(z[start : start + group], tile, tile_overlap)
@@ -252,7 +254,7 @@ def to_vae_range(frames: np.ndarray, device: torch.device | str = "cpu") -> torc
     In the reference's operation order (`to_tensor`'s x / 255, then (x - 0.5) / 0.5), so the
     values are bit-identical to its preprocessing.
     """
-    unit = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 255
+    unit = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).contiguous().float() / 255
     return (unit - 0.5) / 0.5
 
 

@@ -64,6 +64,14 @@ def resize_frames(frames: torch.Tensor, plan: Plan) -> torch.Tensor:
     return F.interpolate(frames, size=plan.output_size, mode="bilinear", align_corners=False)
 
 
+def finish_frames(canvas: torch.Tensor, frames: np.ndarray, plan: Plan, color_fix: str) -> torch.Tensor:
+    """Decoded canvas frames (g, 3, H, W) -> the picture cropped out and colour-fixed against its LR `frames`."""
+    out_h, out_w = plan.output_size
+    top, left = plan.canvas.padding.top, plan.canvas.padding.left
+    pixels = canvas[:, :, top : top + out_h, left : left + out_w]
+    return apply_color_fix(color_fix, pixels, to_vae_range(frames, pixels.device))
+
+
 def _encode_prompts(weights: WeightsPaths, prompt: str, placement: Placement) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive, negative) float32 contexts from the float32 text encoder, which is freed before returning.
 
@@ -156,23 +164,19 @@ class StarEngine:
             self.vae.encode(frame, noise=lambda _, mean, k=k: noise.posterior(k, mean), tile=plan.options.vae_encode_tile)
             for k, frame in enumerate(canvas)
         ]
-        return torch.cat(latents).float().permute(1, 0, 2, 3).unsqueeze(0)
+        return torch.cat(latents).float().permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
     @torch.no_grad()
     def iter_decode(self, latents: torch.Tensor, frames: np.ndarray, plan: Plan) -> Iterator[torch.Tensor]:
         """Decode (1, 4, F, h, w) latents group by group: colour-fixed float32 frames (g, 3, H, W) in [-1, 1]."""
         self.placement.activate("vae")
-        out_h, out_w = plan.output_size
-        top, left = plan.canvas.padding.top, plan.canvas.padding.left
         done = 0
         groups = self.vae.iter_decode(latents[0].permute(1, 0, 2, 3), group=self.settings.vae_group, tile=plan.options.vae_tile)
         for pixels in groups:
             if not torch.isfinite(pixels).all():
                 raise StarError("the VAE decode produced NaN/inf values; try --dtype bf16 or --dtype fp32")
-            pixels = pixels[:, :, top : top + out_h, left : left + out_w]
             count = len(pixels)
-            reference = to_vae_range(frames[done : done + count], pixels.device)
-            yield apply_color_fix(self.settings.color_fix, pixels, reference)
+            yield finish_frames(pixels, frames[done : done + count], plan, self.settings.color_fix)
             done += count
 
     def sample(self, hint: torch.Tensor, plan: Plan, window: Window, noise: NoiseSource) -> torch.Tensor:
