@@ -165,7 +165,9 @@ def _run_job(root: Path, job: _Job, progress: Progress, keep_original: bool) -> 
     progress.update(task, description=f"{name}: converting to fp16 safetensors")
     from star_cli.hub.convert import convert_star_checkpoint  # torch: only when there is something to convert
 
-    convert_star_checkpoint(target, dest, config=job.component.config, source_sha256=sha256)
+    dropped = convert_star_checkpoint(target, dest, config=job.component.config, source_sha256=sha256)
+    if dropped:
+        progress.console.print(f"[yellow]warning:[/] {name}: ignored {len(dropped)} unexpected tensors ({', '.join(dropped[:5])})")
     records = {job.file.dest: FileRecord(dest.stat().st_size, sha256_file(dest))}
     if keep_original:
         records[job.fetch_relpath] = FileRecord(job.remote.size, sha256)
