@@ -42,10 +42,7 @@ from star_cli.errors import InputError, StarError
 from star_cli.spans import balanced_spans, span_weights
 
 DEFAULT_GROUP = 3
-DEFAULT_TILE = 64
 DEFAULT_TILE_OVERLAP = 16
-DEFAULT_ENCODE_TILE = 256
-"""Latent px (2048 px) of an encode tile when the caller asks for tiles and names no size."""
 
 PosteriorNoise = Callable[[int, torch.Tensor], torch.Tensor]
 """noise(frame index, mean) -> unit normal noise shaped like mean: where a posterior sample's randomness comes from."""
