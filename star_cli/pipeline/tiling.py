@@ -19,7 +19,7 @@ The estimate (star_cli.pipeline.estimate) is the only judge of "fits".
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from star_cli.pipeline.estimate import GiB, Estimate, Offload, estimate, flops_per_frame
@@ -101,11 +101,11 @@ def _vae_candidates(canvas: Canvas) -> list[int | None]:
     return [None, *(t for t in VAE_TILE_CANDIDATES if t < longest)]
 
 
-def _first_fitting(options: Sequence[PlanOptions], build, budget: MemoryBudget, limit: int) -> tuple[Plan, bool]:
-    """The first plan built from `options` that fits `limit`, else the last one (and False)."""
-    plan = None
-    for option in options:
-        plan = build(option)
+def _first_fitting(
+    options: Sequence[PlanOptions], build: Callable[[PlanOptions], Plan], budget: MemoryBudget, limit: int
+) -> tuple[Plan, bool]:
+    """The first plan built from `options` (never empty) that fits `limit`, else the last one (and False)."""
+    for plan in map(build, options):
         if budget.need(plan) <= limit:
             return plan, True
     return plan, False
