@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -117,11 +118,20 @@ def unet_cost(fixtures: Path, tensors: dict) -> None:
     print(f"{'':44s} FLOPs of the tiles: {ratio:.2f} x the whole latent's (full-size model estimate)")
 
 
+def default_fixtures() -> Path | None:
+    """$STAR_FIXTURES, else the nearest shared/fixtures above this file (as tests/conftest.py finds it)."""
+    if os.environ.get("STAR_FIXTURES"):
+        return Path(os.environ["STAR_FIXTURES"])
+    return next((p / "shared" / "fixtures" for p in Path(__file__).resolve().parents if (p / "shared" / "fixtures").is_dir()), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+    parser.add_argument("--fixtures", type=Path, default=default_fixtures(), help="the shared/fixtures folder")
     parser.add_argument("--skip-unet", action="store_true")
     args = parser.parse_args()
+    if args.fixtures is None:
+        parser.error("no shared/fixtures folder found: pass --fixtures or set STAR_FIXTURES")
     torch.set_num_threads(2)
     tensors, vae = load(args.fixtures)
     decode_cost(tensors, vae)

@@ -177,7 +177,8 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
     report = Console() if request.dry_run else console
     for job, plan, _ in planned:
         if request.dry_run or request.verbose:
-            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
+            est = budget.estimate(plan) if budget is not None else _estimate(plan, request)
+            report.print(plan_summary(plan, est, source=job.source, engine=request.engine))
     if request.dry_run:
         return
     weights = None
