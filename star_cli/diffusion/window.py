@@ -73,9 +73,9 @@ def noised_hint(
     hint: torch.Tensor, settings: SamplerSettings, noise: NoiseSource, schedule: NoiseSchedule | None = None
 ) -> torch.Tensor:
     """The LR latent diffused to t_max (VP: alpha*z + sigma*noise), the noise from `noise.start`."""
-    noise = noise.start(tuple(hint.shape), hint.device)
+    drawn = noise.start(tuple(hint.shape), hint.device)
     t_start = torch.full((hint.shape[0],), settings.t_max, dtype=torch.long, device=hint.device)
-    return q_sample(hint.float(), t_start, noise, schedule)
+    return q_sample(hint.float(), t_start, drawn, schedule)
 
 
 def sample_window(
@@ -124,7 +124,5 @@ def sample_window(
     if settings.solver == "heun":
         return sample_heun(x0_fn, x, sigmas, callback=callback)
     positive = sigmas[sigmas > 0]
-    noise_sampler = (
-        noise.sde(x, positive.min().item(), positive.max().item()) if settings.eta > 0 else None
-    )
+    noise_sampler = noise.sde(x, positive.min().item(), positive.max().item()) if settings.eta > 0 else None
     return sample_dpmpp_2m_sde(x0_fn, x, sigmas, eta=settings.eta, noise_sampler=noise_sampler, callback=callback)
