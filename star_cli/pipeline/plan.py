@@ -83,14 +83,10 @@ class PlanOptions:
     - canvas 'minimal': pad to the smallest valid size by edge replication (the reference
       pads with white to 720x1280, which can double the work on small targets and puts a
       hard white edge beside the picture).
-    - tile_size 'auto': the whole canvas in one pass, as the reference does, whenever the
-      memory estimate says it fits; otherwise the largest tiles that fit
-      (star_cli.pipeline.tiling). Tiles change the result (every tile normalises and
-      attends on its own), so they are a memory fallback, not a default. A fixed size
-      splits the canvas into the fewest tiles of at most that size, each shrunk to the
-      smallest valid size that still covers the canvas with the overlap.
-    - vae_tile, vae_encode_tile None: the VAE decodes and encodes whole frames (the
-      reference's); latent sizes when 'auto' tiling found a whole frame too large.
+    - tile_size 'auto': the whole canvas, as the reference, unless memory forces tiles
+      (star_cli.pipeline.tiling: tiles change the result). A fixed size gives the fewest
+      tiles of at most that size, each shrunk to the smallest valid covering size.
+    - vae_tile, vae_encode_tile None: whole VAE frames (latent sizes when 'auto' tiles).
     - tile_overlap 128 px (16 latent px): two cells of the UNet's coarsest level, a
       feathered seam wide enough for per-step joins (MultiDiffusion-style).
     - window_chunks 4: the engine holds at most ~4 chunks of frames (<= 104 frames at
