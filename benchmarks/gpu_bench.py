@@ -58,6 +58,7 @@ from _card import card_name, card_peak, device_peak, host_rss, reset_peak, sync 
 from _tracker import count_flops  # noqa: E402
 from flops import forward_flops  # noqa: E402
 
+from star_cli.diffusion.noise import SeededNoise  # noqa: E402
 from star_cli.models.attention import MAX_BATCH_HEADS  # noqa: E402
 from star_cli.models.config import STARConfig  # noqa: E402
 from star_cli.models.text import TextEncoder  # noqa: E402
@@ -214,15 +215,16 @@ def run_policy(
     # VAE encode: one frame to warm up, then `vae_frames` timed.
     reset_peak(device)
     started = time.perf_counter()
-    engine.encode(frames[:1], plan, window)
+    noise = SeededNoise(engine.settings.seed, window.start)
+    engine.encode(frames[:1], plan, noise)
     sync(device)
     warmup = time.perf_counter() - started
     started = time.perf_counter()
-    encoded = engine.encode(frames[:vae_frames], plan, window)
+    encoded = engine.encode(frames[:vae_frames], plan, noise)
     sync(device)
     per_frame = (time.perf_counter() - started) / vae_frames
     record["encode"] = stage(per_frame, vae_frames, frames_all, warmup, encode_flops, peak)
-    record["encode"] |= memory(device_peak(device), weights + est.vae_bytes + est.latent_bytes)
+    record["encode"] |= memory(device_peak(device), weights + est.vae_encode_bytes + est.latent_bytes)
     log(f"  encode  {record['encode']['per_unit_s'] * 1e3:8.1f} ms/frame, warm-up {warmup:.2f} s")
 
     repeats = -(-window.length // vae_frames)
@@ -239,7 +241,7 @@ def run_policy(
 
     reset_peak(device)
     started = time.perf_counter()
-    latents = engine.sample(hint, plan, window, callback=on_step)
+    latents = engine.sample(hint, plan, window, noise, callback=on_step)
     sync(device)
     durations = np.diff([started, *stamps])
     steady = float(durations[1:].mean()) if len(durations) > 1 else float(durations[0])
@@ -260,17 +262,19 @@ def run_policy(
     group = engine.settings.vae_group
     reset_peak(device)
     started = time.perf_counter()
-    engine.decode(latents[:, :, :group], frames[:group], plan)
+    for _ in engine.iter_decode(latents[:, :, :group], frames[:group], plan):
+        pass
     sync(device)
     warm_group = time.perf_counter() - started
     started = time.perf_counter()
-    engine.decode(latents[:, :, :vae_frames], frames[:vae_frames], plan)
+    for _ in engine.iter_decode(latents[:, :, :vae_frames], frames[:vae_frames], plan):
+        pass
     sync(device)
     per_frame = (time.perf_counter() - started) / vae_frames
     # the warm-up unit was a whole group: its extra time is what it took beyond `group` steady frames
     warmup = warm_group - (min(group, window.length) - 1) * per_frame
     record["decode"] = stage(per_frame, vae_frames, frames_all, warmup, decode_flops // group, peak)
-    record["decode"] |= memory(device_peak(device), weights + est.latent_bytes + est.vae_bytes)
+    record["decode"] |= memory(device_peak(device), weights + est.latent_bytes + est.vae_decode_bytes)
     log(f"  decode  {record['decode']['per_unit_s'] * 1e3:8.1f} ms/frame")
     del latents, hint
 

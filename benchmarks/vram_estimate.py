@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _models as full_size  # noqa: E402
 from _tracker import GiB, MemoryTracker, largest_direct_bytes, module_bytes, track_memory  # noqa: E402
 
+from star_cli.diffusion.noise import SeededNoise  # noqa: E402
 from star_cli.diffusion.window import sample_window  # noqa: E402
 from star_cli.models import STARUNet  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
@@ -140,7 +141,7 @@ def encode_peak(plan: Plan, window: Window) -> int:
     """`StarEngine.encode` of a whole window: per-frame resize, pad and VAE encode."""
     engine = meta_engine()
     with track_memory(engine.vae.model) as tracker:
-        engine.encode(source_frames(plan, window.length), plan, window)
+        engine.encode(source_frames(plan, window.length), plan, SeededNoise(0, window.start))
     return tracker.peak.bytes
 
 
@@ -157,7 +158,8 @@ def decode_peak(plan: Plan, window: Window, groups: int = 2) -> int:
     with track_memory(engine.vae.model) as tracker:
         hint = window_latent(plan, window)  # StarEngine.restore still holds it while decoding
         latents = window_latent(plan, window)
-        engine.decode(latents[:, :, :count], source_frames(plan, count), plan)
+        for _ in engine.iter_decode(latents[:, :, :count], source_frames(plan, count), plan):
+            pass
         del hint
     return tracker.peak.bytes
 
@@ -198,7 +200,7 @@ def run_sampler(plan: Plan, eta: float = 1.0) -> SamplerRun:
         stand_in.tracker = tracker
         hint = window_latent(plan, window)
         regions = window_regions(plan, window)
-        sample_window(engine._denoise, hint, engine.context, engine.negative_context, regions, settings, seed=0)
+        sample_window(engine.denoise, hint, engine.context, engine.negative_context, regions, settings, seed=0)
     return SamplerRun(tracker.peak.bytes, tuple(sorted(set(stand_in.calls))))
 
 

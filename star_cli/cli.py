@@ -79,7 +79,7 @@ def upscale(
     chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW (height x width), e.g. 720x1280; the smallest is 272x256 (cogvideox: exactly its native 480x720)."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="auto (default: whole frames when memory allows), none, or the largest tile HxW (height x width), e.g. 720x1280; the smallest is 272x256 (cogvideox: exactly its native 480x720)."),
     window_chunks: Optional[int] = typer.Option(None, "--window-chunks", help="Chunks denoised together; memory grows with it (default 4; cogvideox: 1)."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
@@ -96,6 +96,7 @@ def upscale(
     dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA (cogvideox: bf16), fp32 elsewhere)."),
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (denoiser blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3; i2vgenxl only)."),
+    quantize: str = typer.Option("round", help="round (nearest level) or truncate (the reference's) to 8 bits."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its finished windows (refused, with the reason, if weights, options or input changed)."),
     batch_guidance: str = typer.Option("auto", "--batch-guidance", help="Both guidance passes as one batch: auto (when memory allows), on or off."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet's repeated blocks (slow first window, faster after)."),

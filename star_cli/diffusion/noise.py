@@ -1,6 +1,11 @@
-"""Seeded noise: the start noise and the SDE solver's Brownian increments.
+"""Noise sources: the VAE posterior draws, the start noise and the SDE solver's increments.
 
-Every random draw of a window is derived from `(seed, window index)` alone, so a
+Everything random in restoring one window goes through a `NoiseSource`, the one seam
+where randomness enters: `SeededNoise` (what runs) draws from (seed, window), and
+`RecordedNoise` replays the tensors a recorded run drew (e.g. the reference's, to check
+every stage against it), so a replay runs the very code a real run does.
+
+Every seeded draw of a window is derived from `(seed, window index)` alone, so a
 window can be re-run (after a crash, or to resume) without replaying the windows
 before it, and `--seed` reproduces a whole run on the same device.
 
@@ -14,7 +19,8 @@ identical noise (the cache only saves recomputation) and keeps about 13.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Sequence
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +33,7 @@ BROWNIAN_CACHE = 4
 
 _START_NOISE_STREAM = 0
 _BROWNIAN_STREAM = 1
+_POSTERIOR_STREAM = 2
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -67,3 +74,76 @@ def brownian_noise_sampler(x: torch.Tensor, sigma_min: float, sigma_max: float, 
         return tree(low, high) / (high - low) ** 0.5
 
     return sample
+
+
+class NoiseSource(Protocol):
+    """Every random draw of one window, in the order the engine asks for them."""
+
+    def posterior(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        """Unit normal noise shaped like `like` (its device and dtype) for the VAE posterior of frame `index`."""
+        ...
+
+    def start(self, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+        """Unit normal float32 noise that diffuses the window's LR latent to t_max."""
+        ...
+
+    def sde(self, x: torch.Tensor, sigma_min: float, sigma_max: float) -> NoiseSampler:
+        """The SDE solver's unit-variance noise for steps between `sigma_min` and `sigma_max`."""
+        ...
+
+
+class SeededNoise:
+    """The noise of window `window` under `seed`: independent streams derived with `derive_seed`.
+
+    Posterior draws come from one CPU generator in frame order (then moved), so they do
+    not depend on the device or on how frames are batched.
+    """
+
+    def __init__(self, seed: int, window: int) -> None:
+        self.seed, self.window = seed, window
+        self._posterior = torch.Generator("cpu").manual_seed(derive_seed(seed, window, _POSTERIOR_STREAM))
+
+    def posterior(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(like.shape, generator=self._posterior, dtype=like.dtype)
+        return noise.to(like.device)
+
+    def start(self, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+        return start_noise(shape, self.seed, self.window, device=device)
+
+    def sde(self, x: torch.Tensor, sigma_min: float, sigma_max: float) -> NoiseSampler:
+        return brownian_noise_sampler(x, sigma_min, sigma_max, self.seed, self.window)
+
+
+class RecordedNoise:
+    """Noise a recorded run drew, handed back where it was drawn.
+
+    `posterior` (F, C, h, w): row k for frame k; `start`: the start noise; `sde`: the
+    solver's noise, one tensor per noisy step in step order. Shapes are checked, so a
+    replay that asks for other draws than the recording fails instead of drifting.
+    """
+
+    def __init__(self, posterior: torch.Tensor, start: torch.Tensor, sde: Sequence[torch.Tensor]) -> None:
+        self._posterior, self._start, self._sde = posterior, start, list(sde)
+
+    def posterior(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        return _checked(self._posterior[index : index + 1], like.shape, f"posterior noise of frame {index}").to(like)
+
+    def start(self, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+        return _checked(self._start, shape, "start noise").float().to(device)
+
+    def sde(self, x: torch.Tensor, sigma_min: float, sigma_max: float) -> NoiseSampler:
+        steps = iter(self._sde)
+
+        def sample(sigma: float, sigma_next: float) -> torch.Tensor:
+            noise = next(steps, None)
+            if noise is None:
+                raise ValueError(f"the recording has only {len(self._sde)} SDE noise tensors")
+            return _checked(noise, x.shape, "SDE noise").to(x)
+
+        return sample
+
+
+def _checked(tensor: torch.Tensor, shape: Sequence[int], what: str) -> torch.Tensor:
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"recorded {what} is {tuple(tensor.shape)}, the run needs {tuple(shape)}")
+    return tensor

@@ -13,8 +13,9 @@ hint local to that window, decodes, and cross-fades the overlaps of decoded
 windows. Memory is then bounded by one window: its latent x, the previous and
 current x0 estimates, the join buffer, the Brownian tree's cache and one
 region's network activations; the video's length only adds time. All noise of
-a window comes from (seed, window index), so windows are independent and
-reproducible in any order.
+a window comes from its `NoiseSource`, by default seeded from (seed, window
+index), so windows are independent and reproducible in any order; a
+`RecordedNoise` replays a recorded run's draws.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Sequence
 import torch
 
 from star_cli.diffusion.guidance import Denoiser, model_x0_fn
-from star_cli.diffusion.noise import brownian_noise_sampler, start_noise
+from star_cli.diffusion.noise import NoiseSource, SeededNoise
 from star_cli.diffusion.samplers import StepCallback, X0Fn, sample_dpmpp_2m_sde, sample_heun
 from star_cli.diffusion.schedule import NoiseSchedule, q_sample, solver_sigmas, star_schedule
 from star_cli.diffusion.tiled import Region, joined_x0_fn
@@ -69,12 +70,12 @@ class SamplerSettings:
 
 
 def noised_hint(
-    hint: torch.Tensor, settings: SamplerSettings, *, seed: int, window: int, schedule: NoiseSchedule | None = None
+    hint: torch.Tensor, settings: SamplerSettings, noise: NoiseSource, schedule: NoiseSchedule | None = None
 ) -> torch.Tensor:
-    """The LR latent diffused to t_max (VP: alpha*z + sigma*noise), the noise drawn from (seed, window)."""
-    noise = start_noise(tuple(hint.shape), seed, window, device=hint.device)
+    """The LR latent diffused to t_max (VP: alpha*z + sigma*noise), the noise from `noise.start`."""
+    drawn = noise.start(tuple(hint.shape), hint.device)
     t_start = torch.full((hint.shape[0],), settings.t_max, dtype=torch.long, device=hint.device)
-    return q_sample(hint.float(), t_start, noise, schedule)
+    return q_sample(hint.float(), t_start, drawn, schedule)
 
 
 def sample_window(
@@ -87,6 +88,7 @@ def sample_window(
     *,
     seed: int,
     window: int = 0,
+    noise: NoiseSource | None = None,
     noised: torch.Tensor | None = None,
     schedule: NoiseSchedule | None = None,
     callback: StepCallback | None = None,
@@ -94,13 +96,15 @@ def sample_window(
     """Restore one window: its LR latent `hint` (B, C, F, H, W) -> the sampled latent (float32).
 
     `regions` tile the window's (F, H, W) (see `tiled.grid_regions`); the network
-    sees each region's crop of x and of the hint. `noised` overrides the start,
-    `noised_hint(hint, settings, seed=seed, window=window)`, e.g. to replay a recorded run.
+    sees each region's crop of x and of the hint. `noise` gives the start and SDE noise
+    (default: `SeededNoise(seed, window)`); `noised` overrides the whole start
+    (`noised_hint`), e.g. to replay a run recorded after its noising.
     """
     schedule = schedule or star_schedule()
+    noise = noise or SeededNoise(seed, window)
     hint = hint.float()
     if noised is None:
-        noised = noised_hint(hint, settings, seed=seed, window=window, schedule=schedule)
+        noised = noised_hint(hint, settings, noise, schedule)
     sigmas = settings.sigmas(schedule)
     x = noised.to(hint) * sigmas[0].item()
 
@@ -120,7 +124,5 @@ def sample_window(
     if settings.solver == "heun":
         return sample_heun(x0_fn, x, sigmas, callback=callback)
     positive = sigmas[sigmas > 0]
-    noise_sampler = (
-        brownian_noise_sampler(x, positive.min().item(), positive.max().item(), seed, window) if settings.eta > 0 else None
-    )
+    noise_sampler = noise.sde(x, positive.min().item(), positive.max().item()) if settings.eta > 0 else None
     return sample_dpmpp_2m_sde(x0_fn, x, sigmas, eta=settings.eta, noise_sampler=noise_sampler, callback=callback)

@@ -84,16 +84,20 @@ def _is_done(root: Path, file: SourceFile, manifest: dict[str, FileRecord], veri
 
 
 def _resolve_component(component: Component, files: list[SourceFile], revision: str, endpoint: str, console: Console) -> list[RemoteFile]:
-    """All `files` from the first of the component's repos that serves every one of them."""
+    """All `files` from the first of the component's repos (then mirrors, for pinned files) that serves every one."""
     failures: list[HubAccessError] = []
-    for repo in component.repos:
+    pinned = all(f.sha256 is not None for f in files)  # a mirror may only deliver pinned content
+    tries = [(repo, revision, False) for repo in component.repos]
+    tries += [(mirror, "main", True) for mirror in component.mirrors if pinned]
+    for repo, rev, mirror in tries:
         try:
-            remotes = [resolve(repo, f.path, revision, endpoint) for f in files]
+            remotes = [resolve(repo, f.in_mirrors if mirror else f.path, rev, endpoint) for f in files]
         except HubAccessError as error:
             failures.append(error)
             continue
         if failures:
-            console.print(message(f"using {repo} instead of {component.repos[0]} ({failures[0]})"))
+            kind = "the sha256-verified mirror " if mirror else ""
+            console.print(message(f"using {kind}{repo} instead of {component.repos[0]} ({failures[0]})"))
         return remotes
     main = next((e for e in failures if e.gated), failures[0])
     others = [e.brief for e in failures if e is not main]
@@ -170,7 +174,9 @@ def _run_job(root: Path, job: _Job, progress: Progress, keep_original: bool) -> 
         from star_cli.hub.convert_sat import convert_sat_checkpoint as convert
     else:
         from star_cli.hub.convert import convert_star_checkpoint as convert
-    convert(target, dest, config=job.component.config, source_sha256=sha256)
+    dropped = convert(target, dest, config=job.component.config, source_sha256=sha256)
+    if dropped:
+        progress.console.print(message(f"{name}: ignored {len(dropped)} unexpected tensors ({', '.join(dropped[:5])})", "warning:", "yellow"))
     records = {job.file.dest: FileRecord(dest.stat().st_size, sha256_file(dest))}
     if keep_original:
         records[job.fetch_relpath] = FileRecord(job.remote.size, sha256)

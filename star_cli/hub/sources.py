@@ -26,8 +26,8 @@ from star_cli.hub.layout import STAR_VARIANTS, VARIANTS, required_files
 
 SOURCES_ENV = "STAR_WEIGHTS_SOURCES"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_FILE_KEYS = {"path", "dest", "sha256", "variant", "convert"}
-_COMPONENT_KEYS = {"repos", "revision", "config", "files"}
+_FILE_KEYS = {"path", "dest", "sha256", "variant", "convert", "mirror_path"}
+_COMPONENT_KEYS = {"repos", "mirrors", "revision", "config", "files"}
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,27 @@ class SourceFile:
     sha256: str | None = None
     variant: str | None = None
     convert: bool | str = False  # True: a STAR .pt; "sat": a SAT/DeepSpeed model-states file (CogVideoX)
+    mirror_path: str | None = None  # its path in the component's mirror repos, where that differs
+
+    @property
+    def in_mirrors(self) -> str:
+        return self.mirror_path or self.path
 
 
 @dataclass(frozen=True)
 class Component:
-    """Files that must come from the same repo (a config and its weights, a tokenizer and its model)."""
+    """Files that must come from the same repo (a config and its weights, a tokenizer and its model).
+
+    `mirrors` are unofficial copies, tried after every repo of `repos` and only for files
+    whose sha256 is pinned, so a mirror can only ever deliver the official bytes.
+    """
 
     name: str
     repos: tuple[str, ...]
     files: tuple[SourceFile, ...]
     revision: str = "main"
     config: dict[str, Any] = field(default_factory=dict)
+    mirrors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def _source_file(raw: Any, where: str) -> SourceFile:
     convert = raw.get("convert", False)
     if convert not in (True, False, "sat"):
         raise ValueError(f'{where}: convert must be true, false or "sat"')
-    return SourceFile(path=raw["path"], dest=raw["dest"], sha256=sha256, variant=variant, convert=convert)
+    return SourceFile(path=raw["path"], dest=raw["dest"], sha256=sha256, variant=variant, convert=convert, mirror_path=raw.get("mirror_path"))
 
 
 def _component(name: str, raw: Any) -> Component:
@@ -93,6 +103,7 @@ def _component(name: str, raw: Any) -> Component:
         files=files,
         revision=raw.get("revision", "main"),
         config=dict(raw.get("config", {})),
+        mirrors=tuple(raw.get("mirrors", ())),
     )
 
 

@@ -5,6 +5,13 @@ checkpoint that would run code when unpickled is refused instead of executed.
 Both formats are memory-mapped where possible, the model is built on the meta
 device, and tensors are cast one at a time and assigned in place, so loading
 never holds two full copies of 2 billion parameters.
+
+Checkpoints as they ship: a plain dict of tensors, possibly wrapped in `state_dict`
+and/or carrying the `module.` prefix of a DataParallel/DDP save (both unwrapped). A
+missing tensor or a wrong shape fails, naming them; a few unexpected tensors (the
+reference loads non-strictly, and training leftovers such as
+`VideoControlNet.scale_cond.*` exist) are dropped with a warning, while many of them
+mean another model and fail.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ from star_cli.models.unet import STARUNet
 CONFIG_METADATA_KEY = "star_config"
 _TORCH_SUFFIXES = (".pt", ".pth")
 _NAMES_SHOWN = 5
+_WRAPPER_PREFIX = "module."
+MAX_DROPPED_TENSORS = 16
+"""Unexpected tensors dropped with a warning; more than this (or more than MAX_DROPPED_SHARE
+of the file's parameters) means the file holds another model, and loading fails."""
+MAX_DROPPED_SHARE = 0.01
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +90,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
     ):
         raise StarError(f"{path}: not a state dict (expected a mapping of names to tensors)")
+    if data and all(k.startswith(_WRAPPER_PREFIX) for k in data):
+        return {k.removeprefix(_WRAPPER_PREFIX): v for k, v in data.items()}
     return dict(data)
 
 
@@ -146,6 +160,28 @@ def compare_keys(model: torch.nn.Module, state: dict[str, Tensor]) -> KeyMismatc
     )
 
 
+def fit_state_dict(model: torch.nn.Module, state: dict[str, Tensor], what: str) -> list[str]:
+    """Make `state` fit `model` exactly, in place: return the unexpected names it dropped.
+
+    Missing tensors and wrong shapes raise StarError naming them (`what` says which file
+    and model); up to MAX_DROPPED_TENSORS unexpected tensors holding at most
+    MAX_DROPPED_SHARE of the parameters are dropped, more raise.
+    """
+    mismatch = compare_keys(model, state)
+    if mismatch.missing or mismatch.wrong_shape:
+        raise StarError(f"{what}: {mismatch.describe()}")
+    dropped = mismatch.unexpected
+    dropped_params = sum(state[k].numel() for k in dropped)
+    total = sum(v.numel() for v in state.values())
+    if len(dropped) > MAX_DROPPED_TENSORS or dropped_params > MAX_DROPPED_SHARE * total:
+        raise StarError(f"{what}: {mismatch.describe()}")
+    for key in dropped:
+        del state[key]
+    if dropped:
+        log.warning("%s: ignoring %d unexpected tensors (%s)", what, len(dropped), _names(dropped))
+    return dropped
+
+
 def _cast_one_by_one(state: dict[str, Tensor], dtype: torch.dtype, device: torch.device) -> None:
     """Convert in place, dropping each source tensor as soon as its copy exists."""
     for key in list(state):
@@ -163,17 +199,20 @@ def load_star_unet(
     """Build a STARUNet for a weights file and load it, in eval mode.
 
     The architecture comes from the file's `star_config` metadata (full size when
-    absent). Missing, unexpected or wrongly shaped tensors raise StarError naming
-    them; with strict=False, unexpected ones are ignored and missing ones keep a
-    fresh initialisation (shape mismatches still fail).
+    absent). Missing or wrongly shaped tensors raise StarError naming them, and so do
+    many unexpected ones; a few unexpected ones are dropped with a warning
+    (`fit_state_dict`). With strict=False, missing ones keep a fresh initialisation and
+    any unexpected ones are ignored (shape mismatches still fail).
     """
     device = torch.device(device)
     config = read_star_config(path)
     state = read_state_dict(path)
     with torch.device("meta"):
         model = STARUNet(**config.to_dict())
+    if strict:
+        fit_state_dict(model, state, f"{path}: weights do not fit the STAR UNet")
     mismatch = compare_keys(model, state)
-    if mismatch.wrong_shape or (strict and mismatch):
+    if mismatch.wrong_shape:
         raise StarError(f"{path}: weights do not fit the STAR UNet: {mismatch.describe()}")
     if mismatch:
         log.warning("%s: loading with strict=False: %s", path, mismatch.describe())

@@ -16,12 +16,21 @@ The encoder's full-resolution res-blocks make one whole 2192x3840 canvas frame n
 about 10 GiB too, so encoding is tiled the same way (same spans, same linear ramps, on the
 latent grid): the posterior's mean and std are cross-faded across tiles and ONE sample
 is drawn over the whole frame from the caller's generator. A frame that fits one tile
-(every default-size canvas) draws exactly what an untiled encode draws.
+draws exactly what an untiled encode draws. Tiling changes the result (GroupNorm
+statistics are per tile: on the reference pipeline fixture, 64-latent decode tiles
+move pixels by up to 0.22 of [-1, 1]), so the engine tiles only when a whole frame
+does not fit (star_cli.pipeline.tiling).
+
+Precision, as the reference: the weights stay float32 and encode in float32 (the
+posterior and its sample feed every later step); `decode_dtype` float16/bfloat16 runs
+the decoder under autocast in that dtype (the reference decodes under CUDA autocast),
+which halves the decoder's activations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +42,10 @@ from star_cli.errors import InputError, StarError
 from star_cli.spans import balanced_spans, span_weights
 
 DEFAULT_GROUP = 3
-DEFAULT_TILE = 64
 DEFAULT_TILE_OVERLAP = 16
-DEFAULT_ENCODE_TILE = 256
-"""Latent px (2048 px) of an encode tile: the default 976x1728 canvas (122x216) encodes whole;
-a 2192x3840 one (274x480) in 2x2 tiles of 145x248, about 2.9 GiB in fp16 instead of 10.2."""
+
+PosteriorNoise = Callable[[int, torch.Tensor], torch.Tensor]
+"""noise(frame index, mean) -> unit normal noise shaped like mean: where a posterior sample's randomness comes from."""
 
 
 def _tiles(
@@ -61,19 +69,26 @@ def _tiles(
 class VideoVAE:
     """Encode frames to STAR latents and decode them back, group by group and tile by tile."""
 
-    def __init__(self, model: AutoencoderKLTemporalDecoder) -> None:
+    def __init__(self, model: AutoencoderKLTemporalDecoder, *, decode_dtype: torch.dtype | None = None) -> None:
+        """`decode_dtype`: the decoder's compute dtype under autocast (None: the weights' dtype)."""
         self.model = model.eval().requires_grad_(False)
+        self.decode_dtype = decode_dtype
 
     @classmethod
     def from_dir(
-        cls, vae_dir: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        vae_dir: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        decode_dtype: torch.dtype | None = None,
     ) -> VideoVAE:
-        """Load `<weights>/vae` (config.json + diffusion_pytorch_model.safetensors)."""
+        """Load `<weights>/vae` (config.json + diffusion_pytorch_model.safetensors), weights in `dtype`."""
         try:
             model = AutoencoderKLTemporalDecoder.from_pretrained(str(vae_dir), torch_dtype=dtype)
         except (OSError, ValueError) as error:
             raise StarError(f"cannot load the VAE from {vae_dir}: {error}") from error
-        return cls(model.to(device))
+        return cls(model.to(device), decode_dtype=decode_dtype)
 
     @property
     def scaling_factor(self) -> float:
@@ -98,24 +113,39 @@ class VideoVAE:
         frames: torch.Tensor,
         generator: torch.Generator | None = None,
         *,
-        tile: int | None = DEFAULT_ENCODE_TILE,
+        noise: PosteriorNoise | None = None,
+        tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
     ) -> torch.Tensor:
         """Latents (F, C, H/8, W/8) * scaling_factor of frames (F, 3, H, W) in [-1, 1].
 
-        One frame at a time, each drawing its posterior sample from `generator`, as
-        the reference does: the result does not depend on how frames are batched.
-        `tile` and `tile_overlap` are in latent units; `tile=None` encodes whole frames.
-        The noise is drawn at the full latent size, so tiling changes only the blended
-        mean and std, never which random numbers a latent gets.
+        One frame at a time, each drawing its posterior sample (`noise(k, mean)` for
+        frame k, else from `generator`), as the reference does: the result does not
+        depend on how frames are batched. `tile` and `tile_overlap` are in latent
+        units; `tile=None` encodes whole frames. The noise is drawn at the full latent
+        size, so tiling changes only the blended mean and std, never which random
+        numbers a latent gets.
         """
         _check_tile_options(tile, tile_overlap)
         latents = []
-        for frame in frames.split(1):
-            mean, std = self._encode_frame(frame.to(device=self.device, dtype=self.dtype), tile, tile_overlap)
-            noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            latents.append(mean + std * noise)
+        for index, frame in enumerate(frames.split(1)):
+            mean, std = self.posterior(frame, tile=tile, tile_overlap=tile_overlap)
+            if noise is None:
+                eps = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            else:
+                eps = noise(index, mean)
+            latents.append(mean + std * eps)
         return torch.cat(latents) * self.scaling_factor
+
+    @torch.no_grad()
+    def posterior(
+        self, frame: torch.Tensor, *, tile: int | None = None, tile_overlap: int = DEFAULT_TILE_OVERLAP
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (1, C, H/8, W/8) of the posterior of one frame (1, 3, H, W), unscaled."""
+        _check_tile_options(tile, tile_overlap)
+        # Contiguous NCHW: a channels-last canvas changed the fixture VAE's posterior mean by up to 5.8.
+        frame = frame.to(device=self.device, dtype=self.dtype).contiguous()
+        return self._encode_frame(frame, tile, tile_overlap)
 
     def _encode_frame(
         self, frame: torch.Tensor, tile: int | None, tile_overlap: int
@@ -152,25 +182,33 @@ class VideoVAE:
         latents: torch.Tensor,
         *,
         group: int = DEFAULT_GROUP,
-        tile: int | None = DEFAULT_TILE,
+        tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
     ) -> Iterator[torch.Tensor]:
-        """Decode latents (F, C, h, w) group by group, yielding frames (g, 3, 8h, 8w) in about [-1, 1].
+        """Decode latents (F, C, h, w) group by group, yielding float32 frames (g, 3, 8h, 8w) in about [-1, 1].
 
         `tile` and `tile_overlap` are in latent units; `tile=None` decodes whole frames.
         Yielding per group lets a caller move or write frames before the next group.
         """
         _check_decode_options(group, tile, tile_overlap)
-        z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor
+        z = latents.to(device=self.device, dtype=self.dtype).contiguous() / self.scaling_factor
         for start in range(0, z.shape[0], group):
-            yield self._decode_group(z[start : start + group], tile, tile_overlap)
+            with self._decode_precision():
+                pixels = self._decode_group(z[start : start + group], tile, tile_overlap)
+            yield pixels.float()
+
+    def _decode_precision(self):
+        """Autocast to `decode_dtype` when it differs from the weights' dtype (the reference's fp16 decode)."""
+        if self.decode_dtype is None or self.decode_dtype == self.dtype:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.decode_dtype)
 
     def decode(
         self,
         latents: torch.Tensor,
         *,
         group: int = DEFAULT_GROUP,
-        tile: int | None = DEFAULT_TILE,
+        tile: int | None = None,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
     ) -> torch.Tensor:
         """All frames (F, 3, 8h, 8w) of `latents` (F, C, h, w); see `iter_decode`."""
@@ -208,12 +246,27 @@ def _check_tile_options(tile: int | None, tile_overlap: int) -> None:
 
 
 def to_vae_range(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 RGB (N, H, W, 3) -> float32 (N, 3, H, W) in the VAE's [-1, 1]."""
-    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    """uint8 RGB (N, H, W, 3) -> float32 (N, 3, H, W) in the VAE's [-1, 1].
+
+    In the reference's operation order (`to_tensor`'s x / 255, then (x - 0.5) / 0.5), so the
+    values are bit-identical to its preprocessing.
+    """
+    unit = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).contiguous().float() / 255
+    return (unit - 0.5) / 0.5
 
 
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> uint8 RGB (N, H, W, 3), clamped and rounded."""
-    unit = ((frames.float().clamp(-1, 1) + 1) * 127.5).round()
+QUANTIZE_MODES = ("round", "truncate")
+
+
+def to_uint8(frames: torch.Tensor, quantize: str = "round") -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> uint8 RGB (N, H, W, 3), clamped, then rounded or truncated.
+
+    'round' is the nearest level (ours); 'truncate' is the reference's `astype('uint8')`
+    of its [0, 255] floats, which darkens by half a level on average.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise InputError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
+    unit = (frames.float().clamp(-1, 1) * 0.5 + 0.5).clamp(0, 1) * 255
+    unit = unit.round() if quantize == "round" else unit.floor()
     return unit.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 

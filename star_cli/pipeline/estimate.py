@@ -9,10 +9,10 @@ Assumptions about the engine (what the estimate is of):
 - the UNet's activation peak is one forward of the largest chunk on the largest tile,
   for one guidance branch (passes one after the other, as in the reference) or for all
   branches at once (`batched_guidance`, one batch of 2: twice the activations);
-- the VAE (star_cli.models.vae) encodes canvas frames one at a time in spatial tiles of
-  at most VAE_ENCODE_TILE latent pixels (whole frames up to that size) and decodes
-  groups of `vae_group` frames in spatial tiles of VAE_TILE latent pixels into
-  full-canvas float32 sums; its working set is not alive during UNet passes;
+- the VAE (star_cli.models.vae) encodes canvas frames one at a time in float32 and
+  decodes groups of `vae_group` frames in the run's dtype (autocast) into float32
+  frames, each whole or in the plan's VAE tiles (`vae_encode_tile`, `vae_tile`); its
+  working set is not alive during UNet passes; its weights stay float32;
 - the text encoder is freed once the prompts are encoded, before the UNet and VAE load;
 - host memory holds one window's source frames and its restored frames (uint8), and
   float32 cross-fade sums of the frames it shares with its neighbours only
@@ -66,11 +66,9 @@ FLOPS_PER_TOKEN = _F_SMALL / _P_SMALL - FLOPS_PER_TOKEN_SQUARED * _P_SMALL
 # res-blocks work on 128 channels with about four copies alive: about 512.
 VAE_DECODE_CHANNELS = 1024
 VAE_ENCODE_CHANNELS = 650  # measured: 2.04 GiB for one 976x1728 frame (benchmarks/vram_estimate.py)
-# The defaults of star_cli.models.vae (DEFAULT_GROUP, DEFAULT_TILE, DEFAULT_ENCODE_TILE; not
-# imported here because that module pulls in diffusers, which --dry-run must not wait for).
+# The default of star_cli.models.vae's DEFAULT_GROUP (not imported here because that module
+# pulls in diffusers, which --dry-run must not wait for).
 VAE_GROUP = 3
-VAE_TILE = 64
-VAE_ENCODE_TILE = 256
 
 # Sampler state per window, float32 latents of 4 channels: x, the LR hint, the joined x0
 # and its weight sum, the DPM-Solver++(2M) history, and the Brownian tree's nodes and
@@ -102,9 +100,11 @@ def activation_bytes(frames: int, latent_pixels: int, dtype_bytes: int = 2) -> i
 class Estimate:
     """What a plan costs. Byte counts are peaks of the component they name."""
 
-    weights_bytes: int  # on the device (the UNet, or one block of it, under offload)
+    weights_bytes: int  # on the device (the UNet, or one block of it, under offload; the VAE in float32)
     activation_bytes: int  # UNet, largest chunk x largest tile
-    vae_bytes: int  # VAE: one tile of a canvas frame encoded, or of a frame group decoded
+    vae_bytes: int  # VAE: the larger of vae_encode_bytes and vae_decode_bytes
+    vae_encode_bytes: int  # one canvas frame (or encode tile), float32
+    vae_decode_bytes: int  # one frame group (or decode tile), the run's dtype
     latent_bytes: int  # sampler state of the largest window
     frame_bytes: int  # host: frames and cross-fade sums of the largest window
     offloaded_bytes: int  # host: weights kept off the device by offloading
@@ -125,14 +125,29 @@ class Estimate:
         return self.flops / self.output_frames
 
 
-def vae_bytes(plan: Plan, dtype_bytes: int = 2, vae_group: int = VAE_GROUP) -> int:
-    """Peak of the VAE: encoding one tile of a canvas frame, or decoding one tile of a frame group."""
+def _vae_tile_pixels(plan: Plan, tile: int | None) -> int:
+    """Pixels of the largest VAE tile of a canvas frame (`tile` None: the whole frame)."""
+    height, width = plan.canvas.latent_height, plan.canvas.latent_width
+    if tile is not None:
+        height, width = min(height, tile), min(width, tile)
+    return height * width * 64
+
+
+def vae_encode_bytes(plan: Plan) -> int:
+    """Peak of encoding one canvas frame (or one encode tile of it) in float32."""
+    return _vae_tile_pixels(plan, plan.options.vae_encode_tile) * VAE_ENCODE_CHANNELS * FLOAT32
+
+
+def vae_decode_bytes(plan: Plan, dtype_bytes: int = 2, vae_group: int = VAE_GROUP) -> int:
+    """Peak of decoding one frame group (or one decode tile of it) into float32 canvas frames."""
     canvas = plan.canvas.height * plan.canvas.width
-    tile = min(plan.canvas.latent_height, VAE_TILE) * min(plan.canvas.latent_width, VAE_TILE) * 64
-    encode_tile = min(plan.canvas.latent_height, VAE_ENCODE_TILE) * min(plan.canvas.latent_width, VAE_ENCODE_TILE) * 64
-    encode = encode_tile * VAE_ENCODE_CHANNELS * dtype_bytes
-    decode = vae_group * (tile * VAE_DECODE_CHANNELS * dtype_bytes + canvas * 3 * FLOAT32) + canvas * FLOAT32
-    return max(encode, decode)
+    tile = _vae_tile_pixels(plan, plan.options.vae_tile)
+    return vae_group * (tile * VAE_DECODE_CHANNELS * dtype_bytes + canvas * 3 * FLOAT32) + canvas * FLOAT32
+
+
+def vae_bytes(plan: Plan, dtype_bytes: int = 2, vae_group: int = VAE_GROUP) -> int:
+    """Peak of the VAE: encoding a canvas frame, or decoding a frame group (each in the plan's tiles)."""
+    return max(vae_encode_bytes(plan), vae_decode_bytes(plan, dtype_bytes, vae_group))
 
 
 def _largest_overlap(plan: Plan) -> int:
@@ -164,7 +179,7 @@ def estimate(
     tile_pixels = max(t.height * t.width for t in plan.tiles)
     batch = plan.options.guidance_branches if batched_guidance else 1
     tile_flops = sum(flops_per_frame(t.height * t.width) for t in plan.tiles)
-    weights = model_params * dtype_bytes
+    weights = model_params * dtype_bytes + VAE_PARAMS * (FLOAT32 - dtype_bytes)
     scale = model_params / (UNET_PARAMS + VAE_PARAMS)
     out_pixels = plan.output_size[0] * plan.output_size[1]
     in_pixels = plan.input_size[0] * plan.input_size[1]
@@ -174,6 +189,8 @@ def estimate(
         weights_bytes=int(_DEVICE_WEIGHT_PARAMS[offload] * scale) * dtype_bytes if offload != "none" else weights,
         activation_bytes=batch * activation_bytes(max(c.length for c in plan.chunks), tile_pixels, dtype_bytes),
         vae_bytes=vae_bytes(plan, dtype_bytes, vae_group),
+        vae_encode_bytes=vae_encode_bytes(plan),
+        vae_decode_bytes=vae_decode_bytes(plan, dtype_bytes, vae_group),
         latent_bytes=window_frames * LATENT_CHANNELS * latent_pixels * FLOAT32 * LATENT_COPIES,
         frame_bytes=window_frames * (in_pixels + out_pixels) * 3 + 2 * _largest_overlap(plan) * out_pixels * 3 * FLOAT32,
         offloaded_bytes=weights if offload != "none" else 0,

@@ -39,6 +39,8 @@ from star_cli.pipeline.grid import UNET_GRID, ModelGrid
 from star_cli.spans import BLEND_MODES, SOFT_BLEND_MODES, BlendMode, balanced_spans, reference_spans, span_weights
 
 VAE_FACTOR = 8
+VAE_TILE_OVERLAP = 16
+"""Latent px shared by neighbouring VAE tiles (star_cli.models.vae's default overlap)."""
 REFERENCE_CANVAS = (720, 1280)  # STAR's pad_to_fit "BEST_H, BEST_W"
 REFERENCE_PAD_VALUE = 1.0  # in [-1, 1]: white
 MAX_SCALE = 8.0
@@ -47,6 +49,10 @@ MIN_OUTPUT_SIDE = 16
 """A downscale (--scale below 1) may not make a side shorter than this many pixels."""
 CanvasPolicy = Literal["minimal", "reference"]
 CANVAS_POLICIES: tuple[str, ...] = ("minimal", "reference")
+AUTO_TILES = "auto"
+TileSize = tuple[int, int] | None | Literal["auto"]
+"""UNet tile in output pixels (height, width); None: whole canvas; 'auto': decided from memory
+(star_cli.pipeline.tiling; without a memory figure, the whole canvas)."""
 
 
 def is_valid_latent_height(h: int) -> bool:
@@ -86,12 +92,10 @@ class PlanOptions:
     - canvas 'minimal': pad to the smallest valid size by edge replication (the reference
       pads with white to 720x1280, which can double the work on small targets and puts a
       hard white edge beside the picture).
-    - tile_size 720x1280 (latent 90x160), the size the model was trained around; a larger
-      canvas is split into the fewest tiles of at most this size, each shrunk to the
-      smallest valid size that still covers the canvas with the overlap. On the
-      reference's 976x1728 canvas that gives 4 tiles of 592x960 costing about 17.9 TFLOP
-      per frame together, like the untiled frame (attention is quadratic in tile area;
-      see estimate.py), with a third of its activation memory.
+    - tile_size 'auto': the whole canvas, as the reference, unless memory forces tiles
+      (star_cli.pipeline.tiling: tiles change the result). A fixed size gives the fewest
+      tiles of at most that size, each shrunk to the smallest valid covering size.
+    - vae_tile, vae_encode_tile None: whole VAE frames (latent sizes when 'auto' tiles).
     - tile_overlap 128 px (16 latent px): two cells of the UNet's coarsest level, a
       feathered seam wide enough for per-step joins (MultiDiffusion-style).
     - window_chunks 4: the engine holds at most ~4 chunks of frames (<= 104 frames at
@@ -108,13 +112,15 @@ class PlanOptions:
     chunk_overlap: int = 8
     blend: BlendMode = "cosine"
     canvas: CanvasPolicy = "minimal"
-    tile_size: tuple[int, int] | None = (720, 1280)
+    tile_size: TileSize = AUTO_TILES
     tile_overlap: int = 128
     tile_blend: BlendMode = "cosine"
     window_chunks: int | None = 4
     model_steps: int = 14
     guidance_branches: int = 2
     grid: ModelGrid = UNET_GRID
+    vae_tile: int | None = None
+    vae_encode_tile: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -200,12 +206,17 @@ def _validate(o: PlanOptions) -> None:
         raise InputError(f"tile blend must be {' or '.join(map(repr, SOFT_BLEND_MODES))}, got {o.tile_blend!r}")
     if o.canvas not in CANVAS_POLICIES:
         raise InputError(f"canvas must be one of {', '.join(CANVAS_POLICIES)}, got {o.canvas!r}")
-    if o.grid.exact_tiles and o.tile_size is None:
+    if o.grid.exact_tiles and o.tile_size in (None, AUTO_TILES):
         raise InputError(f"{o.grid.name} needs its native frame size as the tile size")
-    if o.tile_size is not None and o.grid.exact_tiles:
+    if o.tile_size not in (None, AUTO_TILES) and o.grid.exact_tiles:
         _check_exact_tile(o.tile_size, o.tile_overlap, o.grid)
-    elif o.tile_size is not None:
+    elif o.tile_size not in (None, AUTO_TILES):
         _check_tile_size(o.tile_size, o.tile_overlap)
+    elif o.tile_overlap % VAE_FACTOR or o.tile_overlap < 0:
+        raise InputError(f"tile overlap {o.tile_overlap} must be a non-negative multiple of {VAE_FACTOR} px")
+    for name, tile in (("VAE decode", o.vae_tile), ("VAE encode", o.vae_encode_tile)):
+        if tile is not None and tile <= 2 * VAE_TILE_OVERLAP:
+            raise InputError(f"{name} tile must be more than {2 * VAE_TILE_OVERLAP} latent px, got {tile}")
     if o.window_chunks is not None and o.window_chunks < 1:
         raise InputError(f"window size must be at least 1 chunk, got {o.window_chunks}")
     if o.model_steps < 1 or o.guidance_branches not in (1, 2):
@@ -298,6 +309,7 @@ class Plan:
     shots: tuple[tuple[int, int], ...]
     windows: tuple[Window, ...]
     tiles: tuple[Tile, ...]
+    tiling: str = ""  # why the canvas is (not) tiled, when memory decided it (--dry-run shows it)
 
     @property
     def chunks(self) -> tuple[Chunk, ...]:
@@ -402,7 +414,8 @@ def _shot_windows(shot: tuple[int, int], o: PlanOptions) -> list[Window]:
 
 
 def _tiles(canvas: Canvas, o: PlanOptions) -> tuple[Tile, ...]:
-    tile_h, tile_w = (None, None) if o.tile_size is None else (s // VAE_FACTOR for s in o.tile_size)
+    fixed = o.tile_size not in (None, AUTO_TILES)
+    tile_h, tile_w = (s // VAE_FACTOR for s in o.tile_size) if fixed else (None, None)
     overlap = o.tile_overlap // VAE_FACTOR
     fit_h, fit_w = (lambda _: tile_h, lambda _: tile_w) if o.grid.exact_tiles else (o.grid.fit_height, o.grid.fit_width)
     rows = balanced_spans(canvas.latent_height, tile_h, overlap, fit_h)

@@ -80,6 +80,10 @@ def _ranks_text(plan: Plan, ranks: int) -> str:
     return text
 
 
+def _vae_text(tile: int | None) -> str:
+    return "whole frames" if tile is None else f"in {tile * VAE_FACTOR} px tiles"
+
+
 def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str, family: Family, ranks: int) -> Table:
     o = plan.options
     table = Table(title="Upscale plan", show_header=False)
@@ -103,6 +107,9 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     table.add_row("Tiles", _tiles_text(plan))
     if ranks > 1:
         table.add_row("Ranks", _ranks_text(plan, ranks))
+    table.add_row("VAE", f"encode {_vae_text(o.vae_encode_tile)} (fp32), decode {_vae_text(o.vae_tile)}")
+    if plan.tiling:
+        table.add_row("Tiling", plan.tiling)
     table.add_row(
         f"{family.denoiser} evaluations",
         f"{plan.unet_evaluations} ({len(plan.chunks)} chunks x {len(plan.tiles)} tiles x "
@@ -118,7 +125,8 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     table.add_row(
         "GPU memory",
         f"about {_gib(est.device_bytes)} (weights {_gib(est.weights_bytes)}, denoiser activations "
-        f"{_gib(est.activation_bytes)}, VAE decode {_gib(est.vae_bytes)}, latents {_gib(est.latent_bytes)})",
+        f"{_gib(est.activation_bytes)}, VAE encode {_gib(est.vae_encode_bytes)} / decode "
+        f"{_gib(est.vae_decode_bytes)}, latents {_gib(est.latent_bytes)})",
     )
     host = f"about {_gib(est.host_bytes)} (frames {_gib(est.frame_bytes)}, runtime {_gib(HOST_RUNTIME_BYTES)}"
     if est.offloaded_bytes:

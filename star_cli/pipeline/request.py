@@ -15,7 +15,7 @@ from typing import get_args
 from star_cli.errors import InputError
 from star_cli.families import DEFAULT_MODEL, get_family
 from star_cli.pipeline.estimate import Offload
-from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
+from star_cli.pipeline.plan import AUTO_TILES, CanvasPolicy, PlanOptions
 from star_cli.pipeline.ranks import parse_devices
 from star_cli.spans import BLEND_MODES
 from star_cli.video.options import ENCODERS, EncodeOptions
@@ -33,6 +33,7 @@ COLOR_FIXES = ("adain", "wavelet", "none")
 DTYPES = ("fp16", "bf16", "fp32")
 SOLVERS = ("dpmpp_2m_sde", "heun")
 BATCH_GUIDANCE = ("auto", "on", "off")
+QUANTIZE_MODES = ("round", "truncate")
 
 
 FAST_STEPS = 15
@@ -75,6 +76,7 @@ class StarSettings:
     dtype: str | None = None
     offload: str = "none"
     vae_group: int = 3
+    quantize: str = "round"
     resume: bool = False
     batch_guidance: str = "auto"  # cond + uncond as one batch of 2: auto (when it fits), on, off
     compile: bool = False  # torch.compile the UNet's repeated blocks
@@ -116,7 +118,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """'720x1280' -> (720, 1280): height x width in pixels."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
     if not match:
-        raise InputError(f"--tile-size must look like HEIGHTxWIDTH, e.g. 720x1280, got '{text}'")
+        raise InputError(f"--tile-size must be auto, none or HEIGHTxWIDTH, e.g. 720x1280, got '{text}'")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -191,6 +193,7 @@ def build_request(
     resume: bool,
     batch_guidance: str = "auto",
     compile: bool = False,
+    quantize: str = "round",
     codec: str,
     crf: int | None,
     preset: str,
@@ -222,6 +225,7 @@ def build_request(
     _choice("solver", solver, SOLVERS)
     _choice("codec", codec, CODECS)
     _choice("batch_guidance", batch_guidance, BATCH_GUIDANCE)
+    _choice("quantize", quantize, QUANTIZE_MODES)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
     if not 2 <= steps <= MAX_STEPS:
@@ -246,7 +250,9 @@ def build_request(
         grid=defaults.grid,
     )
     if tile_size is not None:
-        plan_fields["tile_size"] = None if tile_size.strip().lower() == "none" else parse_size(tile_size)
+        named = {"none": None, "auto": AUTO_TILES}
+        text = tile_size.strip().lower()
+        plan_fields["tile_size"] = named[text] if text in named else parse_size(tile_size)
     plan_fields["guidance_branches"] = family.guidance_branches(guidance)
     plan_fields["model_steps"] = family.model_calls(solver, steps)
     encode_fields = dict(codec=codec, preset=preset, pix_fmt=pix_fmt)
@@ -266,6 +272,7 @@ def build_request(
         dtype=dtype,
         offload=offload,
         vae_group=vae_group,
+        quantize=quantize,
         resume=resume,
         batch_guidance=batch_guidance,
         compile=compile,

@@ -50,6 +50,7 @@ from star_cli.pipeline.upscale import (
     _check_memory,
     _estimate,
     _make_engine,
+    _memory_budget,
     _warner,
     _plan_job,
     _star_weights,
@@ -187,7 +188,8 @@ def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[U
     """Everything a single run checks before loading weights, on this rank's device."""
     request = distributed.rank_device(request, ranks)
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite)
-    planned = [(job, *_plan_job(job, request)) for job in jobs]
+    budget = _memory_budget(request) if request.engine == "star" else None
+    planned = [(job, *_plan_job(job, request, budget)) for job in jobs]
     weights = None
     if request.engine == "star":
         _check_memory([plan for _, plan, _ in planned], request, processes_here=ranks.local_world)
@@ -197,7 +199,7 @@ def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[U
 
 def _same_everywhere(ranks: Ranks, request: UpscaleRequest, planned: Planned) -> None:
     """Refuse a run whose ranks were given other options or see other inputs (its frames would depend on the rank)."""
-    text = repr(([(job, plan) for job, plan, _ in planned], frame_options(request), request.encode, request.engine))
+    text = repr(([(job, replace(plan, tiling="")) for job, plan, _ in planned], frame_options(request), request.encode, request.engine))
     digests = distributed.gather(ranks, hashlib.sha256(text.encode()).hexdigest())
     odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
     if odd:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from star_cli.pipeline.identity import run_identity
 from star_cli.pipeline.lock import output_locks, sweep_stale_locks
 from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.terminal import message
 from star_cli.video.probe import probe
 from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
@@ -117,14 +119,32 @@ def _device_memory(request: UpscaleRequest) -> int | None:
     return device_memory(resolve_device(request.star.device))
 
 
-def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
+def _memory_budget(request: UpscaleRequest) -> MemoryBudget:
+    """The memory `--tile-size auto` plans against, and how the run will use it."""
+    star = request.star
+    params = get_family(star.model).model_params(resolve_weights_dir(star.weights_dir), star.checkpoint)
+    return MemoryBudget(
+        _device_memory(request),
+        host_memory_available(),
+        _run_dtype(request).itemsize,
+        star.offload,
+        star.vae_group,
+        params,
+        star.model,
+    )
+
+
+def _plan_job(job: Job, request: UpscaleRequest, budget: MemoryBudget | None) -> tuple[Plan, VideoWriter]:
     """Probe and plan one job, and set up (not open) its writer, so bad settings fail before any engine runs."""
     info = probe(job.source, ignore_errors=request.ignore_errors)
     # A damaged file may hold packets that decode to nothing: plan the frames the reader will yield.
     frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
     temporal = request.engine == "star"
     cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
-    plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    if budget is None:
+        plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    else:
+        plan = plan_tiles(frames, info.height, info.width, request.plan, budget, scene_cuts=cuts)
     out_h, out_w = plan.output_size
     writer = VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
     writer.rehearse()
@@ -173,7 +193,8 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
 
         request = rank_device(request, ranks)
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
-    planned = [(job, *_plan_job(job, request)) for job in jobs]
+    budget = _memory_budget(request) if request.engine == "star" else None
+    planned = [(job, *_plan_job(job, request, budget)) for job in jobs]
     report = Console(quiet=not ranks.is_main) if request.dry_run else console
     world = ranks.world if ranks.distributed else max(1, len(request.devices))
     sharing = 1 if request.input.is_dir() else world  # a folder's videos go to ranks whole
@@ -181,7 +202,7 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
         if request.dry_run or request.verbose:
             summary = plan_summary(
                 plan,
-                _estimate(plan, request),
+                budget.estimate(plan) if budget is not None else _estimate(plan, request),
                 source=job.source,
                 engine=request.engine,
                 family=get_family(request.star.model),
@@ -211,7 +232,8 @@ def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
 
 def open_store(job: Job, plan: Plan, request: UpscaleRequest, weights: WeightsPaths, console: Console) -> WindowStore:
     """`job`'s work folder, opened (and --resume's identity checked) before any model loads."""
-    identity = run_identity(request, job.source, plan, weights, dtype=str(_run_dtype(request)))
+    # the tiling note holds memory figures of this machine, not frame settings
+    identity = run_identity(request, job.source, replace(plan, tiling=""), weights, dtype=str(_run_dtype(request)))
     return WindowStore(work_folder(job.dest), identity, resume=request.star.resume, warn=_warner(console))
 
 

@@ -6,7 +6,7 @@ from functools import partial
 import pytest
 import torch
 
-from star_cli.diffusion.noise import brownian_noise_sampler
+from star_cli.diffusion.noise import SeededNoise, brownian_noise_sampler
 from star_cli.diffusion.samplers import sample_dpmpp_2m_sde, sample_heun
 from star_cli.diffusion.tiled import grid_regions
 from star_cli.diffusion.window import SamplerSettings, noised_hint, sample_window
@@ -84,9 +84,9 @@ def test_seed_and_window_reproduce_a_run(toy_v):
 def test_start_noise_depends_only_on_seed_and_window():
     hint = torch.zeros(1, 4, 3, 4, 4)
     settings = SamplerSettings()
-    start = noised_hint(hint, settings, seed=1, window=0)
-    assert torch.equal(start, noised_hint(hint, settings, seed=1, window=0))
-    assert not torch.equal(start, noised_hint(hint, settings, seed=1, window=1))
+    start = noised_hint(hint, settings, SeededNoise(1, 0))
+    assert torch.equal(start, noised_hint(hint, settings, SeededNoise(1, 0)))
+    assert not torch.equal(start, noised_hint(hint, settings, SeededNoise(1, 1)))
 
 
 def test_nan_in_a_step_is_a_star_error_naming_the_step():

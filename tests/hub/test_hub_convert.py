@@ -50,7 +50,7 @@ def test_conversion_writes_fp16_with_config_and_provenance(state: dict[str, torc
     "edit, message",
     [
         (lambda s: s.pop(next(iter(s))), "1 missing"),
-        (lambda s: s.__setitem__("extra.weight", torch.zeros(2)), r"1 unexpected \(extra.weight\)"),
+        (lambda s: s.update({f"extra.{i}": torch.zeros(2) for i in range(17)}), r"17 unexpected \(extra.0"),
         (lambda s: s.__setitem__(next(iter(s)), torch.zeros(3, 3)), "1 with the wrong shape"),
     ],
 )
@@ -107,3 +107,18 @@ def test_default_config_expects_exactly_the_official_checkpoint_tensors(fixtures
     (star,) = [c for c in load_sources().components if c.name == "star"]
     assert star.config == {}
     assert not compare_keys(meta_model(star.config), official)
+
+
+def test_checkpoints_as_they_ship_are_unwrapped_and_leftovers_dropped(state, tmp_path: Path, caplog) -> None:
+    """`module.` prefix inside a `state_dict` wrapper, plus two training leftovers: converted, leftovers named."""
+    leftovers = {"VideoControlNet.scale_cond.0.weight": torch.zeros(4), "hint_time_zero_linear.bias": torch.zeros(4)}
+    shipped = {"state_dict": {f"module.{k}": v for k, v in {**state, **leftovers}.items()}}
+    src, dest = tmp_path / "light_deg.pt", tmp_path / "star" / "light_deg.safetensors"
+    torch.save(shipped, src)
+    with caplog.at_level("WARNING"):
+        dropped = convert_star_checkpoint(src, dest, config=TINY_STAR, source_sha256=SHA)
+    assert sorted(dropped) == sorted(leftovers)
+    assert "VideoControlNet.scale_cond.0.weight" in caplog.text
+    model = load_star_unet(dest)
+    key = next(iter(state))
+    torch.testing.assert_close(model.state_dict()[key].float(), state[key].half().float())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,36 @@ def test_revision_applies_to_the_star_repo_only(release_hub: FakeHub, tiny_sourc
         repo, rest = seen.path.split("/resolve/")
         asked.setdefault(repo, rest.split("/")[0])
     assert asked == {f"/{STAR_REPO}": COMMIT, f"/{VAE_REPO}": "main", f"/{TEXT_REPO}": "main"}
+
+
+MIRROR = "test/star-mirror"
+
+
+def mirrored_sources(tiny_release: TinyRelease, sha256: dict[str, str] | None = None) -> Sources:
+    """The tiny sources plus a mirror that keeps the checkpoints at its root."""
+    text = sources_text(TINY_STAR, sha256 or tiny_release.star_sha256())
+    text = text.replace(f'repos = ["{STAR_REPO}"]', f'repos = ["{STAR_REPO}"]\nmirrors = ["{MIRROR}"]')
+    for variant in ("light", "heavy"):
+        text = text.replace(f'path = "{star_path(variant)}"', f'path = "{star_path(variant)}"\nmirror_path = "{variant}_deg.pt"')
+    return parse_sources(text, "mirrored")
+
+
+def test_sha_verified_mirror_is_the_last_fallback(hub: FakeHub, tiny_release: TinyRelease, complete_dir: Path, quiet: Console) -> None:
+    light = tiny_release.files[STAR_REPO, star_path("light")]
+    for (repo, path), data in tiny_release.files.items():
+        if repo != STAR_REPO:
+            hub.add(repo, path, data)
+    hub.add(MIRROR, "light_deg.pt", light)  # the official repo is gone, the mirror holds the same bytes
+    (complete_dir / "star" / "light_deg.safetensors").unlink()
+    download_weights("light", complete_dir, sources=mirrored_sources(tiny_release), console=quiet)
+    assert f"using the sha256-verified mirror {MIRROR} instead of {STAR_REPO}" in output(quiet)
+    check_weights_dir(complete_dir, "light", verify=True)
+
+
+def test_mirror_is_never_used_for_a_file_without_a_pinned_sha256(hub: FakeHub, tiny_release: TinyRelease, quiet: Console) -> None:
+    hub.add(MIRROR, "light_deg.pt", tiny_release.files[STAR_REPO, star_path("light")])
+    component = next(c for c in mirrored_sources(tiny_release).components if c.name == "star")
+    files = [replace(f, sha256=None) for f in component.files]
+    with pytest.raises(StarError, match=f"repository {STAR_REPO} was not found"):
+        fetch_module._resolve_component(component, files, "main", hub.endpoint, quiet)
+    assert not any(s.path.startswith(f"/{MIRROR}") for s in hub.seen("HEAD"))

@@ -44,7 +44,11 @@ def test_shipped_sources_pin_the_star_checkpoints_and_cover_the_layout(monkeypat
     light = {f.dest: f.path for _, f in sources.select(["light"])}
     assert sorted(light) == sorted(required_files("light"))
     assert light["vae/diffusion_pytorch_model.safetensors"] == "vae/diffusion_pytorch_model.fp16.safetensors"
-    assert light["text_encoder/model.safetensors"] == "text_encoder/model.fp16.safetensors"
+    assert light["text_encoder/model.safetensors"] == "text_encoder/model.safetensors"  # float32, as the reference
+    assert {c.name: c.mirrors for c in sources.components}["star"] == ("camenduru/STAR",)
+    pinned = {f.dest: f.sha256 for _, f in sources.select(["light", "heavy"])}
+    assert pinned["vae/diffusion_pytorch_model.safetensors"] == "af602cd0eb4ad6086ec94fbf1438dfb1be5ec9ac03fd0215640854e90d6463a3"
+    assert pinned["vae/config.json"] is None  # the two SVD repos' copies differ in metadata
     assert sorted(f.dest for _, f in sources.select(["light", "heavy"])) == sorted(set(required_files("light")) | set(required_files("heavy")))
 
 

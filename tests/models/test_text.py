@@ -158,3 +158,25 @@ def test_a_damaged_tokenizer_file_is_named_in_one_line(name, tmp_path):
         load_tokenizer(tmp_path)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message
+
+
+@pytest.fixture(scope="module")
+def clip_text(fixtures_dir: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, Path]:
+    """The clip-text fixture: prompts, open_clip ids, the reference embedder's context, the tiny tower folder."""
+    from safetensors import safe_open
+
+    folder = fixtures_dir / "clip-text"
+    with safe_open(folder / "clip_text_tiny.safetensors", framework="pt") as f:
+        prompts = json.loads(f.metadata()["prompts"])
+        return prompts, f.get_tensor("input.ids"), f.get_tensor("output.context"), folder / "tiny_clip_text"
+
+
+def test_text_encoder_matches_the_reference_embedder_on_all_positions(clip_text, clip_fixture_dir):
+    """Prompts -> our tokens -> TextEncoder (float32, as StarEngine loads it) = FrozenOpenCLIPEmbedder, all 77 positions."""
+    prompts, ids, expected, tower = clip_text
+    encoder = TextEncoder.from_dirs(tower, clip_fixture_dir, dtype=torch.float32)
+    assert torch.equal(tokenize(encoder.tokenizer, prompts), ids)
+    torch.testing.assert_close(encoder.encode(prompts), expected, atol=1e-5, rtol=1e-5)
+    # why float32: the same tower in float16 is 6.5e-3 away (README of the fixture)
+    half = TextEncoder.from_dirs(tower, clip_fixture_dir, dtype=torch.float16).encode(prompts).float()
+    assert (half - expected).abs().max() > 1e-3

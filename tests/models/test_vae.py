@@ -203,3 +203,23 @@ def test_from_dir_loads_a_written_folder(tmp_path):
     assert vae.dtype == torch.float64 and vae.spatial_factor == 8 and vae.scaling_factor == pytest.approx(0.18215)
     with pytest.raises(StarError, match="VAE"):
         VideoVAE.from_dir(tmp_path / "missing")
+
+
+def test_decode_dtype_runs_the_decoder_under_autocast_and_returns_float32(tiny_vae):
+    """The reference decodes under CUDA autocast with float32 weights; bfloat16 stands in on the CPU."""
+    latents = torch.randn(3, 4, 4, 6, generator=torch.Generator().manual_seed(1))
+    exact = tiny_vae.decode(latents)
+    low = VideoVAE(tiny_vae.model, decode_dtype=torch.bfloat16).decode(latents)
+    assert low.dtype == exact.dtype == torch.float32 and tiny_vae.model.dtype == torch.float32
+    assert not torch.equal(low, exact)
+    torch.testing.assert_close(low, exact, atol=0.1, rtol=0.1)
+
+
+def test_encode_draws_posterior_noise_from_the_given_source(tiny_vae):
+    frames = torch.rand(2, 3, 32, 32) * 2 - 1
+    zeros = tiny_vae.encode(frames, noise=lambda k, mean: torch.zeros_like(mean))
+    means = torch.cat([tiny_vae.posterior(frame[None])[0] for frame in frames]) * tiny_vae.scaling_factor
+    torch.testing.assert_close(zeros, means)
+    seen = []
+    tiny_vae.encode(frames, noise=lambda k, mean: seen.append(k) or torch.ones_like(mean))
+    assert seen == [0, 1]

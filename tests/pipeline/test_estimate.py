@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from star_cli.errors import InputError
@@ -10,9 +12,10 @@ from star_cli.pipeline.estimate import (
     check_fits,
     estimate,
     flops_per_frame,
-    vae_bytes,
+    vae_encode_bytes,
 )
 from star_cli.pipeline.plan import PlanOptions, make_plan
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 
 
 # Our UNet with the engine's feed-forward slicing, measured by benchmarks/vram_estimate.py.
@@ -34,22 +37,27 @@ def test_reference_policy_flops():
 
 @pytest.mark.parametrize(("offload", "target_gib"), [("none", 20), ("model", 12), ("sequential", 8)])
 def test_defaults_meet_the_gpu_targets_and_do_not_grow_with_length(offload, target_gib):
-    """72 frames of 426x240 at x4: the issue's targets (a 24 GB card; the offload modes)."""
-    short, long, longer = (estimate(make_plan(n, 240, 426, PlanOptions()), offload=offload) for n in (72, 720, 7200))
+    """72 frames of 426x240 at x4 on a card with `target_gib` free: auto tiles fit, whatever the length."""
+    budget = MemoryBudget(target_gib * GiB, 64 * GiB, offload=offload)
+    short, long, longer = (
+        estimate(plan_tiles(n, 240, 426, PlanOptions(), budget), offload=offload) for n in (72, 720, 7200)
+    )
     assert short.device_bytes <= long.device_bytes <= target_gib * GiB
     assert longer.device_bytes == long.device_bytes
 
 
 def test_vae_encode_stops_growing_with_the_canvas_beyond_its_tile():
-    """Whole default canvases (976x1728) are encoded at once; 2192x3840 and larger in tiles of 2048 px."""
+    """Whole canvas frames encode at once (float32); with encode tiles of 2048 px the peak stops growing."""
     default = make_plan(10, 240, 426, PlanOptions())
-    assert vae_bytes(default) == 976 * 1728 * VAE_ENCODE_CHANNELS * 2
-    full_hd_x2 = make_plan(10, 1080, 1920, PlanOptions(scale=2))
-    full_hd_x4 = make_plan(10, 1080, 1920, PlanOptions(scale=4))
+    assert vae_encode_bytes(default) == 976 * 1728 * VAE_ENCODE_CHANNELS * 4
+    tiled = PlanOptions(vae_encode_tile=256)
+    full_hd_x2 = make_plan(10, 1080, 1920, replace(tiled, scale=2))
+    full_hd_x4 = make_plan(10, 1080, 1920, replace(tiled, scale=4))
     assert full_hd_x4.canvas.height > full_hd_x2.canvas.height > 2048
-    assert vae_bytes(full_hd_x2) == vae_bytes(full_hd_x4) == 2048 * 2048 * VAE_ENCODE_CHANNELS * 2
-    assert estimate(full_hd_x2, offload="model").device_bytes <= 12 * GiB
-    assert estimate(full_hd_x2, offload="sequential").device_bytes <= 8 * GiB
+    assert vae_encode_bytes(full_hd_x2) == vae_encode_bytes(full_hd_x4) == 2048 * 2048 * VAE_ENCODE_CHANNELS * 4
+    for offload, gib in (("model", 12), ("sequential", 8)):
+        plan = plan_tiles(10, 1080, 1920, PlanOptions(scale=2), MemoryBudget(gib * GiB, 64 * GiB, offload=offload))
+        assert estimate(plan, offload=offload).device_bytes <= gib * GiB
 
 
 def test_default_costs_at_most_80_percent_of_reference_per_output_frame():
@@ -64,8 +72,8 @@ def test_offload_and_dtype_move_memory():
     base, fp32 = estimate(plan), estimate(plan, dtype_bytes=4)
     model, sequential = estimate(plan, offload="model"), estimate(plan, offload="sequential")
     assert sequential.device_bytes < model.device_bytes < base.device_bytes
-    # UNet + VAE in fp16 (the text tower is freed before they load) leave the device.
-    assert base.weights_bytes == (2_041_121_910 + 97_700_000) * 2
+    # UNet in fp16 and VAE in fp32 (the text tower is freed before they load) leave the device.
+    assert base.weights_bytes == 2_041_121_910 * 2 + 97_700_000 * 4
     assert base.device_bytes - sequential.device_bytes == base.weights_bytes - sequential.weights_bytes
     assert model.host_bytes == sequential.host_bytes == base.host_bytes + base.weights_bytes
     assert fp32.activation_bytes == pytest.approx(2 * base.activation_bytes, abs=2)

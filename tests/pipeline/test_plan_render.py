@@ -17,8 +17,8 @@ def test_dry_run_summary_shows_plan_and_costs():
     text = render(make_plan(100, 240, 426, PlanOptions()), source="clip.mp4")
     for needle in ["clip.mp4", "no scene cuts", "426x240, 100 frames", "1704x960 (x4)",
                    "1728x976 px (latent 216x122)", "edge replicate",
-                   "4 of 31 frames, overlap 8", "4 (2x2) of 960x592 px", "448 (4 chunks x 4 tiles x 14 steps",
-                   "62.2 PFLOP", "0.76 of the reference's policy", "GPU memory", "Host memory", "0-30, 23-53, 46-76, 69-99"]:
+                   "4 of 31 frames, overlap 8", "none (whole canvas", "112 (4 chunks x 1 tiles x 14 steps",
+                   "62.1 PFLOP", "encode whole frames (fp32), decode whole frames", "0.76 of the reference's policy", "GPU memory", "Host memory", "0-30, 23-53, 46-76, 69-99"]:
         assert needle in text, needle
 
 

@@ -53,8 +53,11 @@ def weight_sum(plan):
     return total
 
 
+FIXED = PlanOptions(tile_size=(720, 1280))
+
+
 def test_reference_canvas_in_four_balanced_tiles():
-    plan = make_plan(4, 240, 426, PlanOptions())
+    plan = make_plan(4, 240, 426, FIXED)
     assert [(t.top, t.left, t.height, t.width) for t in plan.tiles] == [
         (0, 0, 74, 120), (0, 96, 74, 120), (48, 0, 74, 120), (48, 96, 74, 120)
     ]
@@ -83,17 +86,19 @@ def test_tiles_are_valid_bounded_and_cover(size, scale, tile, overlap):
 
 
 def test_no_tiles_when_canvas_fits_or_tiling_is_off():
-    small = make_plan(2, 180, 320, PlanOptions())  # 720x1280: exactly one tile
+    small = make_plan(2, 180, 320, FIXED)  # 720x1280: exactly one tile
     assert [(t.top, t.left, t.height, t.width) for t in small.tiles] == [(0, 0, 90, 160)]
     assert np.all(np.outer(small.tiles[0].row_weights, small.tiles[0].col_weights) == 1.0)
     untiled = make_plan(2, 1080, 1920, PlanOptions(scale=2, tile_size=None))
     assert len(untiled.tiles) == 1 and untiled.tiles[0].height == untiled.canvas.latent_height
-    wide = make_plan(2, 90, 1000, PlanOptions(scale=2))  # tall enough for one row only
+    auto = make_plan(2, 1080, 1920, PlanOptions(scale=2))  # 'auto' without a memory figure: whole canvas
+    assert len(auto.tiles) == 1
+    wide = make_plan(2, 90, 1000, PlanOptions(scale=2, tile_size=(720, 1280)))  # tall enough for one row only
     assert len({t.top for t in wide.tiles}) == 1 and len(wide.tiles) > 1
 
 
 def test_counts():
-    plan = make_plan(100, 240, 426, PlanOptions())
+    plan = make_plan(100, 240, 426, FIXED)
     assert plan.unet_evaluations == 4 * 4 * 14 * 2
     assert plan.processed_pixel_frames == 124 * 4 * 592 * 960
     assert plan.output_pixel_frames == 100 * 960 * 1704

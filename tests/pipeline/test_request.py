@@ -46,8 +46,12 @@ def test_torch_free_choice_lists_mirror_their_owners():
     from star_cli.diffusion.window import SOLVERS as sampler_solvers
     from star_cli.pipeline import request
     from star_cli.pipeline.colorfix import COLOR_FIX_MODES
+    from star_cli.models.vae import DEFAULT_TILE_OVERLAP, QUANTIZE_MODES
     from star_cli.pipeline.engines.placement import DTYPES
+    from star_cli.pipeline.plan import VAE_TILE_OVERLAP
 
+    assert request.QUANTIZE_MODES == QUANTIZE_MODES
+    assert VAE_TILE_OVERLAP == DEFAULT_TILE_OVERLAP
     assert request.SOLVERS == sampler_solvers
     assert request.COLOR_FIXES == COLOR_FIX_MODES
     assert request.DTYPES == tuple(DTYPES)

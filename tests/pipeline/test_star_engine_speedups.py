@@ -34,8 +34,8 @@ def _frames(path: Path) -> np.ndarray:
 
 def test_batched_guidance_runs_one_batch_of_two_and_gives_the_same_frames(clip, weights, tmp_path, monkeypatch):
     batches: list[int] = []
-    denoise = StarEngine._denoise
-    monkeypatch.setattr(StarEngine, "_denoise", lambda self, x, *rest: batches.append(x.shape[0]) or denoise(self, x, *rest))
+    denoise = StarEngine.denoise
+    monkeypatch.setattr(StarEngine, "denoise", lambda self, x, *rest: batches.append(x.shape[0]) or denoise(self, x, *rest))
     outputs = {}
     for mode in ("on", "off"):
         out = tmp_path / f"{mode}.mkv"

@@ -121,6 +121,8 @@ def estimate(
         weights_bytes=(DIT_LARGEST_MODULE_PARAMS if streamed else dit_params) * dtype_bytes,
         activation_bytes=int(plan.options.guidance_branches * token_count * DIT_ACTIVATION_BYTES_PER_TOKEN * scale),
         vae_bytes=0 if streamed else max(encode, decode),
+        vae_encode_bytes=0 if streamed else encode,
+        vae_decode_bytes=0 if streamed else decode,
         latent_bytes=latent_frames * _LATENT_CHANNELS * (canvas // VAE_FACTOR**2) * FLOAT32 * LATENT_COPIES,
         # host: the window's frames in and out, the float32 canvas the decoded tiles are feathered into,
         # and the cross-fade sums of window overlaps

@@ -68,6 +68,12 @@ class Placement:
         self._hooks[name] = hook
         return module
 
+    def release(self, name: str) -> None:
+        """Forget component `name` (e.g. the text encoder once the prompts are encoded) so it can be freed."""
+        hook = self._hooks.pop(name, None)
+        if hook is not None:
+            hook.remove()
+
     def activate(self, name: str) -> None:
         """Before `name` works: send every other offloaded component back to the host."""
         for other, hook in self._hooks.items():

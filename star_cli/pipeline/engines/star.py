@@ -1,15 +1,25 @@
 """The STAR engine: one plan window of LR frames in, restored frames out.
 
 Stage by stage, as the reference does it: frames -> [-1, 1] -> bilinear resize to
-the target size -> canvas padding -> VAE encode (per frame, seeded posterior
-sample) -> LR latent noised to t_max and denoised chunk x tile by chunk x tile at
-every step -> temporal VAE decode in groups (tiled when large) -> crop -> colour fix
-against the LR frames -> uint8. Everything random is drawn from (seed, window
-start), so windows are independent and a resumed run repeats an uninterrupted one.
+the target size -> canvas padding -> VAE encode (per frame, float32, sampled
+posterior) -> LR latent noised to t_max and denoised chunk x tile by chunk x tile at
+every step -> temporal VAE decode in groups (in the run's dtype) -> crop -> colour
+fix against the LR frames -> uint8. Everything random comes from one `NoiseSource`
+per window, by default seeded from (seed, window start), so windows are independent
+and a resumed run repeats an uninterrupted one; tests/test_reference_pipeline.py
+replays the reference's recorded draws through the same code.
+
+Precision, as the reference: the text encoder runs once in float32 and is freed
+before sampling; the VAE keeps float32 weights, encodes in float32 and decodes under
+autocast in the run's dtype (float16 on CUDA by default); the UNet runs in the run's
+dtype; the solver's arithmetic is float32. VAE and UNet tiles come from the plan
+(whole frames unless memory forced tiles: star_cli.pipeline.tiling).
 """
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from star_cli.diffusion.noise import derive_seed
+from star_cli.diffusion.noise import NoiseSource, SeededNoise
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
@@ -47,9 +57,6 @@ FEED_FORWARD_CHUNK = 32768
 activation; slicing it (same result) cut the measured fp16 peak of a 32x74x120 tile from
 6.2 to 3.1 GiB (benchmarks/vram_estimate.py); smaller slices gain nothing more."""
 
-VAE_POSTERIOR_STREAM = 2
-"""Random stream of the VAE posterior samples (the sampler draws streams 0 and 1 of each window)."""
-
 
 def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
     """Pad (N, 3, H, W) frames to the plan's canvas (white like the reference, or edge replication)."""
@@ -59,6 +66,36 @@ def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
     if padding.mode == "constant":
         return F.pad(frames, pad, mode="constant", value=padding.value)
     return F.pad(frames, pad, mode="replicate")
+
+
+def resize_frames(frames: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """(N, 3, h, w) frames bilinearly resized to the plan's output size (the reference's F.interpolate)."""
+    return F.interpolate(frames, size=plan.output_size, mode="bilinear", align_corners=False)
+
+
+def finish_frames(canvas: torch.Tensor, frames: np.ndarray, plan: Plan, color_fix: str) -> torch.Tensor:
+    """Decoded canvas frames (g, 3, H, W) -> the picture cropped out and colour-fixed against its LR `frames`."""
+    out_h, out_w = plan.output_size
+    top, left = plan.canvas.padding.top, plan.canvas.padding.left
+    pixels = canvas[:, :, top : top + out_h, left : left + out_w]
+    return apply_color_fix(color_fix, pixels, to_vae_range(frames, pixels.device))
+
+
+def _encode_prompts(weights: WeightsPaths, prompt: str, placement: Placement) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) float32 contexts from the float32 text encoder, which is freed before returning.
+
+    The text runs once per prompt, so float32 costs nothing that matters and matches the
+    reference (fp16 moved the tiny fixture tower's context by 6.5e-3).
+    """
+    text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=torch.float32)
+    placement.place("text", text.model)
+    context, negative = text.contexts(prompt)
+    placement.release("text")
+    del text
+    gc.collect()
+    if placement.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return context, negative
 
 
 def window_regions(plan: Plan, window: Window) -> list[Region]:
@@ -101,11 +138,8 @@ class StarEngine:
         placement = Placement(device, settings.offload)
         if not quiet:
             console.print(message(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
-        text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=dtype)
-        placement.place("text", text.model)
-        context, negative = text.contexts(settings.prompt)
-        del text
-        vae = VideoVAE.from_dir(weights.vae_dir, dtype=dtype)
+        context, negative = _encode_prompts(weights, settings.prompt, placement)
+        vae = VideoVAE.from_dir(weights.vae_dir, dtype=torch.float32, decode_dtype=dtype)
         placement.place("vae", vae.model)
         unet = load_star_unet(checkpoint, dtype=dtype, device="cpu")
         unet.set_feed_forward_chunk(FEED_FORWARD_CHUNK)
@@ -148,58 +182,48 @@ class StarEngine:
             model_params=params,
         )
 
-    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        """The UNet's v-prediction (float32) for float32 inputs: the sampler's `Denoiser`."""
         with torch.no_grad():
             v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
         return v.float()
 
-    def _resized(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
+    def _lr_frames(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
         """The LR frames in [-1, 1], bilinearly resized to the output size (float32, on the device)."""
-        return F.interpolate(to_vae_range(frames, self.device), size=plan.output_size, mode="bilinear", align_corners=False)
+        return resize_frames(to_vae_range(frames, self.device), plan)
 
     @torch.no_grad()
-    def encode(self, frames: np.ndarray, plan: Plan, window: Window) -> torch.Tensor:
-        """LR latents (1, 4, F, h, w) of the window, frame by frame, the posterior sampled from (seed, window)."""
+    def encode(self, frames: np.ndarray, plan: Plan, noise: NoiseSource) -> torch.Tensor:
+        """LR latents (1, 4, F, h, w) of a window, frame by frame, each posterior sampled with `noise`."""
         self.placement.activate("vae")
-        generator = torch.Generator("cpu").manual_seed(derive_seed(self.settings.seed, window.start, VAE_POSTERIOR_STREAM))
+        canvas = (pad_canvas(self._lr_frames(frames[i : i + 1], plan), plan.canvas.padding) for i in range(len(frames)))
         latents = [
-            self.vae.encode(pad_canvas(self._resized(frames[i : i + 1], plan), plan.canvas.padding), generator)
-            for i in range(len(frames))
+            self.vae.encode(frame, noise=lambda _, mean, k=k: noise.posterior(k, mean), tile=plan.options.vae_encode_tile)
+            for k, frame in enumerate(canvas)
         ]
-        return torch.cat(latents).float().permute(1, 0, 2, 3).unsqueeze(0)
+        return torch.cat(latents).float().permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, frames: np.ndarray, plan: Plan) -> np.ndarray:
-        """Decode (1, 4, F, h, w) latents group by group, crop the canvas, colour-fix, to uint8."""
+    def iter_decode(self, latents: torch.Tensor, frames: np.ndarray, plan: Plan) -> Iterator[torch.Tensor]:
+        """Decode (1, 4, F, h, w) latents group by group: colour-fixed float32 frames (g, 3, H, W) in [-1, 1]."""
         self.placement.activate("vae")
-        out_h, out_w = plan.output_size
-        top, left = plan.canvas.padding.top, plan.canvas.padding.left
-        restored = np.empty((len(frames), out_h, out_w, 3), dtype=np.uint8)
         done = 0
-        for pixels in self.vae.iter_decode(latents[0].permute(1, 0, 2, 3), group=self.settings.vae_group):
+        groups = self.vae.iter_decode(latents[0].permute(1, 0, 2, 3), group=self.settings.vae_group, tile=plan.options.vae_tile)
+        for pixels in groups:
             if not torch.isfinite(pixels).all():
                 raise StarError("the VAE decode produced NaN/inf values; try --dtype bf16 or --dtype fp32")
-            pixels = pixels[:, :, top : top + out_h, left : left + out_w].float()
             count = len(pixels)
-            reference = to_vae_range(frames[done : done + count], pixels.device)
-            restored[done : done + count] = to_uint8(apply_color_fix(self.settings.color_fix, pixels, reference))
+            yield finish_frames(pixels, frames[done : done + count], plan, self.settings.color_fix)
             done += count
-        return restored
 
-    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray:
-        """Restore one window of uint8 LR frames to uint8 frames at the plan's output size."""
-        if window is None:
-            raise ValueError("the STAR engine restores plan windows")
-        hint = self.encode(frames, plan, window)
-        latents = self.sample(hint, plan, window)
-        return self.decode(latents, frames, plan)
-
-    def sample(self, hint: torch.Tensor, plan: Plan, window: Window, callback: StepCallback | None = None) -> torch.Tensor:
-        """Denoise one window's LR latents (1, 4, F, h, w) chunk x tile by chunk x tile; float32 latents."""
+    def sample(
+        self, hint: torch.Tensor, plan: Plan, window: Window, noise: NoiseSource, callback: StepCallback | None = None
+    ) -> torch.Tensor:
+        """The window's sampled latent (1, 4, F, h, w) from its LR latent `hint`, chunk x tile by chunk x tile."""
         self.placement.activate("unet")
         settings = replace(self.sampler_settings(), batch_guidance=self.batches_guidance(plan))
         return sample_window(
-            self._denoise,
+            self.denoise,
             hint,
             self.context,
             self.negative_context,
@@ -207,5 +231,25 @@ class StarEngine:
             settings,
             seed=self.settings.seed,
             window=window.start,
+            noise=noise,
             callback=callback,
         )
+
+    def iter_restore(
+        self, frames: np.ndarray, plan: Plan, window: Window, noise: NoiseSource | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Restore one window: float32 frames (g, 3, H, W) in [-1, 1], a VAE group at a time, before quantisation.
+
+        `noise` defaults to the run's `SeededNoise(seed, window.start)`.
+        """
+        noise = noise or SeededNoise(self.settings.seed, window.start)
+        hint = self.encode(frames, plan, noise)
+        latents = self.sample(hint, plan, window, noise)
+        yield from self.iter_decode(latents, frames, plan)
+
+    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray:
+        """Restore one window of uint8 LR frames to uint8 frames at the plan's output size."""
+        if window is None:
+            raise ValueError("the STAR engine restores plan windows")
+        groups = self.iter_restore(frames, plan, window)
+        return np.concatenate([to_uint8(group, self.settings.quantize) for group in groups])
