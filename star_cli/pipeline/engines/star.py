@@ -10,18 +10,18 @@ start), so windows are independent and a resumed run repeats an uninterrupted on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
 from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.window import SamplerSettings, sample_window
-from star_cli.errors import StarError
+from star_cli.errors import InputError, StarError
 from star_cli.hub import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
@@ -30,8 +30,10 @@ from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE, to_uint8, to_vae_range
 from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
+from star_cli.pipeline.events import Notice, ProgressCallback, ignore
 from star_cli.pipeline.plan import Padding, Plan, Window
 from star_cli.pipeline.request import StarSettings, solver_mode
+from star_cli.pipeline.timing import StageClock
 
 FEED_FORWARD_CHUNK = 32768
 """Tokens per GEGLU feed-forward slice. The top-level feed-forward is the UNet's largest
@@ -40,6 +42,9 @@ activation; slicing it (same result) cut the measured fp16 peak of a 32x74x120 t
 
 VAE_POSTERIOR_STREAM = 2
 """Random stream of the VAE posterior samples (the sampler draws streams 0 and 1 of each window)."""
+
+LOAD_TIME_SETTINGS = ("checkpoint", "weights_dir", "device", "dtype", "offload")
+"""Settings fixed when the models load; the others may change from one call to the next."""
 
 
 def pad_canvas(frames: torch.Tensor, padding: Padding) -> torch.Tensor:
@@ -66,9 +71,27 @@ def window_regions(plan: Plan, window: Window) -> list[Region]:
     ]
 
 
+def encode_prompts(weights: WeightsPaths, prompt: str, dtype: torch.dtype, placement: Placement) -> tuple[torch.Tensor, torch.Tensor]:
+    """(context, negative context) of `prompt`; the text encoder is freed again before this returns."""
+    text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=dtype)
+    placement.place("text", text.model)
+    context, negative = text.contexts(prompt)
+    return context.to(placement.device), negative.to(placement.device)
+
+
+def _sync(device: torch.device) -> Callable[[], None] | None:
+    """What makes a stage's timing include its queued GPU work."""
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
 @dataclass
 class StarEngine:
-    """Loaded STAR components plus the settings of the run."""
+    """Loaded STAR components plus the settings of the run.
+
+    `clock` times the stages of each window; `on_evaluations(n)` is called after
+    every UNet call with the model evaluations it made (chunk x tile x step x branch),
+    so progress can move inside a window.
+    """
 
     unet: STARUNet
     vae: VideoVAE
@@ -77,11 +100,14 @@ class StarEngine:
     settings: StarSettings
     placement: Placement
     dtype: torch.dtype
+    weights: WeightsPaths | None = None
+    clock: StageClock = field(default_factory=StageClock)
+    on_evaluations: Callable[[int], None] | None = None
     name: str = "star"
     temporal: bool = True
 
     @classmethod
-    def load(cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False) -> StarEngine:
+    def load(cls, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback = ignore) -> StarEngine:
         """Load every component from the checked `weights` folder and encode the prompts once."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
@@ -90,18 +116,29 @@ class StarEngine:
         if not checkpoint.is_file():
             raise StarError(f"checkpoint not found: {checkpoint} (give light, heavy or a .safetensors/.pt file)")
         placement = Placement(device, settings.offload)
-        if not quiet:
-            console.print(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
-        text = TextEncoder.from_dirs(weights.text_encoder_dir, weights.tokenizer_dir, dtype=dtype)
-        placement.place("text", text.model)
-        context, negative = text.contexts(settings.prompt)
-        del text
+        clock = StageClock(_sync(device))
+        progress(Notice(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
+        with clock.stage("text"):
+            context, negative = encode_prompts(weights, settings.prompt, dtype, placement)
         vae = VideoVAE.from_dir(weights.vae_dir, dtype=dtype)
         placement.place("vae", vae.model)
         unet = load_star_unet(checkpoint, dtype=dtype, device="cpu")
         unet.set_feed_forward_chunk(FEED_FORWARD_CHUNK)
         unet = placement.place("unet", unet, streamable=True)
-        return cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype)
+        return cls(unet, vae, context, negative, settings, placement, dtype, weights, clock)
+
+    def with_settings(self, settings: StarSettings) -> StarEngine:
+        """This engine (same loaded models) for other per-call settings; a new prompt is encoded here."""
+        changed = [name for name in LOAD_TIME_SETTINGS if getattr(settings, name) != getattr(self.settings, name)]
+        if changed:
+            raise InputError(f"{', '.join(changed)} are fixed when the pipeline loads; load another pipeline to change them")
+        engine = replace(self, settings=settings, clock=StageClock(self.clock.sync), on_evaluations=None)
+        if settings.prompt != self.settings.prompt:
+            if self.weights is None:
+                raise InputError("this engine was built without its weights folder, so its prompt cannot change")
+            with engine.clock.stage("text"):
+                engine.context, engine.negative_context = encode_prompts(self.weights, settings.prompt, self.dtype, self.placement)
+        return engine
 
     @property
     def device(self) -> torch.device:
@@ -114,6 +151,8 @@ class StarEngine:
     def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
+        if self.on_evaluations is not None:
+            self.on_evaluations(len(x_t))  # a batched-guidance call is two evaluations
         return v.float()
 
     def _resized(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
@@ -153,16 +192,19 @@ class StarEngine:
         """Restore one window of uint8 LR frames to uint8 frames at the plan's output size."""
         if window is None:
             raise ValueError("the STAR engine restores plan windows")
-        hint = self.encode(frames, plan, window)
-        self.placement.activate("unet")
-        latents = sample_window(
-            self._denoise,
-            hint,
-            self.context,
-            self.negative_context,
-            window_regions(plan, window),
-            self.sampler_settings(),
-            seed=self.settings.seed,
-            window=window.start,
-        )
-        return self.decode(latents, frames, plan)
+        with self.clock.stage("vae_encode"):
+            hint = self.encode(frames, plan, window)
+        with self.clock.stage("sampling"):
+            self.placement.activate("unet")
+            latents = sample_window(
+                self._denoise,
+                hint,
+                self.context,
+                self.negative_context,
+                window_regions(plan, window),
+                self.sampler_settings(),
+                seed=self.settings.seed,
+                window=window.start,
+            )
+        with self.clock.stage("vae_decode"):
+            return self.decode(latents, frames, plan)
