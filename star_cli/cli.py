@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, TypeVar
@@ -16,7 +17,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from star_cli import __version__
 from star_cli.errors import StarError
+from star_cli.help import StarCommand
 
 T = TypeVar("T")
 
@@ -41,10 +44,14 @@ Examples:
   star upscale clips/ -o upscaled/ --scale 2        # every video of a folder
 
   star upscale in.mkv -o out.mkv --codec ffv1 --offload model --seed 7
+
+  star upscale in.mp4 -o try.mp4 --start 1:30 --end 1:33   # try settings on 3 seconds first
 """
 
 
-def _run(action: Callable[[], T], console: Console, *, interrupted: str = "interrupted: no partial output was kept") -> T:
+def _run(
+    action: Callable[[], T], console: Console, *, interrupted: str | Callable[[], str] = "interrupted: no partial output was kept"
+) -> T:
     """Run one command body, turning our errors and Ctrl-C into exit codes."""
     try:
         return action()
@@ -52,17 +59,31 @@ def _run(action: Callable[[], T], console: Console, *, interrupted: str = "inter
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
-        console.print(f"[yellow]{escape(interrupted)}[/]")
+        message = interrupted() if callable(interrupted) else interrupted
+        console.print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"star {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Real-world video super-resolution with STAR (diffusion), from the command line."""
 
 
 def _stderr() -> Console:
     return Console(stderr=True)
 
 
-@app.command(epilog=UPSCALE_EXAMPLES)
+@app.command(cls=StarCommand, epilog=UPSCALE_EXAMPLES)
 def upscale(
-    input: Path = typer.Argument(..., help="A video file, or a folder of videos.", show_default=False),
+    input: Path = typer.Argument(..., metavar="INPUT", help="A video file, or a folder of videos.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder, for a folder input).", show_default=False),
     scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0 < scale <= 8."),
     engine: str = typer.Option("star", help="star (the diffusion model) or lanczos (fast classical preview)."),
@@ -71,10 +92,10 @@ def upscale(
     ignore_errors: bool = typer.Option(False, "--ignore-errors", help="Keep the decodable frames of a damaged input."),
     # plan
     chunk_len: int = typer.Option(32, "--chunk-len", help="Frames the model sees at once."),
-    chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
+    chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks.", show_default="8, or a quarter of a shorter --chunk-len"),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in pixels, HxW, e.g. 720x1280."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="Largest tile in output pixels, HxW, or none.", show_default="720x1280"),
     window_chunks: int = typer.Option(4, "--window-chunks", help="Chunks denoised together; memory grows with it."),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
@@ -83,33 +104,36 @@ def upscale(
     prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same frames."),
-    steps: int = typer.Option(15, help="Sampling steps: 15 is the reference's 'fast' spacing, other counts are evenly spaced."),
+    steps: int = typer.Option(15, help="Sampling steps, at least 2: 15 is the reference's 'fast' spacing, other counts are evenly spaced."),
     guidance: float = typer.Option(7.5, help="Classifier-free guidance scale (1 disables the negative pass)."),
     solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun."),
     color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),
     device: str = typer.Option("auto", help="auto, cuda, cpu or mps."),
-    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, fp32 elsewhere)."),
+    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32.", show_default="fp16 on a GPU, fp32 on the CPU"),
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (UNet blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted STAR run from its last finished window."),
     # encoding
     codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),
-    crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),
+    crf: Optional[int] = typer.Option(None, help="Encoder quality (lower is better; not for ffv1).", show_default="18"),
     preset: str = typer.Option("medium", help="Encoder speed preset."),
-    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: per codec and source depth)."),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format.", show_default="the source's chroma and depth where the codec allows"),
+    exact_size: bool = typer.Option(False, "--exact-size", help="Keep an odd output size exactly (4:4:4, which many players refuse) instead of dropping its last row/column."),
+    start: Optional[str] = typer.Option(None, "--start", help="Begin here: a time (90, 1:30, 1:02:03.5) or a frame (2160f); the audio is cut to match.", show_default="the first frame"),
+    end: Optional[str] = typer.Option(None, "--end", help="Stop before this time or frame.", show_default="the last frame"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings (per window and in total)."),
 ) -> None:
     """Upscale a video (or every video of a folder) and keep its audio and subtitles."""
     options = dict(locals())
-    from star_cli.pipeline.request import build_request
-    from star_cli.pipeline.upscale import run_upscale
+    from star_cli.upscale_command import run_upscale_command
 
     console = _stderr()
-    _run(lambda: run_upscale(build_request(**options), console=console), console)
+    report, action = run_upscale_command(options, console)
+    _run(action, console, interrupted=report.interrupted_message)
 
 
-@app.command("download-weights")
+@app.command("download-weights", cls=StarCommand)
 def download_weights(
     variant: str = typer.Option("light", help="light, heavy or all."),
     dir: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
@@ -131,7 +155,7 @@ def download_weights(
     )
 
 
-@app.command()
+@app.command(cls=StarCommand)
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="TOML training config (see configs/train.example.toml).", show_default=False),
     resume: Optional[str] = typer.Option(None, help="latest, or a checkpoint folder to continue from."),
@@ -164,7 +188,7 @@ def train(
     )
 
 
-@app.command()
+@app.command(cls=StarCommand)
 def degrade(
     hr_dir: Path = typer.Argument(..., help="Folder of high-quality videos.", show_default=False),
     out_dir: Path = typer.Argument(..., help="Writes gt/, lq/ and text/ here.", show_default=False),
@@ -184,8 +208,11 @@ def degrade(
 
 def main() -> None:
     """Console-script entry point: usage errors too leave as one line (exit 2)."""
-    # Our own rich progress is the only one: silence transformers' and the hub's tqdm bars.
+    # Our own rich progress is the only one: silence transformers' and the hub's tqdm bars,
+    # and libraries' Python warnings (they speak to developers, not to the user of a command).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
     try:
         code = app(prog_name="star", standalone_mode=False)
     except typer.exceptions.TyperException as error:  # click's UsageError and friends

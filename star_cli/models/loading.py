@@ -173,7 +173,9 @@ def load_star_unet(
     with torch.device("meta"):
         model = STARUNet(**config.to_dict())
     mismatch = compare_keys(model, state)
-    if mismatch.wrong_shape or (strict and mismatch):
+    if mismatch.wrong_shape:
+        raise StarError(f"{path}: {_size_mismatch(model, state, config, mismatch.wrong_shape[0], path)}")
+    if strict and mismatch:
         raise StarError(f"{path}: weights do not fit the STAR UNet: {mismatch.describe()}")
     if mismatch:
         log.warning("%s: loading with strict=False: %s", path, mismatch.describe())
@@ -188,6 +190,24 @@ def load_star_unet(
         _cast_one_by_one(state, dtype, device)
         model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _size_mismatch(model: torch.nn.Module, state: dict[str, Tensor], config: STARConfig, key: str, path: str | os.PathLike) -> str:
+    """One line naming the model size that was expected (and why) and the size the file holds."""
+    declared = Path(path).suffix.lower() == ".safetensors" and _has_config(path)
+    source = "its star_config metadata" if declared else "no star_config metadata, so the released full size"
+    found = tuple(state[key].shape)
+    expected = tuple(model.state_dict()[key].shape)
+    return (
+        f"the weights are another model size than expected: expected dim={config.dim}, "
+        f"dim_mult={list(config.dim_mult)}, context_dim={config.context_dim} ({source}), but {key} is "
+        f"{'x'.join(map(str, found))} where that size has {'x'.join(map(str, expected))}"
+    )
+
+
+def _has_config(path: str | os.PathLike) -> bool:
+    with safe_open(path, framework="pt") as handle:
+        return CONFIG_METADATA_KEY in (handle.metadata() or {})
 
 
 def save_star_state(

@@ -208,8 +208,11 @@ def check_fits(
     """
     if device_bytes_available is None:
         need = cpu_only_bytes(est)
-        if est.weights_bytes + HOST_RUNTIME_BYTES > host_bytes_available:
-            hint = "the model weights alone need more" + (": try --dtype bf16" if dtype_bytes > 2 else "; use a machine with more memory or a GPU")
+        fixed = est.weights_bytes + HOST_RUNTIME_BYTES
+        if dtype_bytes > 2 and fixed > host_bytes_available >= need - est.weights_bytes // 2:
+            hint = "--dtype bf16 halves the weights"
+        elif fixed > host_bytes_available:
+            hint = f"the model and runtime alone need {fixed / GiB:.1f} GiB: use a machine with more memory, or a GPU"
         else:
             hint = "try a smaller --chunk-len, --tile-size or --window-chunks"
         _require(need, host_bytes_available, "memory", "available", hint)

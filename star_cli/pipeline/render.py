@@ -9,7 +9,7 @@ from dataclasses import replace
 from rich.console import Group
 from rich.table import Table
 
-from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate, estimate
+from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate, cpu_only_bytes, estimate
 from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan, PlanOptions, make_plan
 
 MAX_WINDOW_ROWS = 12
@@ -64,7 +64,7 @@ def _tiles_text(plan: Plan) -> str:
     )
 
 
-def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str) -> Table:
+def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str, device: str | None) -> Table:
     o = plan.options
     table = Table(title="Upscale plan", show_header=False)
     table.add_column(style="bold")
@@ -105,6 +105,10 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     if est.offloaded_bytes:
         host += f", offloaded weights {_gib(est.offloaded_bytes)}"
     table.add_row("Host memory", host + ")")
+    if device == "cpu":
+        table.add_row("This run (CPU)", f"about {_gib(cpu_only_bytes(est))} of memory (weights counted once, no GPU)")
+    elif device is not None:
+        table.add_row("This run", f"on {device}")
     return table
 
 
@@ -140,12 +144,13 @@ def _reference_flops_per_frame(plan: Plan) -> float:
 
 
 def plan_summary(
-    plan: Plan, est: Estimate, *, source: str | os.PathLike | None = None, engine: str = "star"
+    plan: Plan, est: Estimate, *, source: str | os.PathLike | None = None, engine: str = "star", device: str | None = None
 ) -> Group:
     """What ``--dry-run`` prints: the plan with its costs, then the windows and their chunks.
 
     Engines other than STAR see plain frame batches, so for them only sizes are shown.
+    `device` (the type the run will use) adds what the pre-flight memory check compares.
     """
     if engine != "star":
-        return Group(_plan_table(plan, est, source, engine))
-    return Group(_plan_table(plan, est, source, engine), _windows_table(plan))
+        return Group(_plan_table(plan, est, source, engine, device))
+    return Group(_plan_table(plan, est, source, engine, device), _windows_table(plan))

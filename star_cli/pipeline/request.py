@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import get_args
 
 from star_cli.errors import InputError
+from star_cli.hub.layout import resolve_checkpoint
 from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import CanvasPolicy, PlanOptions
 from star_cli.spans import BLEND_MODES
+from star_cli.video.segment import Position
 from star_cli.video.writer import ENCODERS, EncodeOptions
 
 ENGINES = ("star", "lanczos")
@@ -24,6 +26,10 @@ CANVASES = get_args(CanvasPolicy)
 CODECS = ("auto", *ENCODERS)
 AUTO_CODECS = {".webm": "av1"}
 """`--codec auto` per output container: h264, except where the container takes no h264 (WebM)."""
+MATROSKA_ONLY = {"ffv1": (".mp4", ".m4v", ".mov")}
+"""Codecs FFmpeg will put in an MP4/MOV that almost no player then opens."""
+DEFAULT_CHUNK_OVERLAP = 8
+MIN_STEPS = 2
 # Mirrors of choices whose owners import torch (colorfix, placement, diffusion.window):
 # validating options must stay fast. tests/pipeline/test_request.py keeps them equal.
 COLOR_FIXES = ("adain", "wavelet", "none")
@@ -86,6 +92,9 @@ class UpscaleRequest:
     scene_detect: bool = True
     quiet: bool = False
     verbose: bool = False
+    start: Position | None = None
+    end: Position | None = None
+    exact_size: bool = False
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -96,9 +105,16 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 def encode_options_for(dest: Path, options: EncodeOptions) -> EncodeOptions:
     """The encoder settings for one output file, with `--codec auto` resolved by its container."""
+    if dest.suffix.lower() in MATROSKA_ONLY.get(options.codec, ()):
+        raise InputError(f"--codec {options.codec} cannot go into a {dest.suffix} file that players open; write .mkv instead")
     if options.codec != "auto":
         return options
     return replace(options, codec=AUTO_CODECS.get(dest.suffix.lower(), "h264"))
+
+
+def default_chunk_overlap(chunk_len: int) -> int:
+    """8 frames, or a quarter of a shorter chunk (so `--chunk-len 8` alone is a valid plan)."""
+    return max(0, min(DEFAULT_CHUNK_OVERLAP, chunk_len // 4))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -157,6 +173,9 @@ def build_request(
     pix_fmt: str | None,
     quiet: bool,
     verbose: bool,
+    start: str | None = None,
+    end: str | None = None,
+    exact_size: bool = False,
 ) -> UpscaleRequest:
     """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one)."""
     _choice("engine", engine, ENGINES)
@@ -169,8 +188,10 @@ def build_request(
     _choice("codec", codec, CODECS)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
-    if steps < 2:
-        raise InputError(f"--steps must be at least 2, got {steps}")
+    if steps < MIN_STEPS:
+        raise InputError(f"--steps must be at least {MIN_STEPS}, got {steps}")
+    if resume and engine != "star":
+        raise InputError(f"--resume continues an interrupted STAR run; --engine {engine} keeps no finished windows")
     if guidance < 1:
         raise InputError(f"--guidance must be at least 1 (1 turns guidance off), got {guidance:g}")
     if vae_group < 1:
@@ -178,8 +199,7 @@ def build_request(
     if crf is not None and crf < 0:
         raise InputError(f"--crf must be 0 or more, got {crf}")
     plan_fields = dict(scale=scale, chunk_len=chunk_len, blend=blend, canvas=canvas, window_chunks=window_chunks)
-    if chunk_overlap is not None:
-        plan_fields["chunk_overlap"] = chunk_overlap
+    plan_fields["chunk_overlap"] = default_chunk_overlap(chunk_len) if chunk_overlap is None else chunk_overlap
     if tile_size is not None:
         plan_fields["tile_size"] = None if tile_size.strip().lower() == "none" else parse_size(tile_size)
     plan_fields["guidance_branches"] = 1 if guidance == 1 else 2
@@ -188,7 +208,7 @@ def build_request(
     if crf is not None:
         encode_fields["crf"] = crf
     star = StarSettings(
-        checkpoint=checkpoint,
+        checkpoint=resolve_checkpoint(checkpoint),
         weights_dir=weights_dir,
         prompt=read_prompt(prompt, prompt_file),
         seed=seed,
@@ -215,4 +235,7 @@ def build_request(
         scene_detect=scene_detect,
         quiet=quiet,
         verbose=verbose,
+        start=None if start is None else Position.parse(start, "--start"),
+        end=None if end is None else Position.parse(end, "--end"),
+        exact_size=exact_size,
     )

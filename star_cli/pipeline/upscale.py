@@ -1,231 +1,315 @@
 """`star upscale`: probe -> plan -> reader -> engine -> writer -> atomic rename.
 
 Frames stream through: the reader yields batches, a temporal engine restores
-one window of the plan at a time, the joiner cross-fades window seams, and the
-writer encodes as frames become final. Nothing here knows how an engine works.
+one window of the plan at a time (pipeline.windows), and the writer encodes as
+frames become final. Two steps, so a caller can show the plans between them:
+`prepare` reads and plans every file and refuses bad settings before any model
+loads; `execute` loads the engine once and writes each file. The CLI and the
+Python API both call these two (one path). Nothing here prints: progress leaves
+as events (pipeline.events) through the caller's callback.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from star_cli.errors import InputError
-from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
-from star_cli.hub.layout import STAR_VARIANTS, weights_parameters
-from star_cli.pipeline.estimate import Estimate, check_fits, estimate
+from star_cli.errors import InputError, StarError
+from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, check_weights_dir, resolve_weights_dir
+from star_cli.pipeline.engines.base import Engine
+from star_cli.pipeline.estimate import Estimate, estimate
+from star_cli.pipeline.events import (
+    Evaluated,
+    FileFinished,
+    FileSkipped,
+    FileStarted,
+    FramesWritten,
+    Notice,
+    ProgressCallback,
+    WindowFinished,
+    ignore,
+)
 from star_cli.pipeline.jobs import Job, plan_jobs
-from star_cli.pipeline.plan import Plan, Window, make_plan
-from star_cli.pipeline.render import plan_summary
-from star_cli.pipeline.request import UpscaleRequest, encode_options_for
+from star_cli.pipeline.memory import check_memory, run_device, run_estimate
+from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.request import StarSettings, UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
-from star_cli.pipeline.stream import WindowJoiner, gather_windows
-from star_cli.video.probe import probe
-from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
+from star_cli.pipeline.timing import StageClock
+from star_cli.pipeline.windows import restore_windows, window_evaluations
+from star_cli.video.probe import VideoInfo, probe
+from star_cli.video.reader import count_decodable_frames, read_batches, read_frames
+from star_cli.video.resize import LanczosResizer
 from star_cli.video.scenes import detect_scene_cuts
-from star_cli.video.writer import VideoWriter
+from star_cli.video.segment import Segment, find_segment
+from star_cli.video.writer import VideoWriter, even_size
 
 READ_BATCH = 16
 """Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
 
+WeightsResolver = Callable[[StarSettings], WeightsPaths]
+"""Finds (or fetches) the checked weights of a STAR run; the CLI's may offer a download."""
 
-class Engine(Protocol):
-    """A restorer. Temporal engines see whole plan windows; others see reader batches."""
-
-    name: str
-    temporal: bool
-
-    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray: ...
+T = TypeVar("T")
 
 
-def host_memory_available() -> int | None:
-    """Physical memory the OS can give us now (None where the OS does not say).
-
-    Linux's MemAvailable counts the page cache the kernel would drop for us; free
-    pages alone (the POSIX fallback) can be a small part of that on a machine that
-    has just read large files, and would refuse runs that fit.
-    """
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+def checked_weights(star: StarSettings) -> WeightsPaths:
+    """The weights folder a STAR run reads, or a StarError naming what is missing and the command that fetches it."""
+    variant = star.checkpoint if star.checkpoint in STAR_VARIANTS else STAR_VARIANTS[0]
+    return check_weights_dir(resolve_weights_dir(star.weights_dir), variant)
 
 
-@contextmanager
-def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
-    """Frames, fps and ETA while a video is written; a failed run erases the bar, leaving only its error line."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames  {task.fields[fps]} fps"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
-    with progress:
+@dataclass
+class PlannedJob:
+    """One file, read and planned, with its writer set up (not opened)."""
+
+    job: Job
+    info: VideoInfo
+    plan: Plan
+    writer: VideoWriter
+    estimate: Estimate
+    segment: Segment | None = None
+    notes: list[str] = field(default_factory=list)  # warnings about the input or the output format
+
+
+@dataclass
+class Prepared:
+    """What `prepare` found: the planned files, the unreadable ones of a folder, and the run's device."""
+
+    request: UpscaleRequest
+    jobs: list[PlannedJob]
+    skipped: list[FileSkipped]
+    count: int  # files found
+    device: str | None  # STAR: the device type the run will use
+
+
+def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment | None, int, list[int]]:
+    """Probe the source and find its segment, frame count and scene cuts (the part a bad file fails)."""
+    info = probe(job.source, ignore_errors=request.ignore_errors)
+    segment = find_segment(job.source, request.start, request.end) if request.start or request.end else None
+    if segment is not None:
+        frames = segment.frames
+    else:  # a damaged file may hold packets that decode to nothing: plan the frames the reader will yield
+        frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
+    temporal = request.engine == "star"
+    cuts = []
+    if temporal and request.scene_detect:
+        cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors, segment=segment)
+    return info, segment, frames, [c for c in cuts if 0 < c < frames]
+
+
+def _input_notes(info: VideoInfo) -> list[str]:
+    return [f"{info.path}: the video is interlaced; it is upscaled as progressive frames (deinterlace it first for clean motion)"] if info.interlaced else []
+
+
+def _plan_job(job: Job, request: UpscaleRequest, read: tuple[VideoInfo, Segment | None, int, list[int]], device: str | None) -> PlannedJob:
+    """Plan one read file and set up its writer, so bad settings fail before any engine runs."""
+    info, segment, frames, cuts = read
+    plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    out_h, out_w = plan.output_size
+    options = encode_options_for(job.dest, request.encode)
+    width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
+    notes = _input_notes(info)
+    if (width, height) != (out_w, out_h):
+        notes.append(
+            f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "
+            "(the last row/column dropped; --exact-size keeps it in 4:4:4, which many players refuse)"
+        )
+    start = 0 if segment is None else segment.start_pts
+    end = None if segment is None else segment.end_seconds
+    writer = VideoWriter(job.dest, info, width, height, options, start_pts=start, end_seconds=end)
+    est = run_estimate(plan, request.star, device) if device is not None else estimate(plan)
+    return PlannedJob(job, info, plan, writer, est, segment, notes)
+
+
+def prepare(request: UpscaleRequest) -> Prepared:
+    """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
+    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
+    folder = request.input.is_dir()
+    device = run_device(request.star) if request.engine == "star" else None
+    planned, skipped = [], []
+    for job in jobs:
         try:
-            yield progress
-        except BaseException:
-            progress.live.transient = True
-            raise
+            read = _read_source(job, request)
+        except InputError as error:
+            if not folder:
+                raise
+            skipped.append(FileSkipped(job.source, str(error)))
+            continue
+        planned.append(_plan_job(job, request, read, device))
+    if folder and not planned and skipped:
+        raise InputError(f"no video in {request.input} could be read (first: {skipped[0].reason})")
+    return Prepared(request, planned, skipped, len(jobs), device)
 
 
-def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPaths | None) -> Engine:
-    if weights is None:
+def make_engine(request: UpscaleRequest, weights: WeightsPaths | None, progress: ProgressCallback) -> Engine:
+    """The engine a request asks for (STAR from `weights`)."""
+    if request.engine != "star":
         from star_cli.pipeline.engines.lanczos import LanczosEngine
 
         return LanczosEngine()
     from star_cli.pipeline.engines.star import StarEngine
 
-    return StarEngine.load(request.star, weights, console=console, quiet=request.quiet)
+    assert weights is not None
+    return StarEngine.load(request.star, weights, progress=progress)
 
 
-def _star_weights(request: UpscaleRequest, console: Console) -> WeightsPaths:
-    """The checked weights folder (offering a download on a terminal), before any model code is imported."""
-    checkpoint = request.star.checkpoint
-    variant = checkpoint if checkpoint in STAR_VARIANTS else STAR_VARIANTS[0]
-    return ensure_weights(request.star.weights_dir, variant, console=console)
+def execute(
+    prepared: Prepared,
+    *,
+    progress: ProgressCallback = ignore,
+    weights: WeightsResolver = checked_weights,
+    engine: Engine | None = None,
+) -> Engine | None:
+    """Upscale every planned file; the engine (and its weights) is loaded once, after the checks.
+
+    Missing weights are reported before the memory check, and the memory check uses
+    the estimates `--dry-run` shows. A folder run goes on past a file that turns out
+    unreadable and ends with a StarError (exit 1) naming every file left out.
+    Returns the engine, so a caller may reuse it.
+    """
+    request = prepared.request
+    for skipped in prepared.skipped:
+        progress(skipped)
+    paths = None
+    if request.engine == "star" and engine is None and prepared.jobs:
+        paths = weights(request.star)
+        check_memory([p.plan for p in prepared.jobs], request.star, prepared.device or "cpu")
+    skipped = list(prepared.skipped)
+    folder = request.input.is_dir()
+    if folder and prepared.jobs:
+        request.output.mkdir(exist_ok=True)
+    for index, planned in enumerate(prepared.jobs, start=1):
+        engine = engine or make_engine(request, paths, progress)
+        for note in planned.notes:
+            progress(Notice(note, "warning"))
+        try:
+            upscale_one(planned, engine, request, progress, index=index, count=prepared.count)
+        except InputError as error:
+            if not folder:
+                raise
+            skipped.append(FileSkipped(planned.job.source, str(error)))
+            progress(skipped[-1])
+    if skipped:
+        names = ", ".join(s.source.name for s in skipped)
+        done = prepared.count - len(skipped)
+        raise StarError(f"{len(skipped)} of {prepared.count} videos could not be read and were skipped ({names}); the other {done} were written")
+    return engine
 
 
-def _device_memory(request: UpscaleRequest) -> int | None:
-    """Free accelerator memory on the device the run will use (None: unknown, or the CPU)."""
-    from star_cli.pipeline.engines.placement import device_memory, resolve_device
-
-    return device_memory(resolve_device(request.star.device))
-
-
-def _plan_job(job: Job, request: UpscaleRequest) -> tuple[Plan, VideoWriter]:
-    """Probe and plan one job, and set up (not open) its writer, so bad settings fail before any engine runs."""
-    info = probe(job.source, ignore_errors=request.ignore_errors)
-    # A damaged file may hold packets that decode to nothing: plan the frames the reader will yield.
-    frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
-    temporal = request.engine == "star"
-    cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
-    plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
-    out_h, out_w = plan.output_size
-    return plan, VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
+def run_upscale(
+    request: UpscaleRequest,
+    *,
+    progress: ProgressCallback = ignore,
+    weights: WeightsResolver = checked_weights,
+    engine: Engine | None = None,
+) -> Prepared:
+    """`prepare` then `execute` (nothing is executed for a dry run)."""
+    prepared = prepare(request)
+    if not request.dry_run:
+        execute(prepared, progress=progress, weights=weights, engine=engine)
+    return prepared
 
 
-def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
-    star = request.star
-    sizes = {} if model_params is None else {"model_params": model_params}
-    return estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, **sizes)
+def _timed(items: Iterable[T], clock: StageClock, stage: str) -> Iterator[T]:
+    """`items`, the time spent producing each charged to `stage` of `clock`."""
+    iterator = iter(items)
+    while True:
+        with clock.stage(stage):
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item
 
 
-def _run_dtype_bytes(request: UpscaleRequest) -> int:
-    """Bytes per weight/activation of the coming run: fp16 on accelerators, fp32 on the CPU unless told."""
-    from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
-
-    return resolve_dtype(request.star.dtype, resolve_device(request.star.device)).itemsize
+def _yuv_path(engine: Engine, info: VideoInfo) -> bool:
+    """The Lanczos preview of an unrotated video resizes decoded YUV straight into the encoder's format."""
+    return engine.name == "lanczos" and info.rotation == 0
 
 
-def _check_memory(plans: list[Plan], request: UpscaleRequest) -> None:
-    """Refuse, before any weights load, a run whose largest plan cannot fit (skipped where the OS does not say)."""
-    host = host_memory_available()
-    if host is None:
-        return
-    dtype_bytes = _run_dtype_bytes(request)
-    params = weights_parameters(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
-    device = _device_memory(request)
-    for plan in plans:
-        check_fits(_estimate(plan, request, dtype_bytes=dtype_bytes, model_params=params), host, device)
-
-
-def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
-    """Upscale every job of `request`; the engine (and its weights) is loaded once."""
-    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
-    planned = [(job, *_plan_job(job, request)) for job in jobs]
-    report = Console() if request.dry_run else console
-    for job, plan, _ in planned:
-        if request.dry_run or request.verbose:
-            report.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine))
-    if request.dry_run:
-        return
-    weights = None
-    if request.engine == "star":
-        _check_memory([plan for _, plan, _ in planned], request)
-        weights = _star_weights(request, console)
-    engine: Engine | None = None
-    for job, plan, writer in planned:
-        engine = engine or _make_engine(request, console, weights)
-        _upscale_one(job, plan, writer, engine, request, console)
-        if not request.quiet:
-            console.print(f"[green]wrote[/] {job.dest}")
-
-
-def _upscale_one(job: Job, plan: Plan, writer: VideoWriter, engine: Engine, request: UpscaleRequest, console: Console) -> None:
+def upscale_one(
+    planned: PlannedJob, engine: Engine, request: UpscaleRequest, progress: ProgressCallback, *, index: int = 1, count: int = 1
+) -> None:
+    """Upscale one planned file into its destination (atomically), reporting progress as it goes."""
+    job, plan, writer = planned.job, planned.plan, planned.writer
     store = None
     if engine.temporal:
-        run_id = fingerprint(job.source, (_frame_settings(request), plan))
+        run_id = fingerprint(job.source, (_frame_settings(request), plan, planned.segment))
         store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
-    with _progress(console, request.quiet) as progress:
-        task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
-        with writer:
-            batches = read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors)
+    clock = engine.clock
+    evaluations = plan.unet_evaluations if engine.temporal else 0
+    progress(FileStarted(index, count, job.source, job.dest, plan.num_frames, len(plan.windows), evaluations,
+                         store.folder if store is not None else None))
+    counter = _EvaluationCounter(evaluations, progress)
+    if engine.temporal:
+        engine.on_evaluations = counter.add  # type: ignore[attr-defined]
+
+    def on_window(window: int, replayed: bool) -> None:
+        if replayed:
+            counter.add(window_evaluations(plan, plan.windows[window]))
+        progress(WindowFinished(window, len(plan.windows), clock.lap(), replayed))
+
+    clock.lap()  # the file's laps start here (model loading is not part of a window)
+    totals_before = dict(clock.total)
+    with writer:
+        if _yuv_path(engine, planned.info):
+            _resize_yuv(planned, writer, request, clock, progress)
+        else:
+            batches = _timed(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=planned.segment), clock, "io")
             if store is None:
-                for batch in batches:
-                    writer.write(engine.restore(batch.frames, plan), batch.pts)
-                    _advance(progress, task, len(batch.pts))
+                restored = ((engine.restore(b.frames, plan), b.pts) for b in batches)
             else:
-                for frames, pts in _restore_windows(batches, plan, engine, store):
-                    writer.write(frames, pts)
-                    _advance(progress, task, len(pts))
-            if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
-                raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
-        for warning in writer.warnings:
-            console.print(f"[yellow]warning:[/] {warning}")
+                restored = restore_windows(batches, plan, engine, store, on_window)
+            for frames, pts in restored:
+                with clock.stage("io"):
+                    writer.write(np.ascontiguousarray(frames[:, : writer.height, : writer.width]), pts)
+                progress(FramesWritten(writer.frames_written, plan.num_frames))
+        if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
+            raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
+    for warning in writer.warnings:
+        progress(Notice(warning, "warning"))
     if store is not None:
         store.remove()
+    spent = {stage: seconds - totals_before.get(stage, 0.0) for stage, seconds in clock.total.items()}
+    progress(FileFinished(job.source, job.dest, {k: v for k, v in spent.items() if v > 0}))
+
+
+def _resize_yuv(planned: PlannedJob, writer: VideoWriter, request: UpscaleRequest, clock: StageClock, progress: ProgressCallback) -> None:
+    resize = LanczosResizer(writer.width, writer.height, writer.pix_fmt, writer.matrix, writer.color_range)
+    frames = read_frames(planned.job.source, ignore_errors=request.ignore_errors, segment=planned.segment)
+    batch, stamps = [], []
+    for frame, pts in _timed(frames, clock, "io"):
+        with clock.stage("resize"):
+            batch.append(resize(frame))
+        stamps.append(pts)
+        if len(batch) == READ_BATCH:
+            _write_yuv(writer, batch, stamps, clock, progress, planned.plan.num_frames)
+            batch, stamps = [], []
+    _write_yuv(writer, batch, stamps, clock, progress, planned.plan.num_frames)
+
+
+def _write_yuv(writer: VideoWriter, batch: list, stamps: list[int], clock: StageClock, progress: ProgressCallback, total: int) -> None:
+    if not batch:
+        return
+    with clock.stage("io"):
+        writer.write_frames(batch, stamps)
+    progress(FramesWritten(writer.frames_written, total))
+
+
+class _EvaluationCounter:
+    """Turns the engine's per-call evaluation counts into `Evaluated` events."""
+
+    def __init__(self, total: int, progress: ProgressCallback) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, count: int) -> None:
+        self.done = min(self.total, self.done + count)
+        self.progress(Evaluated(self.done, self.total))
 
 
 def _frame_settings(request: UpscaleRequest) -> tuple:
     """The STAR settings that change output frames (not --resume, not the device's name)."""
     star = request.star
     return (star.checkpoint, star.prompt, star.seed, star.steps, star.guidance, star.solver, star.color_fix, star.dtype, star.vae_group)
-
-
-def _restore_windows(
-    batches: Iterable[FrameBatch], plan: Plan, engine: Engine, store: WindowStore
-) -> Iterator[tuple[np.ndarray, list[int]]]:
-    """Yield final (frames, pts) as windows are restored (or replayed from `store`) and joined."""
-    spans = [(w.start, w.end) for w in plan.windows]
-    joiner = WindowJoiner(spans)
-    for window_frames in gather_windows(batches, spans):
-        window = plan.windows[window_frames.index]
-        restored = store.load(window_frames.index)
-        if restored is None:
-            restored = engine.restore(window_frames.frames, plan, window)
-            store.save(window_frames.index, restored)
-        frames, pts = joiner.add(window_frames.index, restored, window_frames.pts, np.asarray(window.weights))
-        if pts:
-            yield frames, pts
-
-
-def _advance(progress: Progress, task: TaskID, count: int) -> None:
-    progress.advance(task, count)
-    speed = progress.tasks[task].speed
-    progress.update(task, fps=f"{speed:.1f}" if speed else "-")

@@ -18,7 +18,7 @@ from types import TracebackType
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, VideoReformatter
+from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from star_cli.atomic import atomic_output
 from star_cli.errors import InputError, StarError
@@ -254,6 +254,11 @@ class VideoWriter:
         self._finish_batch(stamps[-1])
 
     @property
+    def matrix(self) -> Colorspace:
+        """The RGB->YUV matrix the output is tagged with (what conversions into it must use)."""
+        return encode_matrix(self.tags)
+
+    @property
     def color_range(self) -> ColorRange:
         """The range the output's YUV is in (what conversions into it must produce)."""
         return ColorRange.JPEG if self.tags.range == "pc" else ColorRange.MPEG
@@ -298,7 +303,7 @@ class VideoWriter:
             frame,
             format=self.pix_fmt,
             src_color_range=ColorRange.JPEG,
-            dst_colorspace=encode_matrix(self.tags),
+            dst_colorspace=self.matrix,
             dst_color_range=self.color_range,
             threads=0,
         )

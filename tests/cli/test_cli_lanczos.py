@@ -44,7 +44,7 @@ def test_frames_timing_and_audio_are_kept(clip, tmp_path, run_cli):
     dest = tmp_path / "out.mp4"
     result = run_cli("upscale", clip, "-o", dest, *LANCZOS, "--scale", "2")
     assert result.exit_code == 0, result.output
-    assert "24/24 frames" in result.stderr and " fps " in result.stderr  # the progress line's last state
+    assert "24/24 frames written (" in result.stderr and " fps)" in result.stderr  # the log line at the end
     assert f"wrote {dest}" in result.stderr.replace("\n", "")
 
     source, out = probe(clip), probe(dest)
