@@ -92,3 +92,14 @@ ProgressCallback = Callable[[Event], None]
 
 def ignore(event: Event) -> None:
     """The callback of a caller that wants no progress."""
+
+
+class EvaluationCounter:
+    """Turns an engine's per-call evaluation counts into `Evaluated` events (pass `add` to the engine)."""
+
+    def __init__(self, total: int, progress: ProgressCallback) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, count: int) -> None:
+        self.done = min(self.total, self.done + count)
+        self.progress(Evaluated(self.done, self.total))

@@ -239,3 +239,17 @@ def build_request(
         end=None if end is None else Position.parse(end, "--end"),
         exact_size=exact_size,
     )
+
+
+def request_defaults() -> dict[str, object]:
+    """`build_request`'s keywords at their defaults (`star upscale`'s, which a test keeps equal), input/output aside."""
+    plan, star, encode = PlanOptions(), StarSettings(), EncodeOptions()
+    return dict(
+        scale=plan.scale, engine=ENGINES[0], dry_run=False, overwrite=False, ignore_errors=False,
+        chunk_len=plan.chunk_len, chunk_overlap=None, blend=plan.blend, canvas=plan.canvas, tile_size=None,
+        window_chunks=plan.window_chunks, scene_detect=True, checkpoint=star.checkpoint, weights_dir=star.weights_dir,
+        prompt=star.prompt, prompt_file=None, seed=star.seed, steps=star.steps, guidance=star.guidance,
+        solver=star.solver, color_fix=star.color_fix, device=star.device, dtype=star.dtype, offload=star.offload,
+        vae_group=star.vae_group, resume=star.resume, codec=CODECS[0], crf=None, preset=encode.preset,
+        pix_fmt=encode.pix_fmt, quiet=False, verbose=False, start=None, end=None, exact_size=False,
+    )

@@ -22,7 +22,7 @@ from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, check_weights_dir, 
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.events import (
-    Evaluated,
+    EvaluationCounter,
     FileFinished,
     FileSkipped,
     FileStarted,
@@ -242,7 +242,7 @@ def upscale_one(
     evaluations = plan.unet_evaluations if engine.temporal else 0
     progress(FileStarted(index, count, job.source, job.dest, plan.num_frames, len(plan.windows), evaluations,
                          store.folder if store is not None else None))
-    counter = _EvaluationCounter(evaluations, progress)
+    counter = EvaluationCounter(evaluations, progress)
     if engine.temporal:
         engine.on_evaluations = counter.add  # type: ignore[attr-defined]
 
@@ -296,17 +296,6 @@ def _write_yuv(writer: VideoWriter, batch: list, stamps: list[int], clock: Stage
     with clock.stage("io"):
         writer.write_frames(batch, stamps)
     progress(FramesWritten(writer.frames_written, total))
-
-
-class _EvaluationCounter:
-    """Turns the engine's per-call evaluation counts into `Evaluated` events."""
-
-    def __init__(self, total: int, progress: ProgressCallback) -> None:
-        self.done, self.total, self.progress = 0, total, progress
-
-    def add(self, count: int) -> None:
-        self.done = min(self.total, self.done + count)
-        self.progress(Evaluated(self.done, self.total))
 
 
 def _frame_settings(request: UpscaleRequest) -> tuple:
