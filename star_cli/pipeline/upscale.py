@@ -12,7 +12,7 @@ as events (pipeline.events) through the caller's callback.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -72,6 +72,7 @@ class PlannedJob:
     estimate: Estimate
     segment: Segment | None = None
     notes: list[str] = field(default_factory=list)  # warnings about the input or the output format
+    index: int = 1  # 1-based position among the files of the call (skipped ones count too)
 
 
 @dataclass
@@ -128,9 +129,21 @@ def prepare(request: UpscaleRequest) -> Prepared:
     """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     folder = request.input.is_dir()
+    made = folder and not request.dry_run and not request.output.exists()
+    if made:
+        request.output.mkdir()  # the writers check their folder; it is removed again if planning fails
+    try:
+        return _prepare_jobs(request, jobs, folder)
+    except BaseException:
+        if made and not any(request.output.iterdir()):
+            request.output.rmdir()
+        raise
+
+
+def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool) -> Prepared:
     device = run_device(request.star) if request.engine == "star" else None
     planned, skipped = [], []
-    for job in jobs:
+    for index, job in enumerate(jobs, start=1):
         try:
             read = _read_source(job, request)
         except InputError as error:
@@ -138,7 +151,7 @@ def prepare(request: UpscaleRequest) -> Prepared:
                 raise
             skipped.append(FileSkipped(job.source, str(error)))
             continue
-        planned.append(_plan_job(job, request, read, device))
+        planned.append(replace(_plan_job(job, request, read, device), index=index))
     if folder and not planned and skipped:
         raise InputError(f"no video in {request.input} could be read (first: {skipped[0].reason})")
     return Prepared(request, planned, skipped, len(jobs), device)
@@ -179,14 +192,14 @@ def execute(
         check_memory([p.plan for p in prepared.jobs], request.star, prepared.device or "cpu")
     skipped = list(prepared.skipped)
     folder = request.input.is_dir()
-    if folder and prepared.jobs:
-        request.output.mkdir(exist_ok=True)
-    for index, planned in enumerate(prepared.jobs, start=1):
+    spent: dict[str, float] = {}  # stage totals before the file (the first file's include loading's text stage)
+    for planned in prepared.jobs:
         engine = engine or make_engine(request, paths, progress)
         for note in planned.notes:
             progress(Notice(note, "warning"))
         try:
-            upscale_one(planned, engine, request, progress, index=index, count=prepared.count)
+            upscale_one(planned, engine, request, progress, count=prepared.count, spent=spent)
+            spent = dict(engine.clock.total)
         except InputError as error:
             if not folder:
                 raise
@@ -230,9 +243,18 @@ def _yuv_path(engine: Engine, info: VideoInfo) -> bool:
 
 
 def upscale_one(
-    planned: PlannedJob, engine: Engine, request: UpscaleRequest, progress: ProgressCallback, *, index: int = 1, count: int = 1
+    planned: PlannedJob,
+    engine: Engine,
+    request: UpscaleRequest,
+    progress: ProgressCallback,
+    *,
+    count: int = 1,
+    spent: dict[str, float] | None = None,
 ) -> None:
-    """Upscale one planned file into its destination (atomically), reporting progress as it goes."""
+    """Upscale one planned file into its destination (atomically), reporting progress as it goes.
+
+    `spent`: the engine clock's totals to count this file's stage seconds from (default: now).
+    """
     job, plan, writer = planned.job, planned.plan, planned.writer
     store = None
     if engine.temporal:
@@ -240,7 +262,7 @@ def upscale_one(
         store = WindowStore(work_folder(job.dest), run_id, resume=request.star.resume)
     clock = engine.clock
     evaluations = plan.unet_evaluations if engine.temporal else 0
-    progress(FileStarted(index, count, job.source, job.dest, plan.num_frames, len(plan.windows), evaluations,
+    progress(FileStarted(planned.index, count, job.source, job.dest, plan.num_frames, len(plan.windows), evaluations,
                          store.folder if store is not None else None))
     counter = EvaluationCounter(evaluations, progress)
     if engine.temporal:
@@ -252,7 +274,7 @@ def upscale_one(
         progress(WindowFinished(window, len(plan.windows), clock.lap(), replayed))
 
     clock.lap()  # the file's laps start here (model loading is not part of a window)
-    totals_before = dict(clock.total)
+    before = dict(clock.total) if spent is None else spent
     with writer:
         if _yuv_path(engine, planned.info):
             _resize_yuv(planned, writer, request, clock, progress)
@@ -272,8 +294,8 @@ def upscale_one(
         progress(Notice(warning, "warning"))
     if store is not None:
         store.remove()
-    spent = {stage: seconds - totals_before.get(stage, 0.0) for stage, seconds in clock.total.items()}
-    progress(FileFinished(job.source, job.dest, {k: v for k, v in spent.items() if v > 0}))
+    seconds = {stage: total - before.get(stage, 0.0) for stage, total in clock.total.items()}
+    progress(FileFinished(job.source, job.dest, {k: v for k, v in seconds.items() if v > 0}))
 
 
 def _resize_yuv(planned: PlannedJob, writer: VideoWriter, request: UpscaleRequest, clock: StageClock, progress: ProgressCallback) -> None:
