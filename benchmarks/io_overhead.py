@@ -9,12 +9,14 @@
    <= 1.3), and that of CPU times (user + system), which a busy machine disturbs less.
    Two clips, because the encoder's share of the work depends on the content: the test
    suite's pattern (smooth, almost free to encode: the ratio is close to pure I/O
-   overhead) and ffmpeg's Mandelbrot zoom (fine detail everywhere, like real footage).
+   overhead) and real-footage-like content: a zoom through the Mandelbrot set (texture
+   everywhere, every pixel moving) under temporal film grain (fresh noise in each frame,
+   as camera sensors and film give), which the encoder must work for like real footage.
 2. Memory. Peak resident memory of `star upscale` on 60 and on 600 frames of the same
    clip (target: ratio <= 1.15, i.e. memory does not grow with the video's length).
 
     python benchmarks/io_overhead.py [--width 640 --height 360 --frames 120 --scale 2 --rounds 3]
-                                     [--content pattern mandelbrot] [--short 60 --long 600]
+                                     [--content pattern footage] [--short 60 --long 600]
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from star_cli.testing.media import make_video
 
 STAR = [sys.executable, "-m", "star_cli"]
 ENCODE = dict(crf="18", preset="medium")
-CONTENTS = ("pattern", "mandelbrot")
+CONTENTS = ("pattern", "footage")
+FOOTAGE = "mandelbrot=size={w}x{h}:rate=24,noise=alls=14:allf=t+u,format=yuv420p"
+"""Texture + motion (a Mandelbrot zoom) + temporal grain: what real footage asks of the encoder."""
 
 
 def run_child(command: list[str]) -> tuple[float, float, int]:
@@ -65,10 +69,10 @@ def ffmpeg_command(source: Path, dest: Path, width: int, height: int) -> list[st
 
 
 def make_clip(path: Path, content: str, frames: int, width: int, height: int) -> Path:
-    """A 24 fps clip with a sine audio track: the tests' moving pattern, or a Mandelbrot zoom."""
+    """A 24 fps clip with a sine audio track: the tests' moving pattern, or footage-like grainy texture in motion."""
     if content == "pattern":
         return make_video(path, frames=frames, width=width, height=height)
-    lavfi = [("lavfi", f"mandelbrot=size={width}x{height}:rate=24"), ("lavfi", "sine=frequency=440:sample_rate=48000")]
+    lavfi = [("lavfi", FOOTAGE.format(w=width, h=height)), ("lavfi", "sine=frequency=440:sample_rate=48000")]
     inputs = [arg for fmt, spec in lavfi for arg in ("-f", fmt, "-i", spec)]
     subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *inputs, "-frames:v", str(frames),

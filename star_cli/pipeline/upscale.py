@@ -39,6 +39,7 @@ from star_cli.pipeline.request import StarSettings, UpscaleRequest, encode_optio
 from star_cli.pipeline.resume import WindowStore, fingerprint, work_folder
 from star_cli.pipeline.timing import StageClock
 from star_cli.pipeline.windows import restore_windows, window_evaluations
+from star_cli.video.prefetch import prefetched
 from star_cli.video.probe import VideoInfo, probe
 from star_cli.video.reader import count_decodable_frames, read_batches, read_frames
 from star_cli.video.resize import LanczosResizer
@@ -299,12 +300,13 @@ def upscale_one(
 
 
 def _resize_yuv(planned: PlannedJob, writer: VideoWriter, request: UpscaleRequest, clock: StageClock, progress: ProgressCallback) -> None:
+    """Decode and resize on a worker thread, one batch ahead of the encoder (the stage times overlap)."""
     resize = LanczosResizer(writer.width, writer.height, writer.pix_fmt, writer.matrix, writer.color_range)
     frames = read_frames(planned.job.source, ignore_errors=request.ignore_errors, segment=planned.segment)
+    resized = ((resize(frame), pts) for frame, pts in frames)
     batch, stamps = [], []
-    for frame, pts in _timed(frames, clock, "io"):
-        with clock.stage("resize"):
-            batch.append(resize(frame))
+    for frame, pts in _timed(prefetched(resized, READ_BATCH), clock, "resize"):
+        batch.append(frame)
         stamps.append(pts)
         if len(batch) == READ_BATCH:
             _write_yuv(writer, batch, stamps, clock, progress, planned.plan.num_frames)
