@@ -193,6 +193,7 @@ def degrade(
     hr_dir: Path = typer.Argument(..., help="Folder of high-quality videos.", show_default=False),
     out_dir: Path = typer.Argument(..., help="Writes gt/, lq/ and text/ here.", show_default=False),
     preset: str = typer.Option("light", help="light or heavy (Real-ESRGAN second-order + video compression)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="How many times smaller LQ is than GT (a whole number).", show_default="4, the preset's"),
     seed: int = typer.Option(0, help="Seed of the degradation draw."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing pairs."),
 ) -> None:
@@ -203,7 +204,7 @@ def degrade(
     from star_cli.train import run_degrade
 
     console = _stderr()
-    _run(lambda: run_degrade(hr_dir, out_dir, preset=preset, seed=seed, overwrite=overwrite, console=console), console)
+    _run(lambda: run_degrade(hr_dir, out_dir, preset=preset, seed=seed, overwrite=overwrite, console=console, scale=scale), console)
 
 
 def main() -> None:

@@ -162,3 +162,18 @@ def test_console_script_runs_in_a_subprocess(clip, tmp_path):
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert probe(dest).num_frames == 24
+
+
+def test_yuv_resize_matches_the_rgb_engine(clip, tmp_path, run_cli):
+    """The file path resizes decoded YUV in one swscale pass; its pixels match resizing RGB frames."""
+    from star_cli.pipeline.engines.lanczos import LanczosEngine
+    from star_cli.pipeline.plan import PlanOptions, make_plan
+
+    dest = tmp_path / "out.mkv"
+    assert run_cli("upscale", clip, "-o", dest, "--engine", "lanczos", "--scale", "2", "--codec", "ffv1", "-q").exit_code == 0
+    frames = np.concatenate([b.frames for b in read_batches(clip, 8)])
+    expected = LanczosEngine().restore(frames, make_plan(len(frames), *frames.shape[1:3], PlanOptions(scale=2)))
+    with av.open(str(dest)) as container:
+        got = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert got.shape == expected.shape
+    assert np.abs(got.astype(int) - expected.astype(int)).mean() < 2.0
