@@ -174,7 +174,7 @@ def load_star_unet(
         model = STARUNet(**config.to_dict())
     mismatch = compare_keys(model, state)
     if mismatch.wrong_shape:
-        raise StarError(f"{path}: {_size_mismatch(model, state, config, mismatch.wrong_shape[0], path)}")
+        raise StarError(f"{path}: {_size_mismatch(config, path, mismatch.describe())}")
     if strict and mismatch:
         raise StarError(f"{path}: weights do not fit the STAR UNet: {mismatch.describe()}")
     if mismatch:
@@ -192,16 +192,13 @@ def load_star_unet(
     return model.eval()
 
 
-def _size_mismatch(model: torch.nn.Module, state: dict[str, Tensor], config: STARConfig, key: str, path: str | os.PathLike) -> str:
-    """One line naming the model size that was expected (and why) and the size the file holds."""
+def _size_mismatch(config: STARConfig, path: str | os.PathLike, found: str) -> str:
+    """One line naming the model size that was expected (and from where) and what the file holds."""
     declared = Path(path).suffix.lower() == ".safetensors" and _has_config(path)
-    source = "its star_config metadata" if declared else "no star_config metadata, so the released full size"
-    found = tuple(state[key].shape)
-    expected = tuple(model.state_dict()[key].shape)
+    source = "from its star_config metadata" if declared else "no star_config metadata, so the released full size"
     return (
         f"the weights are another model size than expected: expected dim={config.dim}, "
-        f"dim_mult={list(config.dim_mult)}, context_dim={config.context_dim} ({source}), but {key} is "
-        f"{'x'.join(map(str, found))} where that size has {'x'.join(map(str, expected))}"
+        f"dim_mult={list(config.dim_mult)}, context_dim={config.context_dim} ({source}); found {found}"
     )
 
 
