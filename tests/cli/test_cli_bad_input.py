@@ -69,7 +69,7 @@ def _output_folder_missing(tmp: Path, clip: Path) -> list:
 
 
 def _output_folder_missing_for_folder_input(tmp: Path, clip: Path) -> list:
-    return [tmp, "-o", tmp / "missing"]
+    return [tmp, "-o", tmp / "missing" / "out"]  # a missing folder is made, but only inside one that exists
 
 
 def _output_is_input(tmp: Path, clip: Path) -> list:
@@ -128,7 +128,7 @@ CASES = {
     "audio-only file": (_audio_only, r"sound.mp4: has no video stream \(audio only\)"),
     "still image": (_still_image, "still.png: is a still image, not a video"),
     "output folder missing": (_output_folder_missing, "output folder does not exist: .*missing"),
-    "output folder missing (folder input)": (_output_folder_missing_for_folder_input, "output folder does not exist"),
+    "output folder missing (folder input)": (_output_folder_missing_for_folder_input, "out cannot be made: .*missing does not exist"),
     "output is input": (_output_is_input, "output is the input file"),
     "output folder is input folder": (_output_folder_is_input_folder, "output is the input file"),
     "output exists": (_output_exists, "output exists: .*o.mp4 .*--overwrite"),
