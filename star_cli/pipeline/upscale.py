@@ -130,15 +130,17 @@ def prepare(request: UpscaleRequest) -> Prepared:
     """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     folder = request.input.is_dir()
-    made = folder and not request.dry_run and not request.output.exists()
-    if made:
-        request.output.mkdir()  # the writers check their folder; it is removed again if planning fails
+    made = folder and not request.output.exists()
+    if made:  # the writers check their folder; a dry run, or a failed plan, removes it again
+        request.output.mkdir()
+    keep = False
     try:
-        return _prepare_jobs(request, jobs, folder)
-    except BaseException:
-        if made and not any(request.output.iterdir()):
+        prepared = _prepare_jobs(request, jobs, folder)
+        keep = not request.dry_run
+        return prepared
+    finally:
+        if made and not keep and not any(request.output.iterdir()):
             request.output.rmdir()
-        raise
 
 
 def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool) -> Prepared:

@@ -83,6 +83,8 @@ def test_folder_with_an_unreadable_file_skips_it_and_exits_1(base_clip, tmp_path
     shutil.copy(base_clip, inputs / "c.mp4")
     (inputs / "b.mp4").write_bytes(b"not a video at all" * 100)
     out = tmp_path / "out"  # missing: created, since its parent exists
+    dry = run_cli("upscale", inputs, "-o", out, *LANCZOS, "--dry-run")
+    assert dry.exit_code == 0 and "skipped" in dry.stderr and not out.exists()  # a dry run leaves no folder
     result = run_cli("upscale", inputs, "-o", out, *LANCZOS)
     assert result.exit_code == 1, result.output
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
