@@ -19,12 +19,13 @@ from rich.markup import escape
 
 from star_cli import __version__
 from star_cli.errors import StarError
-from star_cli.help import StarCommand
+from star_cli.help import StarCommand, StarGroup
 
 T = TypeVar("T")
 
 app = typer.Typer(
     name="star",
+    cls=StarGroup,
     help="Real-world video super-resolution with STAR (diffusion), from the command line.",
     no_args_is_help=True,
     add_completion=False,

@@ -22,6 +22,8 @@ LANCZOS = ("--engine", "lanczos", "--preset", "ultrafast")
 def test_version(run_cli):
     result = run_cli("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"star {__version__}"
+    top = run_cli("--help").stdout
+    assert "--version" in top and "<bool>" not in top
 
 
 def test_help_shows_defaults_plainly(run_cli):
