@@ -217,6 +217,7 @@ class VideoWriter:
         ctx.time_base = self.source.time_base
         stream.time_base = self.source.time_base
         ctx.thread_count = 0
+        ctx.thread_type = "FRAME"  # x264 frame threads, as ffmpeg runs it: PyAV's default (slices) is slower and larger
         if encoder == "libx265" and self._output.format.name in ("mp4", "mov"):
             ctx.codec_tag = "hvc1"  # Apple players refuse HEVC tagged hev1 (FFmpeg's default)
         ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = self._tag_codes
