@@ -168,7 +168,8 @@ def make_engine(request: UpscaleRequest, weights: WeightsPaths | None, progress:
         return LanczosEngine()
     from star_cli.pipeline.engines.star import StarEngine
 
-    assert weights is not None
+    if weights is None:
+        raise ValueError("the STAR engine is made from a checked weights folder")
     return StarEngine.load(request.star, weights, progress=progress)
 
 
