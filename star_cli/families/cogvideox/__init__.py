@@ -14,6 +14,7 @@ from pathlib import Path
 
 from star_cli.errors import InputError
 from star_cli.families.base import Engine, FamilyDefaults
+from star_cli.pipeline.events import ProgressCallback
 from star_cli.families.cogvideox.config import denoiser_path, native_size
 from star_cli.families.cogvideox.costs import CogVideoXEstimate, estimate
 from star_cli.hub.layout import COGVIDEOX_DIR, COGVIDEOX_VARIANT, WeightsPaths, safetensors_parameters
@@ -91,10 +92,10 @@ class CogVideoXFamily:
         """The reference restores one 480x720 clip of 25 frames: no policy for a whole video to compare with."""
         return None
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, console, quiet: bool) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
         from star_cli.families.cogvideox.engine import CogVideoXEngine
 
-        return CogVideoXEngine.load(settings, weights, console=console, quiet=quiet)
+        return CogVideoXEngine.load(settings, weights, progress=progress)
 
 
 FAMILY = CogVideoXFamily()
