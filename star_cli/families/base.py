@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from star_cli.hub.layout import WeightsPaths
     from star_cli.pipeline.estimate import Estimate
-    from star_cli.pipeline.plan import Plan
+    from star_cli.pipeline.plan import Plan, TileSize
     from star_cli.pipeline.request import StarSettings
 
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class FamilyDefaults:
     """The values `star upscale` uses for options left unset, and the denoiser's grid.
 
-    Sizes are output pixels (height, width); `tile_size` None means untiled.
+    Sizes are output pixels (height, width); `tile_size` None means untiled, 'auto' sized to the memory.
     """
 
     checkpoint: str
@@ -35,7 +35,7 @@ class FamilyDefaults:
     guidance: float
     chunk_len: int
     chunk_overlap: int
-    tile_size: tuple[int, int] | None
+    tile_size: TileSize
     window_chunks: int | None
     grid: ModelGrid
     tile_overlap: int = 128

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from star_cli.errors import InputError
 from star_cli.families.base import Engine, FamilyDefaults
-from star_cli.pipeline.events import ProgressCallback
 from star_cli.families.cogvideox.config import denoiser_path, native_size
 from star_cli.families.cogvideox.costs import CogVideoXEstimate, estimate
 from star_cli.hub.layout import COGVIDEOX_DIR, COGVIDEOX_VARIANT, WeightsPaths, safetensors_parameters
+from star_cli.pipeline.events import ProgressCallback
 from star_cli.pipeline.grid import DIT_GRID
 from star_cli.pipeline.plan import VAE_FACTOR, Plan
 from star_cli.pipeline.request import StarSettings, parse_size

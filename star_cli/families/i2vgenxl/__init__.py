@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from star_cli.families.base import Engine, FamilyDefaults
-from star_cli.pipeline.events import ProgressCallback
 from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, weights_parameters
 from star_cli.pipeline.estimate import Estimate, estimate
+from star_cli.pipeline.events import ProgressCallback
 from star_cli.pipeline.grid import UNET_GRID
-from star_cli.pipeline.plan import Plan, PlanOptions, make_plan
+from star_cli.pipeline.plan import AUTO_TILES, Plan, PlanOptions, make_plan
 from star_cli.pipeline.request import StarSettings, model_calls
 
 DEFAULTS = FamilyDefaults(
@@ -23,7 +23,7 @@ DEFAULTS = FamilyDefaults(
     guidance=7.5,
     chunk_len=32,
     chunk_overlap=8,
-    tile_size=(720, 1280),
+    tile_size=AUTO_TILES,  # whole frames whenever the memory estimate allows (pipeline/tiling.py)
     window_chunks=4,
     grid=UNET_GRID,
 )
