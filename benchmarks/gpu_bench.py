@@ -387,7 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
             engine.settings, batch_guidance=args.batch_guidance if ours else "off", compile=ours and args.compile
         )
         if ours:
-            engine.prepare(Console(stderr=True))
+            console = Console(stderr=True)
+            engine.prepare(lambda event: console.print(event.text, highlight=False))
         for case_name in args.cases:
             try:
                 text_seconds = setup["text"]["seconds"]

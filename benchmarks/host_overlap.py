@@ -29,6 +29,7 @@ from rich.console import Console
 
 from star_cli.pipeline import upscale
 from star_cli.pipeline.request import build_request
+from star_cli.report import ConsoleReport
 from star_cli.testing import make_tiny_weights
 from star_cli.testing.media import make_video
 
@@ -69,7 +70,9 @@ def run(clip: Path, out: Path, weights: Path, args: argparse.Namespace) -> tuple
         quiet=True, verbose=True,
     )
     captured = io.StringIO()
-    upscale.run_upscale(request, console=Console(file=captured, width=200))
+    report = ConsoleReport(Console(file=captured, width=200), quiet=False, verbose=True)
+    with report:
+        upscale.run_upscale(request, progress=report)
     match = REPORT.search(captured.getvalue())
     if match is None:
         raise RuntimeError(f"no timing line in:\n{captured.getvalue()}")

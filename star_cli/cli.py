@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, TypeVar
@@ -15,7 +16,9 @@ from typing import Optional, TypeVar
 import typer
 from rich.console import Console
 
+from star_cli import __version__
 from star_cli.errors import ReportedElsewhere, StarError
+from star_cli.help import StarCommand, StarGroup
 from star_cli.pipeline.ranks import reporting_process
 from star_cli.terminal import EXIT_INTERRUPTED, interrupt_exit_code, message, stderr_console, stop_signals_interrupt
 
@@ -23,6 +26,7 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="star",
+    cls=StarGroup,
     help="Real-world video super-resolution with STAR (diffusion), from the command line.",
     no_args_is_help=True,
     add_completion=False,
@@ -43,10 +47,13 @@ Examples:
 
   star upscale in.mp4 -o out.mp4 --model cogvideox    # STAR on CogVideoX-5B (bf16, 480x720 tiles, 25-frame clips)
   star upscale film.mkv -o film_x4.mkv --gpus 0,1,2,3   # one worker per GPU (or: torchrun -m star_cli upscale ...)
+  star upscale in.mp4 -o try.mp4 --start 1:30 --end 1:33   # try settings on 3 seconds first
 """
 
 
-def _run(action: Callable[[], T], console: Console, *, interrupted: str = "interrupted: no partial output was kept") -> T:
+def _run(
+    action: Callable[[], T], console: Console, *, interrupted: str | Callable[[], str] = "interrupted: no partial output was kept"
+) -> T:
     """Run one command body, turning our errors, Ctrl-C, SIGTERM and SIGHUP into exit codes."""
     try:
         with stop_signals_interrupt():
@@ -56,17 +63,31 @@ def _run(action: Callable[[], T], console: Console, *, interrupted: str = "inter
             console.print(message(str(error), "error:", "bold red"), soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt as interrupt:
-        console.print(message(interrupted, style="yellow"), soft_wrap=True)
+        text = interrupted() if callable(interrupted) else interrupted
+        console.print(message(text, style="yellow"), soft_wrap=True)
         raise typer.Exit(interrupt_exit_code(interrupt)) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"star {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Real-world video super-resolution with STAR (diffusion), from the command line."""
 
 
 def _stderr() -> Console:
     return stderr_console()
 
 
-@app.command(epilog=UPSCALE_EXAMPLES)
+@app.command(cls=StarCommand, epilog=UPSCALE_EXAMPLES)
 def upscale(
-    input: Path = typer.Argument(..., help="A video file, or a folder of videos.", show_default=False),
+    input: Path = typer.Argument(..., metavar="INPUT", help="A video file, or a folder of videos.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (or folder, for a folder input).", show_default=False),
     scale: float = typer.Option(4.0, "--scale", "-s", help="Upscaling factor, 0.125 <= scale <= 8."),
     engine: str = typer.Option("star", help="star (the diffusion model) or lanczos (fast classical preview)."),
@@ -75,12 +96,12 @@ def upscale(
     ignore_errors: bool = typer.Option(False, "--ignore-errors", help="Keep the decodable frames of a damaged input."),
     model: str = typer.Option("i2vgenxl", help="Model family: i2vgenxl (STAR's UNet) or cogvideox (STAR on CogVideoX-5B: the paper's best)."),
     # plan
-    chunk_len: Optional[int] = typer.Option(None, "--chunk-len", help="Frames the model sees at once (default 32; cogvideox: its native clip, 25)."),
-    chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks (default 8)."),
+    chunk_len: Optional[int] = typer.Option(None, "--chunk-len", help="Frames the model sees at once.", show_default="32; cogvideox: its native clip, 25"),
+    chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Frames shared by neighbouring chunks.", show_default="8, or a quarter of a shorter --chunk-len"),
     blend: str = typer.Option("cosine", help="Join of overlapping chunks: cosine, linear, or cut (the reference's hard cut)."),
     canvas: str = typer.Option("minimal", help="minimal (smallest valid frame) or reference (pad to 720x1280 like the reference)."),
-    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="auto (default: whole frames when memory allows), none, or the largest tile HxW (height x width), e.g. 720x1280; the smallest is 272x256 (cogvideox: exactly its native 480x720)."),
-    window_chunks: Optional[int] = typer.Option(None, "--window-chunks", help="Chunks denoised together; memory grows with it (default 4; cogvideox: 1)."),
+    tile_size: Optional[str] = typer.Option(None, "--tile-size", help="auto (whole frames when memory allows), none, or the largest tile HxW (height x width), e.g. 720x1280; the smallest is 272x256 (cogvideox: exactly its native 480x720).", show_default="auto"),
+    window_chunks: Optional[int] = typer.Option(None, "--window-chunks", help="Chunks denoised together; memory grows with it.", show_default="4; cogvideox: 1"),
     scene_detect: bool = typer.Option(True, "--scene-detect/--no-scene-detect", help="Never blend across hard cuts."),
     # STAR
     checkpoint: Optional[str] = typer.Option(None, help="light (default), heavy or a .safetensors/.pt file; cogvideox: its converted .safetensors."),
@@ -88,12 +109,12 @@ def upscale(
     prompt: str = typer.Option("", help="Describe the video; the reference's quality prompt is appended."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a text file."),
     seed: int = typer.Option(0, help="Random seed (0 or more); the same seed gives the same frames."),
-    steps: Optional[int] = typer.Option(None, help="Sampling steps, 2 to 1000 (default 15, the reference's 'fast' spacing; cogvideox: 50)."),
-    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (default 7.5, 1 disables the negative pass; cogvideox: 6, dynamic)."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps, at least 2 (at most 1000): 15 is the reference's 'fast' spacing, other counts are evenly spaced.", show_default="15; cogvideox: 50"),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (1 disables the negative pass).", show_default="7.5; cogvideox: 6, dynamic"),
     solver: str = typer.Option("dpmpp_2m_sde", help="dpmpp_2m_sde (reference) or heun (i2vgenxl only)."),
     color_fix: str = typer.Option("adain", "--color-fix", help="adain, wavelet or none."),
     device: str = typer.Option("auto", help="auto, cuda, cpu or mps."),
-    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA (cogvideox: bf16), fp32 elsewhere)."),
+    dtype: Optional[str] = typer.Option(None, help="fp16, bf16 or fp32.", show_default="fp16 on a GPU (cogvideox: bf16), fp32 on the CPU"),
     offload: str = typer.Option("none", help="none, model (one component on the GPU at a time) or sequential (denoiser blocks streamed)."),
     vae_group: int = typer.Option(3, "--vae-group", help="Frames per temporal VAE decode (the reference uses 3; i2vgenxl only)."),
     quantize: str = typer.Option("round", help="round (nearest level) or truncate (the reference's) to 8 bits."),
@@ -102,34 +123,28 @@ def upscale(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet's repeated blocks (slow first window, faster after)."),
     # encoding
     codec: str = typer.Option("auto", help="auto (h264; av1 for .webm), h264, hevc, av1 or ffv1."),
-    crf: Optional[int] = typer.Option(None, help="Encoder quality (default 18 for h264)."),
+    crf: Optional[int] = typer.Option(None, help="Encoder quality (lower is better; not for ffv1).", show_default="18"),
     preset: str = typer.Option("medium", help="Encoder speed preset."),
-    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: per codec and source depth)."),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format.", show_default="the source's chroma and depth where the codec allows"),
+    exact_size: bool = typer.Option(False, "--exact-size", help="Keep an odd output size exactly (4:4:4, which many players refuse) instead of dropping its last row/column."),
+    start: Optional[str] = typer.Option(None, "--start", help="Begin here: a time (90, 1:30, 1:02:03.5) or a frame (2160f); the audio is cut to match.", show_default="the first frame"),
+    end: Optional[str] = typer.Option(None, "--end", help="Stop before this time or frame.", show_default="the last frame"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the plan and per-stage timings (per window and in total)."),
     # several devices
     gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per GPU, e.g. 0,1,2,3 (torch.distributed's elastic launcher)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Like --gpus with device names, e.g. cuda:0,cuda:1 or cpu,cpu."),
 ) -> None:
     """Upscale a video (or every video of a folder) and keep its audio and subtitles."""
     options = dict(locals())
-    from star_cli.pipeline.request import build_request
-    from star_cli.pipeline.upscale import run_upscale
+    from star_cli.upscale_command import run_upscale_command
 
     console = _stderr()
-
-    def start() -> None:
-        request = build_request(**options)
-        from star_cli.pipeline.launch import launch_workers, must_launch
-
-        if must_launch(request):
-            return launch_workers(sys.argv[1:], request, console)
-        return run_upscale(request, console=console)
-
-    _run(start, console)
+    report, action = run_upscale_command(options, console)
+    _run(action, console, interrupted=report.interrupted_message)
 
 
-@app.command("download-weights")
+@app.command("download-weights", cls=StarCommand)
 def download_weights(
     variant: str = typer.Option("light", help="light, heavy, all (light + heavy) or cogvideox (STAR on CogVideoX-5B)."),
     dir: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default: $STAR_WEIGHTS_DIR or the user cache)."),
@@ -152,7 +167,7 @@ def download_weights(
     )
 
 
-@app.command()
+@app.command(cls=StarCommand)
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="TOML training config (see configs/train.example.toml).", show_default=False),
     resume: Optional[str] = typer.Option(None, help="latest, or a checkpoint folder to continue from."),
@@ -185,11 +200,12 @@ def train(
     )
 
 
-@app.command()
+@app.command(cls=StarCommand)
 def degrade(
     hr_dir: Path = typer.Argument(..., help="Folder of high-quality videos.", show_default=False),
     out_dir: Path = typer.Argument(..., help="Writes gt/, lq/ and text/ here.", show_default=False),
     preset: str = typer.Option("light", help="light or heavy (Real-ESRGAN second-order + video compression)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="How many times smaller LQ is than GT (a whole number).", show_default="4, the preset's"),
     seed: int = typer.Option(0, help="Seed of the degradation draw."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing pairs."),
 ) -> None:
@@ -200,13 +216,16 @@ def degrade(
     from star_cli.train import run_degrade
 
     console = _stderr()
-    _run(lambda: run_degrade(hr_dir, out_dir, preset=preset, seed=seed, overwrite=overwrite, console=console), console)
+    _run(lambda: run_degrade(hr_dir, out_dir, preset=preset, seed=seed, overwrite=overwrite, console=console, scale=scale), console)
 
 
 def main() -> None:
     """Console-script entry point: usage errors too leave as one line (exit 2)."""
-    # Our own rich progress is the only one: silence transformers' and the hub's tqdm bars.
+    # Our own rich progress is the only one: silence transformers' and the hub's tqdm bars,
+    # and libraries' Python warnings (they speak to developers, not to the user of a command).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
     try:
         code = app(prog_name="star", standalone_mode=False)
     except typer.exceptions.TyperException as error:  # click's UsageError and friends

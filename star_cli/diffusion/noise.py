@@ -31,6 +31,12 @@ NoiseSampler = Callable[[float, float], torch.Tensor]
 BROWNIAN_CACHE = 4
 """Intervals the Brownian tree caches; torchsde's BrownianTree uses 45 (same noise, more memory)."""
 
+BROWNIAN_TOL = 1e-6
+_BROWNIAN_DIGITS = 6
+"""torchsde quantises the tree's ends and every query time to `tol` (round(t, 6)); we hand it
+times already rounded so, which draws the same noise and never trips its `ta >= t0` check (a
+float32 sigma_min can lie a hair below its own rounded value)."""
+
 _START_NOISE_STREAM = 0
 _BROWNIAN_STREAM = 1
 _POSTERIOR_STREAM = 2
@@ -57,13 +63,13 @@ def brownian_noise_sampler(x: torch.Tensor, sigma_min: float, sigma_max: float, 
     The tree lives on x's device and dtype: the increments are drawn where they are used.
     """
     tree = torchsde.BrownianInterval(
-        t0=sigma_min,
-        t1=sigma_max,
+        t0=round(sigma_min, _BROWNIAN_DIGITS),
+        t1=round(sigma_max, _BROWNIAN_DIGITS),
         size=x.shape,
         dtype=x.dtype,
         device=x.device,
         entropy=derive_seed(seed, window, _BROWNIAN_STREAM),
-        tol=1e-6,
+        tol=BROWNIAN_TOL,
         pool_size=24,
         cache_size=BROWNIAN_CACHE,
         halfway_tree=True,
@@ -71,7 +77,7 @@ def brownian_noise_sampler(x: torch.Tensor, sigma_min: float, sigma_max: float, 
 
     def sample(sigma: float, sigma_next: float) -> torch.Tensor:
         low, high = sorted((sigma, sigma_next))
-        return tree(low, high) / (high - low) ** 0.5
+        return tree(round(low, _BROWNIAN_DIGITS), round(high, _BROWNIAN_DIGITS)) / (high - low) ** 0.5
 
     return sample
 

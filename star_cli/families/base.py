@@ -11,25 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.grid import ModelGrid
 
 if TYPE_CHECKING:
-    import numpy as np
-    from rich.console import Console
+    from star_cli.pipeline.events import ProgressCallback
 
     from star_cli.hub.layout import WeightsPaths
     from star_cli.pipeline.estimate import Estimate
-    from star_cli.pipeline.plan import Plan, TileSize, Window
+    from star_cli.pipeline.plan import Plan, TileSize
     from star_cli.pipeline.request import StarSettings
-
-
-class Engine(Protocol):
-    """A restorer. Temporal engines see whole plan windows; others see reader batches."""
-
-    name: str
-    temporal: bool
-
-    def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -90,6 +81,6 @@ class Family(Protocol):
         """FLOPs per output frame of the reference's own policy on this video (None: not comparable)."""
         ...
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
         """Load the weights and return the engine that restores plan windows."""
         ...

@@ -53,6 +53,9 @@ COGVIDEOX_FILES = (
     f"{COGVIDEOX_DIR}/tokenizer/added_tokens.json",
 )
 VARIANTS = (*STAR_VARIANTS, COGVIDEOX_VARIANT)
+TRAIN_EXPORT = "unet.safetensors"
+"""What `star train` exports for inference: in its output folder, and in every checkpoints/step-N/."""
+TRAIN_CHECKPOINTS = "checkpoints"
 HASH_CHUNK = 8 << 20
 ALWAYS_HASHED_BYTES = 16 << 20
 """Files up to this size (configs, tokenizer) are re-hashed at every check: milliseconds."""
@@ -262,6 +265,32 @@ def safetensors_parameters(path: Path) -> int:
     """Number of values stored in a .safetensors file, read from its header alone."""
     with safe_open(path, framework="numpy") as handle:
         return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+
+
+def resolve_checkpoint(checkpoint: str, variants: tuple[str, ...] = VARIANTS) -> str:
+    """`--checkpoint` as a variant name (one of `variants`) or the weights file it names.
+
+    A folder is read as `star train` writes it: its own `unet.safetensors` (the run's
+    final export, or one checkpoint step's), else the newest step's under checkpoints/.
+    """
+    if checkpoint in variants:
+        return checkpoint
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        steps = sorted((path / TRAIN_CHECKPOINTS).glob(f"*/{TRAIN_EXPORT}"))
+        found = path / TRAIN_EXPORT if (path / TRAIN_EXPORT).is_file() else (steps[-1] if steps else None)
+        if found is None:
+            raise InputError(
+                f"--checkpoint {checkpoint}: the folder holds no {TRAIN_EXPORT} (give the file, or a "
+                f"`star train` output folder or one of its {TRAIN_CHECKPOINTS}/step-N folders)"
+            )
+        return str(found)
+    if not path.is_file():
+        raise InputError(
+            f"--checkpoint {checkpoint}: no such file (give light, heavy, a .safetensors/.pt file, "
+            f"or a `star train` output folder holding {TRAIN_EXPORT})"
+        )
+    return str(path)
 
 
 def weights_parameters(root: Path, checkpoint: str = "light") -> int | None:

@@ -209,11 +209,12 @@ def load_star_unet(
     state = read_state_dict(path)
     with torch.device("meta"):
         model = STARUNet(**config.to_dict())
-    if strict:
-        fit_state_dict(model, state, f"{path}: weights do not fit the STAR UNet")
     mismatch = compare_keys(model, state)
     if mismatch.wrong_shape:
-        raise StarError(f"{path}: weights do not fit the STAR UNet: {mismatch.describe()}")
+        raise StarError(f"{path}: {_size_mismatch(config, path, mismatch.describe())}")
+    if strict:
+        fit_state_dict(model, state, f"{path}: weights do not fit the STAR UNet")
+        mismatch = compare_keys(model, state)
     if mismatch:
         log.warning("%s: loading with strict=False: %s", path, mismatch.describe())
     for key in mismatch.unexpected:
@@ -227,6 +228,21 @@ def load_star_unet(
         _cast_one_by_one(state, dtype, device)
         model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _size_mismatch(config: STARConfig, path: str | os.PathLike, found: str) -> str:
+    """One line naming the model size that was expected (and from where) and what the file holds."""
+    declared = Path(path).suffix.lower() == ".safetensors" and _has_config(path)
+    source = "from its star_config metadata" if declared else "no star_config metadata, so the released full size"
+    return (
+        f"the weights are another model size than expected: expected dim={config.dim}, "
+        f"dim_mult={list(config.dim_mult)}, context_dim={config.context_dim} ({source}); found {found}"
+    )
+
+
+def _has_config(path: str | os.PathLike) -> bool:
+    with safe_open(path, framework="pt") as handle:
+        return CONFIG_METADATA_KEY in (handle.metadata() or {})
 
 
 def save_star_state(

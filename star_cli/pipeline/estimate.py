@@ -208,20 +208,38 @@ def _require(need: int, available: int, memory: str, state: str, hint: str) -> N
         )
 
 
-def check_fits(est: Estimate, host_bytes_available: int, device_bytes_available: int | None) -> None:
+def cpu_only_bytes(est: Estimate) -> int:
+    """What a run without an accelerator holds in host memory (weights counted once even under offload)."""
+    return est.host_bytes + est.device_bytes - min(est.offloaded_bytes, est.weights_bytes)
+
+
+def check_fits(
+    est: Estimate, host_bytes_available: int, device_bytes_available: int | None, *, dtype_bytes: int = 2
+) -> None:
     """Raise InputError (one line, with what to change) if `est` exceeds the memory available.
 
     `device_bytes_available` None means no accelerator: everything lives in host memory
-    (weights counted once even when an offload mode was asked for).
+    (weights counted once even when an offload mode was asked for). The hint names what
+    would actually bring the need under the limit: when the weights alone do not fit,
+    smaller chunks or tiles cannot help, a smaller precision (or offloading) can.
     """
     if device_bytes_available is None:
-        need = est.host_bytes + est.device_bytes - min(est.offloaded_bytes, est.weights_bytes)
-        hint = "try a smaller --chunk-len, --tile-size or --window-chunks"
+        need = cpu_only_bytes(est)
+        fixed = est.weights_bytes + HOST_RUNTIME_BYTES
+        if dtype_bytes > 2 and fixed > host_bytes_available >= need - est.weights_bytes // 2:
+            hint = "--dtype bf16 halves the weights"
+        elif fixed > host_bytes_available:
+            hint = f"the model and runtime alone need {fixed / GiB:.1f} GiB: use a machine with more memory, or a GPU"
+        else:
+            hint = "try a smaller --chunk-len, --tile-size or --window-chunks"
         _require(need, host_bytes_available, "memory", "available", hint)
         return
-    device_hint = "try a smaller --tile-size or --chunk-len"
-    if est.offload != "sequential":
-        device_hint += ", or --offload sequential"
+    if est.weights_bytes > device_bytes_available and est.offload != "sequential":
+        device_hint = "the weights alone need more: try --offload " + ("model" if est.offload == "none" else "sequential")
+    else:
+        device_hint = "try a smaller --tile-size or --chunk-len"
+        if est.offload != "sequential":
+            device_hint += ", or --offload sequential"
     _require(est.device_bytes, device_bytes_available, "GPU memory", "free", device_hint)
     host_hint = "try a smaller --window-chunks or --chunk-len"
     if est.offload != "none":

@@ -31,13 +31,15 @@ def plan_jobs(input_path: Path, output_path: Path, *, overwrite: bool, dry_run: 
         raise InputError(f"input not found: {input_path}")
     if input_path.is_dir():
         sources = list_videos(input_path)
-        if not output_path.is_dir():
-            raise InputError(f"output folder does not exist: {output_path} (create it first)")
+        if output_path.exists() and not output_path.is_dir():
+            raise InputError(f"output must be a folder for a folder input: {output_path} is a file")
+        if not output_path.parent.is_dir():
+            raise InputError(f"output folder {output_path} cannot be made: {output_path.parent} does not exist")
         jobs = [Job(src, output_path / _output_name(src)) for src in sources]
     else:
         jobs = [Job(input_path, output_path)]
     for job in jobs:
-        _check_job(job, overwrite=overwrite, dry_run=dry_run)
+        _check_job(job, overwrite=overwrite, dry_run=dry_run, made=input_path.is_dir())
     return jobs
 
 
@@ -47,17 +49,19 @@ def _output_name(source: Path) -> str:
     return source.name if suffix in OUTPUT_SUFFIXES else source.stem + ".mkv"
 
 
-def _check_job(job: Job, *, overwrite: bool, dry_run: bool) -> None:
+def _check_job(job: Job, *, overwrite: bool, dry_run: bool, made: bool = False) -> None:
+    """Refuse a job that could not be written; `made`: its folder is made on the way if missing."""
     dest = job.dest
     if dest.is_dir():
         raise InputError(f"output is a folder, expected a file name: {dest}")
     if dest.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"unsupported output container '{dest.suffix}': use one of {', '.join(sorted(OUTPUT_SUFFIXES))}")
-    if not dest.parent.is_dir():
+    if not dest.parent.is_dir() and not made:
         raise InputError(f"output folder does not exist: {dest.parent}")
     if dest.exists() and os.path.samefile(dest, job.source):
         raise InputError(f"output is the input file: {dest} (choose another name)")
     if dest.exists() and not overwrite and not dry_run:
         raise InputError(f"output exists: {dest} (use --overwrite to replace it)")
-    if not dry_run and not os.access(dest.parent, os.W_OK):
-        raise InputError(f"cannot write to folder {dest.parent}")
+    writable = dest.parent if dest.parent.is_dir() else dest.parent.parent  # a folder output is made on the way
+    if not dry_run and not os.access(writable, os.W_OK):
+        raise InputError(f"cannot write to folder {writable}")

@@ -11,8 +11,8 @@ they work, so the threads overlap for real.
 Errors travel to the main thread: a failed reader raises where its next item is
 taken, a failed writer at the next `put` or at `close`. Leaving early (an error
 downstream, Ctrl-C) stops both threads before returning, so no thread outlives its
-files. `TimedEngine` measures what the overlap should leave: total wall time close
-to the engine's own compute time (`--verbose` prints both).
+files. The overlap should leave total wall time close to the engine's own compute
+time (`--verbose` prints both, from the stage clock: pipeline.timing).
 """
 
 from __future__ import annotations
@@ -190,27 +190,3 @@ class WriteBehind:
             interrupted = error
         if interrupted is not None:
             raise interrupted
-
-
-class TimedEngine:
-    """An engine whose `restore` calls are timed: the device's share of a run's wall time."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.name: str = engine.name
-        self.temporal: bool = engine.temporal
-        self.compute_seconds = 0.0
-        self.started = time.perf_counter()
-
-    def restore(self, frames: np.ndarray, plan: Any, window: Any = None) -> np.ndarray:
-        start = time.perf_counter()
-        try:
-            return self.engine.restore(frames, plan, window)
-        finally:
-            self.compute_seconds += time.perf_counter() - start
-
-    def report(self) -> str:
-        """'engine compute X s, total Y s (Z x the engine)': the host's overhead on top of the engine."""
-        total = time.perf_counter() - self.started
-        ratio = f" ({total / self.compute_seconds:.2f}x the engine)" if self.compute_seconds > 0 else ""
-        return f"engine compute {self.compute_seconds:.2f} s, total {total:.2f} s{ratio}"

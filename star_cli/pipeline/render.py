@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from star_cli.families import DEFAULT_MODEL, Family, get_family
-from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate
+from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate, cpu_only_bytes
 from star_cli.pipeline.jobs import Job
 from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan
 from star_cli.pipeline.ranks import assign_jobs, windows_per_rank
@@ -84,7 +84,15 @@ def _vae_text(tile: int | None) -> str:
     return "whole frames" if tile is None else f"in {tile * VAE_FACTOR} px tiles"
 
 
-def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, engine: str, family: Family, ranks: int) -> Table:
+def _plan_table(
+    plan: Plan,
+    est: Estimate,
+    source: str | os.PathLike | None,
+    engine: str,
+    family: Family,
+    ranks: int,
+    device: str | None,
+) -> Table:
     o = plan.options
     table = Table(title="Upscale plan", show_header=False)
     table.add_column(style="bold")
@@ -132,6 +140,10 @@ def _plan_table(plan: Plan, est: Estimate, source: str | os.PathLike | None, eng
     if est.offloaded_bytes:
         host += f", offloaded weights {_gib(est.offloaded_bytes)}"
     table.add_row("Host memory", host + ")")
+    if device == "cpu":
+        table.add_row("This run (CPU)", f"about {_gib(cpu_only_bytes(est))} of memory (weights counted once, no GPU)")
+    elif device is not None:
+        table.add_row("This run", f"on {device}")
     return table
 
 
@@ -165,17 +177,19 @@ def plan_summary(
     engine: str = "star",
     family: Family | None = None,
     ranks: int = 1,
+    device: str | None = None,
 ) -> Group:
     """What ``--dry-run`` prints: the plan with its costs, then the windows and their chunks.
 
     Engines other than STAR see plain frame batches, so for them only sizes are shown.
     `family` (default I2VGen-XL) compares the compute with its reference's policy.
     With `ranks` > 1 it also says how the ranks of a distributed run share the windows.
+    `device` (the type the run will use) adds what the pre-flight memory check compares.
     """
     family = family or get_family(DEFAULT_MODEL)
     if engine != "star":
-        return Group(_plan_table(plan, est, source, engine, family, ranks))
-    return Group(_plan_table(plan, est, source, engine, family, ranks), _windows_table(plan))
+        return Group(_plan_table(plan, est, source, engine, family, ranks, device))
+    return Group(_plan_table(plan, est, source, engine, family, ranks, device), _windows_table(plan))
 
 
 def job_cost(plan: Plan) -> int:

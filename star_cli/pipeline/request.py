@@ -10,15 +10,19 @@ import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from star_cli.errors import InputError
 from star_cli.families import DEFAULT_MODEL, get_family
+from star_cli.hub.layout import resolve_checkpoint
 from star_cli.pipeline.estimate import Offload
 from star_cli.pipeline.plan import AUTO_TILES, CanvasPolicy, PlanOptions
 from star_cli.pipeline.ranks import parse_devices
 from star_cli.spans import BLEND_MODES
 from star_cli.video.options import ENCODERS, EncodeOptions
+
+if TYPE_CHECKING:  # PyAV loads only for a --start/--end (benchmarks/gpu_bench.py runs without video packages)
+    from star_cli.video.segment import Position
 
 ENGINES = ("star", "lanczos")
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -27,6 +31,10 @@ CANVASES = get_args(CanvasPolicy)
 CODECS = ("auto", *ENCODERS)
 AUTO_CODECS = {".webm": "av1"}
 """`--codec auto` per output container: h264, except where the container takes no h264 (WebM)."""
+MATROSKA_ONLY = {"ffv1": (".mp4", ".m4v", ".mov")}
+"""Codecs FFmpeg will put in an MP4/MOV that almost no player then opens."""
+DEFAULT_CHUNK_OVERLAP = 8
+MIN_STEPS = 2
 # Mirrors of choices whose owners import torch (colorfix, placement, diffusion.window):
 # validating options must stay fast. tests/pipeline/test_request.py keeps them equal.
 COLOR_FIXES = ("adain", "wavelet", "none")
@@ -99,6 +107,9 @@ class UpscaleRequest:
     quiet: bool = False
     verbose: bool = False
     devices: tuple[str, ...] = ()  # --gpus/--devices: one worker process per entry (see pipeline/launch.py)
+    start: Position | None = None
+    end: Position | None = None
+    exact_size: bool = False
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -109,9 +120,16 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 def encode_options_for(dest: Path, options: EncodeOptions) -> EncodeOptions:
     """The encoder settings for one output file, with `--codec auto` resolved by its container."""
+    if dest.suffix.lower() in MATROSKA_ONLY.get(options.codec, ()):
+        raise InputError(f"--codec {options.codec} cannot go into a {dest.suffix} file that players open; write .mkv instead")
     if options.codec != "auto":
         return options
     return replace(options, codec=AUTO_CODECS.get(dest.suffix.lower(), "h264"))
+
+
+def default_chunk_overlap(chunk_len: int, largest: int = DEFAULT_CHUNK_OVERLAP) -> int:
+    """`largest` (the family's default, 8), or a quarter of a shorter chunk (so `--chunk-len 8` alone is a valid plan)."""
+    return max(0, min(largest, chunk_len // 4))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -149,15 +167,14 @@ def _check_finite(values: dict[str, object]) -> None:
 def check_weights_options(checkpoint: str | None, weights_dir: Path | None, variants: tuple[str, ...]) -> None:
     """A --checkpoint file and a --weights-dir that do not exist are bad input, refused before any folder is checked.
 
-    `variants` are the checkpoint names of the run's model family (None: its default)."""
+    `variants` are the checkpoint names of the run's model family (None: its default);
+    a `star train` output folder stands for the weights file it holds."""
     if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
         raise InputError(f"--weights-dir {weights_dir} is not a folder")
-    if checkpoint is None or checkpoint in variants:
+    if checkpoint is None:
         return
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise InputError(f"--checkpoint {checkpoint}: no such file (give light, heavy or a .safetensors/.pt file)")
-    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+    path = Path(resolve_checkpoint(checkpoint, variants))
+    if checkpoint not in variants and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise InputError(f"--checkpoint {checkpoint}: expected a {'/'.join(CHECKPOINT_SUFFIXES)} file")
 
 
@@ -203,6 +220,9 @@ def build_request(
     model: str = DEFAULT_MODEL,
     gpus: str | None = None,
     devices: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    exact_size: bool = False,
 ) -> UpscaleRequest:
     """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one).
 
@@ -228,20 +248,26 @@ def build_request(
     _choice("quantize", quantize, QUANTIZE_MODES)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
-    if not 2 <= steps <= MAX_STEPS:
-        raise InputError(f"--steps must be between 2 and {MAX_STEPS} (the schedule's timesteps), got {steps}")
+    if steps < MIN_STEPS:
+        raise InputError(f"--steps must be at least {MIN_STEPS}, got {steps}")
+    if steps > MAX_STEPS:
+        raise InputError(f"--steps must be between {MIN_STEPS} and {MAX_STEPS} (the schedule's timesteps), got {steps}")
     if seed < 0:
         raise InputError(f"--seed must be 0 or more (the same seed gives the same frames), got {seed}")
+    if resume and engine != "star":
+        raise InputError(f"--resume continues an interrupted STAR run; --engine {engine} keeps no finished windows")
     if guidance < 1:
         raise InputError(f"--guidance must be at least 1 (1 turns guidance off), got {guidance:g}")
     if vae_group < 1:
         raise InputError(f"--vae-group must be at least 1, got {vae_group}")
     if crf is not None and crf < 0:
         raise InputError(f"--crf must be 0 or more, got {crf}")
+    if chunk_overlap is None:  # `--chunk-len 8` alone is a valid plan: the overlap shrinks with the chunk
+        chunk_overlap = defaults.chunk_overlap if chunk_len is None else default_chunk_overlap(chunk_len, defaults.chunk_overlap)
     plan_fields = dict(
         scale=scale,
         chunk_len=defaults.chunk_len if chunk_len is None else chunk_len,
-        chunk_overlap=defaults.chunk_overlap if chunk_overlap is None else chunk_overlap,
+        chunk_overlap=chunk_overlap,
         blend=blend,
         canvas=canvas,
         tile_size=defaults.tile_size,
@@ -260,7 +286,7 @@ def build_request(
         encode_fields["crf"] = crf
     star = StarSettings(
         model=model,
-        checkpoint=defaults.checkpoint if checkpoint is None else checkpoint,
+        checkpoint=resolve_checkpoint(defaults.checkpoint if checkpoint is None else checkpoint, family.variants),
         weights_dir=weights_dir,
         prompt=read_prompt(prompt, prompt_file),
         seed=seed,
@@ -278,6 +304,11 @@ def build_request(
         compile=compile,
     )
     family.check(star, {k: v for k, v in given.items() if v is not None}, defaults)
+    positions = {}
+    if start is not None or end is not None:
+        from star_cli.video.segment import Position
+
+        positions = {name: Position.parse(text, f"--{name}") for name, text in (("start", start), ("end", end)) if text is not None}
     return UpscaleRequest(
         input=input,
         output=output,
@@ -292,4 +323,26 @@ def build_request(
         quiet=quiet,
         verbose=verbose,
         devices=parse_devices(gpus, devices),
+        start=positions.get("start"),
+        end=positions.get("end"),
+        exact_size=exact_size,
+    )
+
+
+def request_defaults() -> dict[str, object]:
+    """`build_request`'s keywords at their defaults (`star upscale`'s, which a test keeps equal), input/output aside.
+
+    Options the model family decides are None here, as on the command line.
+    """
+    star, encode = StarSettings(), EncodeOptions()
+    return dict(
+        scale=PlanOptions().scale, engine=ENGINES[0], dry_run=False, overwrite=False, ignore_errors=False,
+        model=DEFAULT_MODEL, chunk_len=None, chunk_overlap=None, blend=PlanOptions().blend,
+        canvas=PlanOptions().canvas, tile_size=None, window_chunks=None, scene_detect=True, checkpoint=None,
+        weights_dir=star.weights_dir, prompt=star.prompt, prompt_file=None, seed=star.seed, steps=None,
+        guidance=None, solver=star.solver, color_fix=star.color_fix, device=star.device, dtype=star.dtype,
+        offload=star.offload, vae_group=star.vae_group, quantize=star.quantize, resume=star.resume,
+        batch_guidance=star.batch_guidance, compile=star.compile, codec=CODECS[0], crf=None,
+        preset=encode.preset, pix_fmt=encode.pix_fmt, quiet=False, verbose=False, gpus=None, devices=None,
+        start=None, end=None, exact_size=False,
     )

@@ -37,28 +37,27 @@ from star_cli.hub import WeightsPaths
 from star_cli.pipeline import distributed
 from star_cli.pipeline.identity import frame_options
 from star_cli.pipeline.claims import Heartbeat, Owner, PeerFailure, RankWatch, WindowClaims
-from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
 from star_cli.pipeline.render import job_cost, plan_summary
 from star_cli.pipeline.request import UpscaleRequest
 from star_cli.pipeline.resume import WindowStore, work_folder
+from star_cli.terminal import message
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
+from star_cli.pipeline.engines.base import Engine
+from star_cli.pipeline.events import Event, FramesWritten, Notice, ignore
+from star_cli.pipeline.memory import check_memory
 from star_cli.pipeline.upscale import (
     READ_BATCH,
-    Engine,
-    _check_memory,
-    _estimate,
-    _make_engine,
-    _memory_budget,
-    _warner,
-    _plan_job,
-    _star_weights,
-    _upscale_one,
+    PlannedJob,
+    checked_weights,
+    make_engine,
     open_store,
+    prepare,
+    upscale_one,
+    warner,
 )
 from star_cli.video.reader import read_batches
-from star_cli.video.writer import VideoWriter
 
 POLL = 0.2
 """Seconds between looks at the shared folder while a rank waits for others."""
@@ -67,7 +66,7 @@ MARKER_WAIT = 3.0
 FOLDER_RUN = ".star-ranks"
 """The run folder of a folder job, inside the output folder."""
 
-Planned = list[tuple[Job, Plan, VideoWriter]]
+Planned = list[PlannedJob]
 
 
 @dataclass
@@ -149,15 +148,15 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
     talk = console if ranks.is_main else Console(stderr=True, quiet=not request.verbose)
     shared: Shared | None = None
     try:
-        request, planned, weights = distributed.agree(ranks, lambda: _prepare(request, ranks, console))
+        request, planned, weights, device = distributed.agree(ranks, lambda: _prepare(request, ranks, console))
         distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
         if request.verbose and ranks.is_main:
-            for job, plan, _ in planned:
-                console.print(plan_summary(plan, _estimate(plan, request), source=job.source, engine=request.engine, family=get_family(request.star.model), ranks=1 if request.input.is_dir() else ranks.world))
-        store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks, weights, console))
+            for p in planned:
+                console.print(plan_summary(p.plan, p.estimate, source=p.job.source, engine=request.engine, family=get_family(request.star.model), ranks=1 if request.input.is_dir() else ranks.world))
+        store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks, weights, device, console))
         shared = _join_run(request, planned, ranks, store, console)
         if request.input.is_dir():
-            _folder(request, planned, weights, shared, talk)
+            _folder(request, planned, weights, device, shared, talk)
         else:
             _one_video(request, planned[0], weights, shared, store, talk)
         _finish(shared, store, len(planned))
@@ -184,22 +183,23 @@ def _exit_for(error: BaseException, ranks: Ranks) -> BaseException:
     return error
 
 
-def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[UpscaleRequest, Planned, WeightsPaths | None]:
+def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[UpscaleRequest, Planned, WeightsPaths | None, str]:
     """Everything a single run checks before loading weights, on this rank's device."""
     request = distributed.rank_device(request, ranks)
-    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite)
-    budget = _memory_budget(request) if request.engine == "star" else None
-    planned = [(job, *_plan_job(job, request, budget)) for job in jobs]
+    prepared = prepare(request)
+    if prepared.skipped:
+        raise InputError(f"{prepared.skipped[0].source}: {prepared.skipped[0].reason}")
     weights = None
+    device = prepared.device or "cpu"
     if request.engine == "star":
-        _check_memory([plan for _, plan, _ in planned], request, processes_here=ranks.local_world)
-        weights = _star_weights(request, console, interactive=False)  # one terminal, many ranks: never ask
-    return request, planned, weights
+        weights = checked_weights(request.star)  # one terminal, many ranks: never offer a download
+        check_memory([p.plan for p in prepared.jobs], request.star, device, processes_here=ranks.local_world)
+    return request, prepared.jobs, weights, device
 
 
 def _same_everywhere(ranks: Ranks, request: UpscaleRequest, planned: Planned) -> None:
     """Refuse a run whose ranks were given other options or see other inputs (its frames would depend on the rank)."""
-    text = repr(([(job, replace(plan, tiling="")) for job, plan, _ in planned], frame_options(request), request.encode, request.engine))
+    text = repr(([(p.job, replace(p.plan, tiling="")) for p in planned], frame_options(request), request.encode, request.engine))
     digests = distributed.gather(ranks, hashlib.sha256(text.encode()).hexdigest())
     odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
     if odd:
@@ -207,20 +207,19 @@ def _same_everywhere(ranks: Ranks, request: UpscaleRequest, planned: Planned) ->
 
 
 def _open_store(
-    request: UpscaleRequest, planned: Planned, ranks: Ranks, weights: WeightsPaths | None, console: Console
+    request: UpscaleRequest, planned: Planned, ranks: Ranks, weights: WeightsPaths | None, device: str, console: Console
 ) -> WindowStore | None:
     """One video with STAR: rank 0 opens the work folder (clears it, or checks it for --resume); the others attach."""
-    if request.input.is_dir() or request.engine != "star":
+    if request.input.is_dir() or request.engine != "star" or weights is None:
         return None
-    job, plan, _ = planned[0]
-    folder = work_folder(job.dest)
+    folder = work_folder(planned[0].job.dest)
     if not ranks.is_main:
-        return WindowStore.attach(folder, warn=_warner(console))
-    return open_store(job, plan, request, weights, console)
+        return WindowStore.attach(folder, warn=warner(_printer(console)))
+    return open_store(planned[0], request, weights, device, _printer(console))
 
 
 def _run_folder(request: UpscaleRequest, planned: Planned) -> Path:
-    return request.output / FOLDER_RUN if request.input.is_dir() else work_folder(planned[0][0].dest) / "ranks"
+    return request.output / FOLDER_RUN if request.input.is_dir() else work_folder(planned[0].job.dest) / "ranks"
 
 
 def _join_run(request: UpscaleRequest, planned: Planned, ranks: Ranks, store: WindowStore | None, console: Console) -> Shared:
@@ -242,9 +241,9 @@ def _join_run(request: UpscaleRequest, planned: Planned, ranks: Ranks, store: Wi
                 _remove_if_empty(empty)
         raise
     if ranks.is_main:
-        jobs_frames = sum(plan.num_frames for _, plan, _ in planned)
-        title = planned[0][0].source.name if store is not None else f"{len(planned)} videos"
-        plan = planned[0][1] if store is not None else None
+        jobs_frames = sum(p.plan.num_frames for p in planned)
+        title = planned[0].job.source.name if store is not None else f"{len(planned)} videos"
+        plan = planned[0].plan if store is not None else None
         shared.progress = _RunProgress(console, request.quiet, title, jobs_frames, store, plan)
         shared.progress.bar.start()
     shared.watch_in_background()
@@ -279,25 +278,41 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _folder(request: UpscaleRequest, planned: Planned, weights: WeightsPaths | None, shared: Shared, talk: Console) -> None:
+def _folder(
+    request: UpscaleRequest, planned: Planned, weights: WeightsPaths | None, device: str, shared: Shared, talk: Console
+) -> None:
     """This rank's videos of a folder (longest first over the ranks), each written as a single run writes it."""
     ranks = shared.ranks
-    owners = assign_jobs([job_cost(plan) for _, plan, _ in planned], ranks.world)
-    quiet = replace(request, quiet=True)
+    owners = assign_jobs([job_cost(p.plan) for p in planned], ranks.world)
+    written = [0]
 
-    def on_frames(count: int) -> None:
-        shared.beat.progress(frames=count)
-        shared.raise_failure()
+    def on_event(event: Event) -> None:  # a rank's frames go to its card; rank 0's bar shows the run's
+        if isinstance(event, FramesWritten):
+            shared.beat.progress(frames=event.done - written[0])
+            written[0] = event.done
+            shared.raise_failure()
 
     engine: Engine | None = None
-    for (job, plan, writer), owner in zip(planned, owners):
+    for p, owner in zip(planned, owners):
         if owner != ranks.rank:
             continue
-        engine = engine or _make_engine(replace(request, quiet=not ranks.is_main or request.quiet), talk, weights)
-        store = open_store(job, plan, request, weights, talk) if weights is not None else None
-        _upscale_one(job, plan, writer, engine, quiet, Console(quiet=True), store, on_frames)
+        engine = engine or make_engine(request, weights, _printer(talk) if ranks.is_main and not request.quiet else ignore)
+        store = open_store(p, request, weights, device, _printer(talk)) if weights is not None else None
+        written[0] = 0
+        upscale_one(p, engine, request, on_event, store=store)
         if request.verbose:
-            talk.print(f"rank {ranks.rank}: wrote {job.dest}")
+            talk.print(f"rank {ranks.rank}: wrote {p.job.dest}")
+
+
+def _printer(console: Console) -> Callable[[Event], None]:
+    """A progress callback that prints only Notices (a rank's other progress is its card)."""
+
+    def show(event: Event) -> None:
+        if isinstance(event, Notice):
+            label, style = ("warning:", "yellow") if event.level == "warning" else ("", "")
+            console.print(message(event.text, label, style), soft_wrap=True)
+
+    return show
 
 
 class _LazyEngine:
@@ -308,17 +323,19 @@ class _LazyEngine:
         self.engine: Engine | None = None
 
     def restore(self, frames: np.ndarray, plan: Plan, window: Window) -> np.ndarray:
-        self.engine = self.engine or _make_engine(self.request, self.console, self.weights)
+        if self.engine is None:
+            self.engine = make_engine(self.request, self.weights, ignore if self.request.quiet else _printer(self.console))
         return self.engine.restore(frames, plan, window)
 
 
 def _claimed_windows(
-    request: UpscaleRequest, job: Job, plan: Plan, engine: _LazyEngine, store: WindowStore, shared: Shared, talk: Console
+    request: UpscaleRequest, planned: PlannedJob, engine: _LazyEngine, store: WindowStore, shared: Shared, talk: Console
 ) -> Iterator[int]:
     """Restore and store every window this rank can claim, in order; yields each one's index when stored."""
+    job, plan, segment = planned.job, planned.plan, planned.segment
     claims = WindowClaims(store.folder / "claims", shared.beat.owner)
     spans = [(w.start, w.end) for w in plan.windows]
-    for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors), spans):
+    for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=segment), spans):
         shared.raise_failure()
         if store.has(frames.index) or not claims.take(frames.index):
             continue
@@ -331,19 +348,18 @@ def _claimed_windows(
 
 
 def _one_video(
-    request: UpscaleRequest, planned: tuple[Job, Plan, VideoWriter], weights: WeightsPaths | None,
+    request: UpscaleRequest, planned: PlannedJob, weights: WeightsPaths | None,
     shared: Shared, store: WindowStore | None, talk: Console,
 ) -> None:
     """Claim and restore windows; rank 0 also joins them in order into the output."""
-    job, plan, writer = planned
+    job, plan, writer = planned.job, planned.plan, planned.writer
     ranks = shared.ranks
     engine_request = replace(request, quiet=not ranks.is_main or request.quiet)
     if store is None:  # an engine without windows: rank 0 runs it as a single run does, the others wait
         if ranks.is_main:
-            engine = _make_engine(engine_request, talk, weights)
-            _upscale_one(job, plan, writer, engine, replace(request, quiet=True), Console(quiet=True), None)
+            upscale_one(planned, make_engine(request, weights, ignore), request, ignore)
         return
-    worker = _claimed_windows(request, job, plan, _LazyEngine(engine_request, talk, weights), store, shared, talk)
+    worker = _claimed_windows(request, planned, _LazyEngine(engine_request, talk, weights), store, shared, talk)
     if not ranks.is_main:
         for _ in worker:
             pass
@@ -351,7 +367,7 @@ def _one_video(
     spans = [(w.start, w.end) for w in plan.windows]
     joiner = WindowJoiner(spans)
     with writer:
-        for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors), spans):
+        for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=planned.segment), spans):
             while not store.has(frames.index):
                 if worker is not None and next(worker, None) is None:
                     worker = None
@@ -364,13 +380,13 @@ def _one_video(
                 raise StarError(f"stored window {frames.index} was damaged after it was written: rerun with --resume to recompute it")
             joined, pts = joiner.add(frames.index, restored, frames.pts, np.asarray(window.weights))
             if pts:
-                writer.write(joined, pts)
+                writer.write(np.ascontiguousarray(joined[:, : writer.height, : writer.width]), pts)
         if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
             raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
     for warning in writer.warnings:
-        talk.print(f"[yellow]warning:[/] {warning}")
+        talk.print(message(warning, "warning:", "yellow"), soft_wrap=True)
     if not request.quiet:
-        talk.print(f"[green]wrote[/] {job.dest}")
+        talk.print(message(str(job.dest), "wrote", "green"), soft_wrap=True)
 
 
 def _finish(shared: Shared, store: WindowStore | None, jobs: int) -> None:

@@ -67,6 +67,14 @@ class WindowJoiner:
         self._weights: dict[int, float] = {}
         self._pts: dict[int, int] = {}
 
+    def set_span(self, index: int, span: tuple[int, int], next_start: int | None) -> None:
+        """For windows that become known one by one (a stream): window `index` covers `span`,
+        and the next one starts at `next_start` (None: `index` is the last)."""
+        del self._spans[index:]
+        self._spans.append(span)
+        if next_start is not None:
+            self._spans.append((next_start, next_start + 1))  # only its start matters until it is set
+
     def add(self, index: int, frames: np.ndarray, pts: Sequence[int], weights: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """Add window `index`'s uint8 output; return the frames that became final (maybe none)."""
         start, end = self._spans[index]

@@ -1,312 +1,407 @@
 """`star upscale`: probe -> plan -> reader -> engine -> writer -> atomic rename.
 
-Frames stream through: the reader yields batches, a temporal engine restores
-one window of the plan at a time, the joiner cross-fades window seams, and the
-writer encodes as frames become final. Nothing here knows how an engine works.
+Frames stream through: the reader yields batches (decoded ahead on a thread), a
+temporal engine restores one window of the plan at a time (pipeline.windows), and
+the writer encodes as frames become final (behind, on another thread:
+pipeline.prefetch). Two steps, so a caller can show the plans between them:
+`prepare` reads and plans every file and refuses bad settings before any model
+loads; `execute` locks the outputs, opens the work folders, loads the engine once
+and writes each file. The CLI, the Python API and each rank of a distributed run
+(pipeline.scaleout) call these steps. Nothing here prints: progress leaves as
+events (pipeline.events) through the caller's callback.
 """
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
-from dataclasses import replace
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from star_cli.atomic import sweep_orphans
-from star_cli.errors import InputError
-from star_cli.families import Engine, get_family
-from star_cli.hub import WeightsPaths, ensure_weights, resolve_weights_dir
-from star_cli.hub.layout import MANIFEST, download_command, star_relpath
-from star_cli.pipeline.estimate import Estimate, check_fits
-from star_cli.pipeline.jobs import Job, plan_jobs
-from star_cli.pipeline.plan import Plan, make_plan
-from star_cli.pipeline.prefetch import TimedEngine, WriteBehind, prefetched
-from star_cli.pipeline.ranks import Ranks
-from star_cli.pipeline.render import jobs_table, plan_summary
-from star_cli.pipeline.request import UpscaleRequest, encode_options_for
+from star_cli.errors import InputError, StarError
+from star_cli.families import get_family
+from star_cli.hub.layout import MANIFEST, WeightsPaths, check_weights_dir, download_command, resolve_weights_dir, star_relpath
+from star_cli.pipeline.engines.base import Engine
+from star_cli.pipeline.estimate import Estimate, estimate
+from star_cli.pipeline.events import (
+    EvaluationCounter,
+    FileFinished,
+    FileSkipped,
+    FileStarted,
+    FramesWritten,
+    Notice,
+    ProgressCallback,
+    WindowFinished,
+    ignore,
+)
 from star_cli.pipeline.identity import run_identity
+from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.lock import output_locks, sweep_stale_locks
+from star_cli.pipeline.memory import check_memory, memory_budget, run_device, run_dtype_name, run_estimate
+from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.prefetch import WriteBehind, prefetched
+from star_cli.pipeline.request import StarSettings, UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import WindowStore, work_folder
-from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
-from star_cli.terminal import message
-from star_cli.video.probe import probe
-from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
+from star_cli.pipeline.timing import StageClock
+from star_cli.pipeline.windows import restore_windows, window_evaluations
+from star_cli.video.probe import VideoInfo, probe
+from star_cli.video.reader import count_decodable_frames, read_batches, read_frames
+from star_cli.video.resize import LanczosResizer
 from star_cli.video.scenes import detect_scene_cuts
-from star_cli.video.writer import VideoWriter
+from star_cli.video.segment import Segment, find_segment
+from star_cli.video.writer import VideoWriter, even_size
 
 READ_BATCH = 16
 """Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
 
+WeightsResolver = Callable[[StarSettings], WeightsPaths]
+"""Finds (or fetches) the checked weights of a STAR run; the CLI's may offer a download."""
 
-def host_memory_available() -> int | None:
-    """Physical memory the OS can give us now (None where the OS does not say).
-
-    Linux's MemAvailable counts the page cache the kernel would drop for us; free
-    pages alone (the POSIX fallback) can be a small part of that on a machine that
-    has just read large files, and would refuse runs that fit.
-    """
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+T = TypeVar("T")
 
 
-@contextmanager
-def _progress(console: Console, quiet: bool) -> Iterator[Progress]:
-    """Frames, fps and ETA while a video is written; a failed run erases the bar, leaving only its error line."""
-    progress = Progress(
-        TextColumn("{task.description}", style="bold", markup=False),  # file names are not markup
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames  {task.fields[fps]} fps"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
-    with progress:
-        try:
-            yield progress
-        except BaseException:
-            progress.live.transient = True
-            raise
-
-
-def _make_engine(request: UpscaleRequest, console: Console, weights: WeightsPaths | None) -> Engine:
-    if weights is None:
-        from star_cli.pipeline.engines.lanczos import LanczosEngine
-
-        return LanczosEngine()
-    return get_family(request.star.model).load_engine(request.star, weights, console=console, quiet=request.quiet)
-
-
-def _star_weights(request: UpscaleRequest, console: Console, *, interactive: bool | None = None) -> WeightsPaths:
-    """The checked weights folder (offering a download on a terminal), before any model code is imported."""
-    family = get_family(request.star.model)
-    variant = family.weights_variant(request.star.checkpoint)
-    root = resolve_weights_dir(request.star.weights_dir)
+def weights_variant(star: StarSettings) -> str:
+    """The weights-folder variant a run needs; a variant missing from a downloaded folder is refused (exit 2)."""
+    family = get_family(star.model)
+    variant = family.weights_variant(star.checkpoint)
+    root = resolve_weights_dir(star.weights_dir)
     if variant != family.variants[0] and (root / MANIFEST).is_file() and not (root / star_relpath(variant)).is_file():
         raise InputError(f"--checkpoint {variant}: {root} has no {star_relpath(variant)}: run `{download_command(root, variant)}`")
-    return ensure_weights(request.star.weights_dir, variant, console=console, interactive=interactive)
+    return variant
 
 
-def _device_memory(request: UpscaleRequest) -> int | None:
-    """Free accelerator memory on the device the run will use (None: unknown, or the CPU)."""
-    from star_cli.pipeline.engines.placement import device_memory, resolve_device
-
-    return device_memory(resolve_device(request.star.device))
+def checked_weights(star: StarSettings) -> WeightsPaths:
+    """The weights folder a STAR run reads, or a StarError naming what is missing and the command that fetches it."""
+    return check_weights_dir(resolve_weights_dir(star.weights_dir), weights_variant(star))
 
 
-def _memory_budget(request: UpscaleRequest) -> MemoryBudget:
-    """The memory `--tile-size auto` plans against, and how the run will use it."""
-    star = request.star
-    params = get_family(star.model).model_params(resolve_weights_dir(star.weights_dir), star.checkpoint)
-    return MemoryBudget(
-        _device_memory(request),
-        host_memory_available(),
-        _run_dtype(request).itemsize,
-        star.offload,
-        star.vae_group,
-        params,
-        star.model,
-    )
+@dataclass
+class PlannedJob:
+    """One file, read and planned, with its writer set up (not opened)."""
+
+    job: Job
+    info: VideoInfo
+    plan: Plan
+    writer: VideoWriter
+    estimate: Estimate
+    segment: Segment | None = None
+    notes: list[str] = field(default_factory=list)  # warnings about the input or the output format
+    index: int = 1  # 1-based position among the files of the call (skipped ones count too)
 
 
-def _plan_job(job: Job, request: UpscaleRequest, budget: MemoryBudget | None) -> tuple[Plan, VideoWriter]:
-    """Probe and plan one job, and set up (not open) its writer, so bad settings fail before any engine runs."""
+@dataclass
+class Prepared:
+    """What `prepare` found: the planned files, the unreadable ones of a folder, and the run's device."""
+
+    request: UpscaleRequest
+    jobs: list[PlannedJob]
+    skipped: list[FileSkipped]
+    count: int  # files found
+    device: str | None  # STAR: the device type the run will use
+
+
+def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment | None, int, list[int]]:
+    """Probe the source and find its segment, frame count and scene cuts (the part a bad file fails)."""
     info = probe(job.source, ignore_errors=request.ignore_errors)
-    # A damaged file may hold packets that decode to nothing: plan the frames the reader will yield.
-    frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
+    segment = find_segment(job.source, request.start, request.end) if request.start or request.end else None
+    if segment is not None:
+        frames = segment.frames
+    else:  # a damaged file may hold packets that decode to nothing: plan the frames the reader will yield
+        frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
     temporal = request.engine == "star"
-    cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors) if temporal and request.scene_detect else ()
+    cuts = []
+    if temporal and request.scene_detect:
+        cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors, segment=segment)
+    return info, segment, frames, [c for c in cuts if 0 < c < frames]
+
+
+def _input_notes(info: VideoInfo) -> list[str]:
+    return [f"{info.path}: the video is interlaced; it is upscaled as progressive frames (deinterlace it first for clean motion)"] if info.interlaced else []
+
+
+def plan_job(
+    job: Job,
+    request: UpscaleRequest,
+    read: tuple[VideoInfo, Segment | None, int, list[int]],
+    device: str | None,
+    budget: MemoryBudget | None,
+) -> PlannedJob:
+    """Plan one read file (tiles for `budget` under --tile-size auto) and rehearse its writer, before any engine runs."""
+    info, segment, frames, cuts = read
     if budget is None:
         plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
     else:
         plan = plan_tiles(frames, info.height, info.width, request.plan, budget, scene_cuts=cuts)
     out_h, out_w = plan.output_size
-    writer = VideoWriter(job.dest, info, out_w, out_h, encode_options_for(job.dest, request.encode))
+    options = encode_options_for(job.dest, request.encode)
+    width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
+    notes = _input_notes(info)
+    if (width, height) != (out_w, out_h):
+        notes.append(
+            f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "
+            "(the last row/column dropped; --exact-size keeps it in 4:4:4, which many players refuse)"
+        )
+    start = 0 if segment is None else segment.start_pts
+    end = None if segment is None else segment.end_seconds
+    writer = VideoWriter(job.dest, info, width, height, options, start_pts=start, end_seconds=end)
     writer.rehearse()
-    return plan, writer
+    est = run_estimate(plan, request.star, device) if device is not None else estimate(plan)
+    return PlannedJob(job, info, plan, writer, est, segment, notes)
 
 
-def _estimate(plan: Plan, request: UpscaleRequest, *, dtype_bytes: int = 2, model_params: int | None = None) -> Estimate:
-    star = request.star
-    family = get_family(star.model)
-    return family.estimate(plan, dtype_bytes=dtype_bytes, offload=star.offload, vae_group=star.vae_group, model_params=model_params)
-
-
-def _run_dtype(request: UpscaleRequest):  # -> torch.dtype (torch is imported only here)
-    """The dtype of the coming run's weights and activations: fp16 on accelerators, fp32 on the CPU unless told."""
-    from star_cli.pipeline.engines.placement import resolve_dtype, resolve_device
-
-    family = get_family(request.star.model)
-    return resolve_dtype(request.star.dtype, resolve_device(request.star.device), family.accelerator_dtype)
-
-
-def _check_memory(plans: list[Plan], request: UpscaleRequest, *, processes_here: int = 1) -> None:
-    """Refuse, before any weights load, a run whose largest plan cannot fit (skipped where the OS does not say).
-
-    `processes_here` ranks share this machine's host memory, each with its own device.
-    """
-    host = host_memory_available()
-    if host is None:
-        return
-    host //= processes_here
-    dtype_bytes = _run_dtype(request).itemsize
-    params = get_family(request.star.model).model_params(resolve_weights_dir(request.star.weights_dir), request.star.checkpoint)
-    device = _device_memory(request)
-    for plan in plans:
-        check_fits(_estimate(plan, request, dtype_bytes=dtype_bytes, model_params=params), host, device)
-
-
-def run_upscale(request: UpscaleRequest, *, console: Console) -> None:
-    """Upscale every job of `request`; the engine (and its weights) is loaded once."""
-    ranks = Ranks.from_env()
-    if ranks.distributed and not request.dry_run:
-        from star_cli.pipeline.scaleout import run_distributed
-
-        return run_distributed(request, ranks, console)
-    if request.devices and not request.dry_run:  # one process of a --gpus/--devices list: its entry is the device
-        from star_cli.pipeline.distributed import rank_device
-
-        request = rank_device(request, ranks)
+def prepare(request: UpscaleRequest) -> Prepared:
+    """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
-    budget = _memory_budget(request) if request.engine == "star" else None
-    planned = [(job, *_plan_job(job, request, budget)) for job in jobs]
-    report = Console(quiet=not ranks.is_main) if request.dry_run else console
-    world = ranks.world if ranks.distributed else max(1, len(request.devices))
-    sharing = 1 if request.input.is_dir() else world  # a folder's videos go to ranks whole
-    for job, plan, _ in planned:
-        if request.dry_run or request.verbose:
-            summary = plan_summary(
-                plan,
-                budget.estimate(plan) if budget is not None else _estimate(plan, request),
-                source=job.source,
-                engine=request.engine,
-                family=get_family(request.star.model),
-                ranks=sharing,
-            )
-            report.print(summary)
-    if request.dry_run:
-        if world > 1 and request.input.is_dir():
-            report.print(jobs_table([(job, plan) for job, plan, _ in planned], world))
-        return
-    with output_locks([job.dest for job in jobs]):
-        for folder in {job.dest.parent for job in jobs}:  # leftovers of runs killed outright (SIGKILL, OOM)
+    folder = request.input.is_dir()
+    made = folder and not request.output.exists()
+    if made:  # the writers check their folder; a dry run, or a failed plan, removes it again
+        request.output.mkdir()
+    keep = False
+    try:
+        prepared = _prepare_jobs(request, jobs, folder)
+        keep = not request.dry_run
+        return prepared
+    finally:
+        if made and not keep and not any(request.output.iterdir()):
+            request.output.rmdir()
+
+
+def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool) -> Prepared:
+    device = run_device(request.star) if request.engine == "star" else None
+    budget = memory_budget(request.star, device) if device is not None else None
+    planned, skipped = [], []
+    for index, job in enumerate(jobs, start=1):
+        try:
+            read = _read_source(job, request)
+        except InputError as error:
+            if not folder:
+                raise
+            skipped.append(FileSkipped(job.source, str(error)))
+            continue
+        planned.append(replace(plan_job(job, request, read, device, budget), index=index))
+    if folder and not planned and skipped:
+        raise InputError(f"no video in {request.input} could be read (first: {skipped[0].reason})")
+    return Prepared(request, planned, skipped, len(jobs), device)
+
+
+def make_engine(request: UpscaleRequest, weights: WeightsPaths | None, progress: ProgressCallback) -> Engine:
+    """The engine a request asks for (STAR: its model family's, from `weights`)."""
+    if request.engine != "star":
+        from star_cli.pipeline.engines.lanczos import LanczosEngine
+
+        return LanczosEngine()
+    if weights is None:
+        raise ValueError("the STAR engine is made from a checked weights folder")
+    return get_family(request.star.model).load_engine(request.star, weights, progress=progress)
+
+
+def open_store(planned: PlannedJob, request: UpscaleRequest, weights: WeightsPaths, device: str, progress: ProgressCallback) -> WindowStore:
+    """`planned`'s work folder, opened (and --resume's identity checked) before any model loads."""
+    # the tiling note holds memory figures of this machine, not frame settings
+    plan = replace(planned.plan, tiling="")
+    identity = run_identity(request, planned.job.source, plan, weights, dtype=run_dtype_name(request.star, device))
+    return WindowStore(work_folder(planned.job.dest), identity, resume=request.star.resume, warn=warner(progress))
+
+
+def warner(progress: ProgressCallback) -> Callable[[str], None]:
+    """A `warn(text)` that sends a warning Notice."""
+    return lambda text: progress(Notice(text, "warning"))
+
+
+def execute(
+    prepared: Prepared,
+    *,
+    progress: ProgressCallback = ignore,
+    weights: WeightsResolver = checked_weights,
+    engine: Engine | None = None,
+) -> Engine | None:
+    """Upscale every planned file; the engine (and its weights) is loaded once, after the checks.
+
+    Missing weights are reported before the memory check, and the memory check uses
+    the estimates `--dry-run` shows. The outputs are locked against a second run,
+    leftovers of killed runs are swept, and every work folder is opened (its --resume
+    identity checked) before the engine loads. A folder run goes on past a file that
+    turns out unreadable and ends with a StarError (exit 1) naming every file left out.
+    Returns the engine, so a caller may reuse it.
+    """
+    request = prepared.request
+    for skipped in prepared.skipped:
+        progress(skipped)
+    star = request.engine == "star"
+    with output_locks([p.job.dest for p in prepared.jobs]):
+        for folder in {p.job.dest.parent for p in prepared.jobs}:  # leftovers of runs killed outright (SIGKILL, OOM)
             sweep_orphans(folder)
             sweep_stale_locks(folder)
-        weights = None
-        if request.engine == "star":
-            _check_memory([plan for _, plan, _ in planned], request)
-            weights = _star_weights(request, console)
-        stores = _open_stores(planned, request, weights, console) if weights is not None else {}
-        engine: Engine | None = None
-        for job, plan, writer in planned:
-            engine = engine or _make_engine(request, console, weights)
-            _upscale_one(job, plan, writer, engine, request, console, stores.get(job.dest))
-            if not request.quiet:
-                console.print(message(str(job.dest), "wrote", "green"), soft_wrap=True)
+        paths = None
+        if star and prepared.jobs:
+            paths = weights(request.star)
+            if engine is None:
+                check_memory([p.plan for p in prepared.jobs], request.star, prepared.device or "cpu")
+        device = prepared.device or "cpu"
+        stores = {id(p): open_store(p, request, paths, device, progress) for p in prepared.jobs} if paths is not None else {}
+        return _execute_jobs(prepared, progress, paths, engine, stores)
 
 
-def open_store(job: Job, plan: Plan, request: UpscaleRequest, weights: WeightsPaths, console: Console) -> WindowStore:
-    """`job`'s work folder, opened (and --resume's identity checked) before any model loads."""
-    # the tiling note holds memory figures of this machine, not frame settings
-    identity = run_identity(request, job.source, replace(plan, tiling=""), weights, dtype=str(_run_dtype(request)))
-    return WindowStore(work_folder(job.dest), identity, resume=request.star.resume, warn=_warner(console))
+def _execute_jobs(
+    prepared: Prepared, progress: ProgressCallback, paths: WeightsPaths | None, engine: Engine | None, stores: dict[int, WindowStore]
+) -> Engine | None:
+    request = prepared.request
+    skipped = list(prepared.skipped)
+    folder = request.input.is_dir()
+    spent: dict[str, float] = {}  # stage totals before the file (the first file's include loading's text stage)
+    for planned in prepared.jobs:
+        engine = engine or make_engine(request, paths, progress)
+        for note in planned.notes:
+            progress(Notice(note, "warning"))
+        try:
+            upscale_one(planned, engine, request, progress, store=stores.get(id(planned)), count=prepared.count, spent=spent)
+            spent = dict(engine.clock.total)
+        except InputError as error:
+            if not folder:
+                raise
+            skipped.append(FileSkipped(planned.job.source, str(error)))
+            progress(skipped[-1])
+    if skipped:
+        names = ", ".join(s.source.name for s in skipped)
+        done = prepared.count - len(skipped)
+        raise StarError(f"{len(skipped)} of {prepared.count} videos could not be read and were skipped ({names}); the other {done} were written")
+    return engine
 
 
-def _open_stores(
-    planned: list[tuple[Job, Plan, VideoWriter]], request: UpscaleRequest, weights: WeightsPaths, console: Console
-) -> dict[Path, WindowStore]:
-    """Every job's work folder, opened before any model loads."""
-    return {job.dest: open_store(job, plan, request, weights, console) for job, plan, _ in planned}
+def run_upscale(
+    request: UpscaleRequest,
+    *,
+    progress: ProgressCallback = ignore,
+    weights: WeightsResolver = checked_weights,
+    engine: Engine | None = None,
+) -> Prepared:
+    """`prepare` then `execute` (nothing is executed for a dry run)."""
+    prepared = prepare(request)
+    if not request.dry_run:
+        execute(prepared, progress=progress, weights=weights, engine=engine)
+    return prepared
 
 
-def _upscale_one(
-    job: Job,
-    plan: Plan,
+def _timed(items: Iterable[T], clock: StageClock, stage: str) -> Iterator[T]:
+    """`items`, the time spent waiting for each charged to `stage` of `clock`."""
+    iterator = iter(items)
+    while True:
+        with clock.stage(stage):
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item
+
+
+def _yuv_path(engine: Engine, info: VideoInfo) -> bool:
+    """The Lanczos preview of an unrotated video resizes decoded YUV straight into the encoder's format."""
+    return engine.name == "lanczos" and info.rotation == 0
+
+
+def upscale_one(
+    planned: PlannedJob,
+    engine: Engine,
+    request: UpscaleRequest,
+    progress: ProgressCallback,
+    *,
+    store: WindowStore | None = None,
+    count: int = 1,
+    spent: dict[str, float] | None = None,
+) -> None:
+    """Upscale one planned file into its destination (atomically), reporting progress as it goes.
+
+    A temporal engine goes window by window through `store` (its work folder, opened
+    by the caller; None keeps nothing). `spent`: the engine clock's totals to count
+    this file's stage seconds from (default: now).
+    """
+    job, plan, writer = planned.job, planned.plan, planned.writer
+    clock = engine.clock
+    evaluations = plan.unet_evaluations if engine.temporal else 0
+    progress(FileStarted(planned.index, count, job.source, job.dest, plan.num_frames, len(plan.windows), evaluations,
+                         store.folder if store is not None else None))
+    counter = EvaluationCounter(evaluations, progress)
+    if engine.temporal:
+        engine.on_evaluations = counter.add  # type: ignore[attr-defined]
+
+    def on_window(window: int, replayed: bool) -> None:
+        if replayed:
+            counter.add(window_evaluations(plan, plan.windows[window]))
+        progress(WindowFinished(window, len(plan.windows), clock.lap(), replayed))
+
+    clock.lap()  # the file's laps start here (model loading is not part of a window)
+    before = dict(clock.total) if spent is None else spent
+    started = time.perf_counter()
+    with writer:
+        if _yuv_path(engine, planned.info):
+            _resize_yuv(planned, writer, request, clock, progress)
+        else:
+            _restore_rgb(planned, writer, engine, request, progress, store, on_window)
+        if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
+            raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
+    for warning in writer.warnings:
+        progress(Notice(warning, "warning"))
+    if store is not None:
+        store.remove()
+    seconds = {stage: total - before.get(stage, 0.0) for stage, total in clock.total.items()}
+    progress(FileFinished(job.source, job.dest, {k: v for k, v in seconds.items() if v > 0}, time.perf_counter() - started))
+
+
+def _restore_rgb(
+    planned: PlannedJob,
     writer: VideoWriter,
     engine: Engine,
     request: UpscaleRequest,
-    console: Console,
+    progress: ProgressCallback,
     store: WindowStore | None,
-    on_frames: Callable[[int], None] | None = None,
+    on_window: Callable[[int, bool], None],
 ) -> None:
-    """One job; a temporal engine goes window by window through `store` (its work folder).
-
-    `on_frames(n)` hears of every n frames written (a distributed run's progress)."""
-    timed = TimedEngine(engine)
-    with _progress(console, request.quiet) as progress:
-        task = progress.add_task(job.source.name, total=plan.num_frames, fps="-")
-        with writer:
-            # Decoding runs ahead and encoding behind the engine, each on its own thread (prefetch.py).
-            reader = prefetched(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors))
-            with closing(reader) as batches, WriteBehind(writer.write) as write_behind:
-                if store is None:
-                    for batch in batches:
-                        write_behind.put(timed.restore(batch.frames, plan), batch.pts)
-                        _advance(progress, task, len(batch.pts), on_frames)
-                else:
-                    for frames, pts in _restore_windows(batches, plan, timed, store):
-                        write_behind.put(frames, pts)
-                        _advance(progress, task, len(pts), on_frames)
-            if writer.frames_written != plan.num_frames:  # inside the block: a short video is never kept
-                raise InputError(f"{job.source}: only {writer.frames_written} of {plan.num_frames} frames could be read")
-        for warning in writer.warnings:
-            _warner(console)(warning)
-    if store is not None:
-        store.remove()
-    if request.verbose:
-        console.print(f"{job.source.name}: {timed.report()}")
+    """Decode ahead and encode behind the engine, each on its own thread (pipeline.prefetch)."""
+    plan, clock = planned.plan, engine.clock
+    reader = prefetched(read_batches(planned.job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=planned.segment))
+    with closing(reader), WriteBehind(writer.write) as write_behind:
+        batches = _timed(reader, clock, "io")
+        if engine.temporal:
+            restored = restore_windows(batches, plan, engine, store, on_window)
+        else:
+            restored = ((engine.restore(b.frames, plan), b.pts) for b in batches)
+        done = 0
+        for frames, pts in restored:
+            with clock.stage("io"):
+                write_behind.put(np.ascontiguousarray(frames[:, : writer.height, : writer.width]), pts)
+            done += len(pts)
+            progress(FramesWritten(done, plan.num_frames))
 
 
-def _warner(console: Console) -> Callable[[str], None]:
-    """Print one `warning:` line (as it reads: paths may hold brackets)."""
-    return lambda text: console.print(message(text, "warning:", "yellow"), soft_wrap=True)
+def _resize_yuv(planned: PlannedJob, writer: VideoWriter, request: UpscaleRequest, clock: StageClock, progress: ProgressCallback) -> None:
+    """Decode and resize on a worker thread, one batch ahead of the encoder (the resize is timed on that thread)."""
+    resize = LanczosResizer(writer.width, writer.height, writer.pix_fmt, writer.matrix, writer.color_range)
+    frames = read_frames(planned.job.source, ignore_errors=request.ignore_errors, segment=planned.segment)
+
+    def resized(frame: object) -> object:
+        with clock.stage("resize"):
+            return resize(frame)
+
+    batch, stamps = [], []
+    with closing(prefetched(((resized(frame), pts) for frame, pts in frames), READ_BATCH)) as ahead:
+        for frame, pts in ahead:
+            batch.append(frame)
+            stamps.append(pts)
+            if len(batch) == READ_BATCH:
+                _write_yuv(writer, batch, stamps, clock, progress, planned.plan.num_frames)
+                batch, stamps = [], []
+    _write_yuv(writer, batch, stamps, clock, progress, planned.plan.num_frames)
 
 
-def _restore_windows(
-    batches: Iterable[FrameBatch], plan: Plan, engine: Engine, store: WindowStore
-) -> Iterator[tuple[np.ndarray, list[int]]]:
-    """Yield final (frames, pts) as windows are restored (or replayed from `store`) and joined."""
-    spans = [(w.start, w.end) for w in plan.windows]
-    joiner = WindowJoiner(spans)
-    for window_frames in gather_windows(batches, spans):
-        window = plan.windows[window_frames.index]
-        restored = store.load(window_frames.index, (window.length, *plan.output_size))
-        if restored is None:
-            restored = engine.restore(window_frames.frames, plan, window)
-            store.save(window_frames.index, restored)
-        frames, pts = joiner.add(window_frames.index, restored, window_frames.pts, np.asarray(window.weights))
-        if pts:
-            yield frames, pts
+def _write_yuv(writer: VideoWriter, batch: list, stamps: list[int], clock: StageClock, progress: ProgressCallback, total: int) -> None:
+    if not batch:
+        return
+    with clock.stage("io"):
+        writer.write_frames(batch, stamps)
+    progress(FramesWritten(writer.frames_written, total))
 
-
-def _advance(progress: Progress, task: TaskID, count: int, on_frames: Callable[[int], None] | None = None) -> None:
-    if on_frames is not None:
-        on_frames(count)
-    progress.advance(task, count)
-    speed = progress.tasks[task].speed
-    progress.update(task, fps=f"{speed:.1f}" if speed else "-")

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from star_cli.errors import InputError, StarError
+from star_cli.hub.layout import TRAIN_CHECKPOINTS, TRAIN_EXPORT
 from star_cli.models import STARUNet
 from star_cli.models.loading import (
     compare_keys,
@@ -39,8 +40,8 @@ from star_cli.train.data import DataPosition
 
 CONTROLNET_PREFIX = "VideoControlNet."
 LIEM_MODULES = ("local1", "local2")  # the checkpoints' names of the spatial / temporal LIEM gates
-CHECKPOINTS = "checkpoints"
-EXPORT_NAME = "unet.safetensors"
+CHECKPOINTS = TRAIN_CHECKPOINTS
+EXPORT_NAME = TRAIN_EXPORT
 _PREFIX = "step-"
 
 

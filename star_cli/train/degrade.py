@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -312,16 +312,22 @@ def degrade_video(src: Path, gt_dest: Path, lq_dest: Path, cfg: DegradationConfi
 
 
 def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int = 0, overwrite: bool = False,
-                console: Console) -> int:
+                console: Console, scale: int | None = None) -> int:
     """`star degrade`: write out_dir/{gt,lq,text} pairs from the HR videos of hr_dir; return pairs written.
 
-    Captions are copied from hr_dir/text/<stem>.txt (or hr_dir/<stem>.txt) when present.
+    `scale` (the preset's, 4, by default) is how much smaller LQ is than GT. Captions are
+    copied from hr_dir/text/<stem>.txt (or hr_dir/<stem>.txt) when present; a video without
+    one gets no text file (an empty one would read as a caption), and the run says which.
     A video that cannot be read is reported and skipped; each video's degradation is
     seeded by (seed, file name), so re-running one file reproduces it.
     """
     if preset not in PRESETS:
         raise InputError(f"unknown degradation preset {preset!r}: choose {' or '.join(PRESETS)}")
     cfg = PRESETS[preset]
+    if scale is not None:
+        if scale < 1:
+            raise InputError(f"--scale must be a whole number of at least 1, got {scale}")
+        cfg = replace(cfg, scale=scale)
     videos = list_videos(Path(hr_dir))
     stems = [v.stem for v in videos]
     duplicate = next((s for s in stems if stems.count(s) > 1), None)
@@ -336,6 +342,7 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
     for sub in ("gt", "lq", "text"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     written = 0
+    uncaptioned = []
     for src, (gt_dest, lq_dest, text_dest) in dests.items():
         try:
             caption = read_caption(src.parent / "text" / f"{src.stem}.txt") or read_caption(src.with_suffix(".txt"))
@@ -343,8 +350,21 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
         except StarError as error:
             console.print(message(f"{src.name}: {error}", "skipped", "yellow"))
             continue
-        with atomic_output(text_dest) as tmp:
-            tmp.write_text(caption + "\n" if caption else "", encoding="utf-8")
+        if caption:
+            with atomic_output(text_dest) as tmp:
+                tmp.write_text(caption + "\n", encoding="utf-8")
+        else:
+            text_dest.unlink(missing_ok=True)  # --overwrite: an old caption must not outlive its video
+            uncaptioned.append(src.name)
         written += 1
         console.print(message(f"{src.name} -> gt/{gt_dest.name}, lq/{lq_dest.name} ({_describe(plan)})"))
+    if uncaptioned:
+        console.print(
+            message(
+                f"for {len(uncaptioned)} video(s) ({', '.join(uncaptioned)}): no text/ file was written for them, "
+                f"so they train with an empty prompt; add {Path(hr_dir) / 'text'}/<name>.txt to caption them",
+                "no caption",
+                "yellow",
+            )
+        )
     return written

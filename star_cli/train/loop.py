@@ -31,6 +31,7 @@ from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.schedule import NUM_TIMESTEPS, q_sample, v_to_x0, x0_eps_to_v
 from star_cli.errors import InputError, StarError
 from star_cli.hub.layout import check_weights_dir, resolve_weights_dir
+from star_cli.report import LOG_INTERVAL, clock_text
 from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE
 from star_cli.terminal import message
@@ -69,11 +70,22 @@ class Session:
 # ----------------------------------------------------------------------------- setup
 
 
-def _accelerator(cfg: Config) -> Accelerator:
+def _precision(cfg: Config, console: Console) -> str:
+    """The mixed precision to run: fp16 has no autocast on a CPU, so there it is ignored, and the user told."""
+    precision = cfg.train.mixed_precision
+    accelerated = torch.cuda.is_available() or (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if precision == "fp16" and not accelerated:
+        console.print("[yellow]note:[/] train.mixed_precision = 'fp16' is ignored on a CPU (no fp16 autocast there): "
+                      "training in fp32; 'bf16' gives mixed precision on a CPU", highlight=False)
+        return "no"
+    return precision
+
+
+def _accelerator(cfg: Config, console: Console) -> Accelerator:
     trackers = ["tensorboard"] if cfg.log.tensorboard and importlib.util.find_spec("tensorboard") else None
     try:
         accelerator = Accelerator(
-            mixed_precision=cfg.train.mixed_precision,
+            mixed_precision=_precision(cfg, console),
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
             log_with=trackers,
             project_config=ProjectConfiguration(project_dir=str(cfg.train.output_dir),
@@ -115,7 +127,7 @@ def _optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Opt
 
 
 def setup(cfg: Config, console: Console) -> Session:
-    accelerator = _accelerator(cfg)
+    accelerator = _accelerator(cfg, console)
     device, dtype = accelerator.device, _weight_dtype(accelerator)
     # Global RNGs drive dropout (the UNet trains with the reference's p=0.1) and fresh LIEM
     # initialisation; checkpoints save them with the step generator.
@@ -259,6 +271,24 @@ def _summary(row: dict[str, float]) -> str:
             f"high {row['df_high']:.3f})  lr {row['lr']:.2e}  {row['it_per_s']:.2f} it/s")
 
 
+class _StepLog:
+    """Plain progress lines for a log: the first step, then every LOG_INTERVAL seconds, and the last."""
+
+    def __init__(self, console: Console, total: int, start: int) -> None:
+        self.console, self.total, self.start = console, total, start
+        self.began = self.last = time.monotonic()
+
+    def step(self, step: int, row: dict[str, float], *, final: bool) -> None:
+        now = time.monotonic()
+        if not (final or step == self.start + 1 or now - self.last >= LOG_INTERVAL):
+            return
+        self.last = now
+        elapsed = now - self.began
+        eta = elapsed / (step - self.start) * (self.total - step)
+        self.console.print(f"step {step}/{self.total}  {_summary(row)}  elapsed {clock_text(elapsed)}, ETA {clock_text(eta)}",
+                           highlight=False, soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -273,8 +303,10 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
     if acc.log_with:
         acc.init_trackers("star-train")
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    live = s.console.is_terminal  # a log gets whole plain lines instead of a bar cut to the console's width
+    log = _StepLog(s.console, cfg.train.max_steps, step) if main and not live else None
     try:
-        with Progress(*columns, console=s.console, disable=not main, transient=False) as progress:
+        with Progress(*columns, console=s.console, disable=not (main and live), transient=False) as progress:
             task = progress.add_task("train", total=cfg.train.max_steps, completed=step, info="")
             sums, micro, started = torch.zeros(5), 0, time.perf_counter()
             while step < cfg.train.max_steps:
@@ -301,6 +333,8 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
                 row = dict(zip(METRICS, [step, *means, float(grad_norm), s.scheduler.get_last_lr()[0], 1 / elapsed]))
                 sums, micro, started = torch.zeros(5), 0, time.perf_counter()
                 progress.update(task, completed=step, info=_summary(row))
+                if log is not None:
+                    log.step(step, row, final=step == cfg.train.max_steps)
                 if step % cfg.log.every == 0 or step == cfg.train.max_steps:
                     if metrics is not None:
                         metrics.writerow(row)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,9 +22,6 @@ from star_cli.train.config import Config
 from star_cli.train.data import read_crop
 from star_cli.video.probe import VideoInfo, probe
 from star_cli.video.writer import EncodeOptions, VideoWriter
-
-if TYPE_CHECKING:
-    from star_cli.train.loop import Session
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,20 @@ def validation_clip(cfg: Config, text: TextEncoder) -> ValidationClip:
     return ValidationClip(info, frames, [info.start_pts + i * step for i in range(count)], positive.cpu(), negative.cpu())
 
 
-def write_validation(s: Session, step: int) -> Path:
+class TrainingState(Protocol):
+    """What validation reads of a training session (train.loop.Session has it; no import back to the loop)."""
+
+    accelerator: Any
+    cfg: Config
+    model: torch.nn.Module
+    ema: Any
+    params: list[torch.nn.Parameter]
+    vae: Any
+    weight_dtype: torch.dtype
+    validation: ValidationClip | None
+
+
+def write_validation(s: TrainingState, step: int) -> Path:
     """Restore the validation clip with the current (EMA) weights and write it as a video."""
     acc, clip, cfg = s.accelerator, s.validation, s.cfg
     device = acc.device

@@ -34,6 +34,12 @@ _WIDE_PRIMARIES = {"bt2020", "smpte431", "smpte432"}
 _HDR_TRANSFERS = {"smpte2084", "arib-std-b67", "bt2020-10", "bt2020-12"}
 
 HD_HEIGHT = 720
+HD_WIDTH = 1280
+
+
+def is_hd(width: int, height: int) -> bool:
+    """HD by either side, as players guess an untagged matrix (a 1280x536 scope film is HD)."""
+    return height >= HD_HEIGHT or width >= HD_WIDTH
 
 
 def name_of(table: dict[int, str], code: int) -> str:
@@ -66,11 +72,11 @@ def tags_of(frame: av.VideoFrame) -> ColourTags:
     )
 
 
-def decode_matrix(tags: ColourTags, height: int) -> Colorspace:
+def decode_matrix(tags: ColourTags, height: int, width: int = 0) -> Colorspace:
     """The YUV->RGB matrix for a source; untagged HD is BT.709, untagged SD BT.601 (as players guess)."""
     if tags.matrix in _SWS_MATRIX:
         return _SWS_MATRIX[tags.matrix]
-    return Colorspace.ITU709 if height >= HD_HEIGHT else Colorspace.ITU601
+    return Colorspace.ITU709 if is_hd(width, height) else Colorspace.ITU601
 
 
 def decode_range(tags: ColourTags, pix_fmt: str) -> ColorRange:
@@ -80,25 +86,36 @@ def decode_range(tags: ColourTags, pix_fmt: str) -> ColorRange:
     return ColorRange.MPEG
 
 
-def output_tags(source: ColourTags, height: int, *, rgb: bool = False) -> ColourTags:
-    """Tags for an encoded output of `height` rows from a source tagged `source`.
+def output_tags(
+    source: ColourTags,
+    height: int,
+    *,
+    width: int = 0,
+    rgb: bool = False,
+    full_range: bool = False,
+    source_hd: bool = False,
+) -> ColourTags:
+    """Tags for an encoded output of `width` x `height` from a source tagged `source`.
 
-    HD output is BT.709 limited range, except that wide-gamut / HDR sources keep
-    their primaries, transfer and BT.2020 matrix (our RGB is still in their
-    gamut); SD output keeps the source's tags, BT.601 where it had none.
+    HD output is BT.709, except that wide-gamut / HDR sources keep their
+    primaries, transfer and BT.2020 matrix (our RGB is still in their gamut); SD
+    output keeps the source's tags, and where it had none, the matrix the reader
+    guessed for it (BT.709 for an HD source, BT.601 for SD). The range is
+    limited unless `full_range` (a full-range source stays full range).
     RGB pixel formats (lossless ffv1) carry the `gbr` matrix and full range.
     """
     wide = source.primaries in _WIDE_PRIMARIES or source.trc in _HDR_TRANSFERS
+    yuv_range = "pc" if full_range else "tv"
     if wide:
-        base = ColourTags(source.primaries, source.trc, "bt2020nc", "tv")
-    elif height >= HD_HEIGHT:
-        base = ColourTags("bt709", "bt709", "bt709", "tv")
+        base = ColourTags(source.primaries, source.trc, "bt2020nc", yuv_range)
+    elif is_hd(width, height) or (source_hd and source.matrix not in _SWS_MATRIX):
+        base = ColourTags("bt709", "bt709", "bt709", yuv_range)
     else:
         base = ColourTags(
             source.primaries if source.primaries != "unknown" else "smpte170m",
             source.trc if source.trc != "unknown" else "smpte170m",
             source.matrix if source.matrix in _SWS_MATRIX else "smpte170m",
-            "tv",
+            yuv_range,
         )
     if rgb:
         return ColourTags(base.primaries, base.trc, "gbr", "pc")

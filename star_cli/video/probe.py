@@ -74,6 +74,7 @@ class VideoInfo:
     color_range: str
     is_vfr: bool
     streams: tuple[StreamInfo, ...]
+    interlaced: bool = False  # the first frame is coded as interlaced fields
 
     @property
     def colour(self) -> ColourTags:
@@ -259,6 +260,7 @@ def _describe(
         color_range=colour.range,
         is_vfr=is_variable(pts, time_base),
         streams=tuple(_other_streams(container.streams)),
+        interlaced=bool(first.interlaced_frame),
     )
 
 

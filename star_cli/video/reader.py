@@ -19,6 +19,7 @@ from av.video.reformatter import ColorRange, VideoReformatter
 from star_cli.errors import InputError
 from star_cli.video.colour import decode_matrix, decode_range, tags_of
 from star_cli.video.probe import Declared, open_input, truncated_message, video_stream
+from star_cli.video.segment import Segment
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RgbConverter:
 
     def __init__(self, first: av.VideoFrame) -> None:
         tags = tags_of(first)
-        self.matrix = decode_matrix(tags, first.height)
+        self.matrix = decode_matrix(tags, first.height, first.width)
         self.range = decode_range(tags, first.format.name)
         self.turns = (int(first.rotation) % 360) // 90
         self.coded = (first.width, first.height)
@@ -70,16 +71,27 @@ class RgbConverter:
 
 
 def decoded_frames(
-    container: av.container.InputContainer, stream: av.VideoStream, path: Path, *, ignore_errors: bool
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    path: Path,
+    *,
+    ignore_errors: bool,
+    segment: Segment | None = None,
+    check_complete: bool = True,
 ) -> Iterator[av.VideoFrame]:
-    """Every decodable frame of `stream`, in display order.
+    """Every decodable frame of `stream` (or of its `segment`), in display order.
 
     A demux or decode failure, or a stream that ends before what its header
     declares (see `Declared`), is an InputError naming the first lost frame;
     with `ignore_errors` bad packets are skipped and the frames that decode
-    are kept.
+    are kept. A segment is reached by seeking to the keyframe before it; frames
+    before its start are decoded (they are what later frames refer to) and dropped.
     """
     stream.thread_type = "AUTO"
+    if segment is not None:
+        frames = _segment_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment)
+        yield from frames
+        return
     index = 0
     end_pts = 0
     packets = container.demux(stream)
@@ -98,11 +110,28 @@ def decoded_frames(
             index += 1
             if frame.pts is not None:
                 end_pts = frame.pts + (frame.duration or 0)
+    if not check_complete:
+        return
     rate = stream.guessed_rate or stream.average_rate
     end = float(end_pts * stream.time_base)
     missing = Declared.of(stream).first_missing(index, end, 1 / float(rate) if rate else 0.0)
     if missing is not None and not ignore_errors:
         raise InputError(truncated_message(path, missing))
+
+
+def _segment_frames(
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path, *, ignore_errors: bool, segment: Segment
+) -> Iterator[av.VideoFrame]:
+    if segment.first:
+        container.seek(segment.start_pts, stream=stream, backward=True)
+    # After a seek the frames are not counted from the first: only the segment's own frames are checked.
+    whole = decoded_frames(container, stream, path, ignore_errors=ignore_errors, check_complete=not segment.first)
+    for frame in whole:
+        if frame.pts is not None and frame.pts < segment.start_pts:
+            continue
+        if segment.end_pts is not None and frame.pts is not None and frame.pts >= segment.end_pts:
+            return
+        yield frame
 
 
 def count_decodable_frames(path: str | os.PathLike) -> int:
@@ -118,7 +147,7 @@ def count_decodable_frames(path: str | os.PathLike) -> int:
 
 
 def read_batches(
-    path: str | os.PathLike, batch_size: int, *, ignore_errors: bool = False
+    path: str | os.PathLike, batch_size: int, *, ignore_errors: bool = False, segment: Segment | None = None
 ) -> Iterator[FrameBatch]:
     """Yield the video at `path` as FrameBatch-es of up to `batch_size` frames.
 
@@ -128,6 +157,7 @@ def read_batches(
     writer that keeps them reproduces the source timing (VFR included); they
     strictly increase (a damaged file's repeated stamp is nudged one tick on, and
     a timeline that starts over, as in concatenated files, is continued).
+    With a `segment`, only its frames are read (`start` counts from its first).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -139,7 +169,7 @@ def read_batches(
         batch: np.ndarray | None = None
         pts: list[int] = []
         start, last, offset = 0, None, 0
-        for frame in decoded_frames(container, stream, path, ignore_errors=ignore_errors):
+        for frame in decoded_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment):
             if convert is None:
                 convert = RgbConverter(frame)
             if batch is None:
@@ -177,3 +207,21 @@ def _nominal_step(stream: av.VideoStream) -> int:
     """One nominal frame in time-base ticks: the timestamp step for frames that carry none (raw streams)."""
     rate = stream.guessed_rate or stream.average_rate
     return max(1, round(1 / (rate * stream.time_base))) if rate and stream.time_base else 1
+
+
+def read_frames(
+    path: str | os.PathLike, *, ignore_errors: bool = False, segment: Segment | None = None
+) -> Iterator[tuple[av.VideoFrame, int]]:
+    """The decoded frames as they are (source pixel format, coded size) with `read_batches`' timestamps.
+
+    For work that stays in the source's YUV planes (the Lanczos preview): no RGB
+    conversion happens here, and the caller applies any rotation itself.
+    """
+    path = Path(path)
+    with open_input(path) as container:
+        stream = video_stream(container, path)
+        step = _nominal_step(stream)
+        last, offset = None, 0
+        for frame in decoded_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment):
+            last, offset = _next_pts(frame.pts, last, step, offset)
+            yield frame, last

@@ -31,6 +31,8 @@ _TEXT_SUBTITLES = {"mp4": "mov_text", "mov": "mov_text", "ipod": "mov_text", "ma
                    "webm": "webvtt"}
 _ATTACHMENT_CONTAINERS = {"matroska"}
 _KEPT_METADATA = ("language", "title")
+_INTERLEAVE_SECONDS = 10.0
+"""How far apart in time a file's streams may be stored: past a segment's end by this much, all are."""
 
 
 @dataclass
@@ -56,11 +58,18 @@ class StreamCopier:
     """
 
     def __init__(
-        self, source: Path, output: av.container.OutputContainer, video_index: int, *, transcode: bool = False
+        self,
+        source: Path,
+        output: av.container.OutputContainer,
+        video_index: int,
+        *,
+        transcode: bool = False,
+        span: tuple[float, float | None] = (0.0, None),
     ) -> None:
         """`transcode`: re-encode every audio stream and convert every text subtitle, copying none."""
         self.output = output
         self.transcode = transcode
+        self.span = span  # (start, end) seconds kept of the source (a --start/--end segment); start becomes 0
         self.video_index = video_index
         self.warnings: list[str] = []
         self.input = av.open(str(source), metadata_errors="replace")
@@ -74,6 +83,8 @@ class StreamCopier:
         for stream in self.input.streams:
             if stream not in carried:
                 stream.discard = Discard.all  # the video is read by the reader, not here
+        if carried and span[0] > 0:
+            self.input.seek(int(span[0] * av.time_base), backward=True)
         self._packets: Iterator[av.Packet] = self.input.demux(carried) if carried else iter(())
         self._pending: av.Packet | None = None
 
@@ -131,16 +142,35 @@ class StreamCopier:
         return target
 
     def mux_until(self, seconds: float | None) -> None:
-        """Mux source packets that start at or before `seconds` (all that remain if None)."""
+        """Mux source packets that start at or before `seconds` of the output (all that remain if None)."""
+        start, end = self.span
         while True:
             packet = self._pending if self._pending is not None else next(self._packets, None)
             self._pending = None
             if packet is None:
                 return
-            if seconds is not None and _seconds(packet) > seconds:
+            at = _seconds(packet)
+            if seconds is not None and at - start > seconds:
                 self._pending = packet
                 return
-            self._mux(packet)
+            if end is not None and at >= end:
+                if at >= end + _INTERLEAVE_SECONDS:  # every stream is past the segment: stop reading
+                    self._packets = iter(())
+                continue
+            if start and at < start:  # before the segment (at 0, audio priming may sit before 0: keep it)
+                continue
+            self._mux(self._shifted(packet, start))
+
+    @staticmethod
+    def _shifted(packet: av.Packet, start: float) -> av.Packet:
+        """`packet` moved `start` seconds earlier, so a segment's streams start at 0 like its video."""
+        if start and packet.time_base:
+            ticks = round(start / packet.time_base)
+            if packet.pts is not None:
+                packet.pts -= ticks
+            if packet.dts is not None:
+                packet.dts -= ticks
+        return packet
 
     def finish(self) -> None:
         """Mux everything left, flush the encoders and release the source."""

@@ -16,6 +16,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from star_cli.video.probe import open_input, video_stream
 from star_cli.video.reader import decoded_frames
+from star_cli.video.segment import Segment
 
 THUMBNAIL = (64, 36)  # width, height: enough pixels for stable histograms, cheap to make
 BINS = 16
@@ -35,9 +36,9 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def detect_scene_cuts(
-    path: str | os.PathLike, threshold: float = 0.35, *, ignore_errors: bool = False
+    path: str | os.PathLike, threshold: float = 0.35, *, ignore_errors: bool = False, segment: Segment | None = None
 ) -> list[int]:
-    """Indices of frames that start a new shot (never 0), in display order.
+    """Indices of frames that start a new shot (never 0), in display order (counted from `segment`'s first).
 
     `threshold` is the share of the colour histogram that must change between
     two consecutive frames; 0.35 catches cuts between different shots while
@@ -50,7 +51,7 @@ def detect_scene_cuts(
         stream.codec_context.options = {"skip_loop_filter": "all"}  # deblocking is invisible at 64x36
         shrink = VideoReformatter()
         previous: np.ndarray | None = None
-        for index, frame in enumerate(decoded_frames(container, stream, path, ignore_errors=ignore_errors)):
+        for index, frame in enumerate(decoded_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment)):
             thumbnail = shrink.reformat(
                 frame, width=THUMBNAIL[0], height=THUMBNAIL[1], format="rgb24", interpolation=Interpolation.AREA
             ).to_ndarray()

@@ -22,11 +22,11 @@ from types import TracebackType
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, VideoReformatter
+from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from star_cli.atomic import atomic_output
 from star_cli.errors import InputError, StarError
-from star_cli.video.colour import MATRICES, PRIMARIES, RANGES, TRANSFERS, code_of, encode_matrix, output_tags
+from star_cli.video.colour import MATRICES, PRIMARIES, RANGES, TRANSFERS, code_of, encode_matrix, is_hd, output_tags
 from star_cli.video.options import ENCODERS, EncodeOptions
 from star_cli.video.probe import VideoInfo
 from star_cli.video.remux import StreamCopier
@@ -54,12 +54,24 @@ def encoder_options(options: EncodeOptions) -> dict[str, str]:
     return {"crf": str(options.crf), "preset": options.preset, **extra}
 
 
-def choose_pix_fmt(options: EncodeOptions, bit_depth: int, width: int, height: int) -> str:
+def _subsampled(pix_fmt: str) -> bool:
+    """The format stores chroma at less than full width or height (4:2:0, 4:2:2)."""
+    fmt = av.VideoFormat(pix_fmt)
+    return fmt.chroma_width(16) < 16 or fmt.chroma_height(16) < 16
+
+
+def _is_444(pix_fmt: str) -> bool:
+    fmt = av.VideoFormat(pix_fmt)
+    return not fmt.is_rgb and len(fmt.components) >= 3 and not _subsampled(pix_fmt)
+
+
+def choose_pix_fmt(options: EncodeOptions, bit_depth: int, width: int, height: int, source_pix_fmt: str = "") -> str:
     """The pixel format to encode with, checked against the encoder and the frame size.
 
-    Default: 4:2:0 at the source's depth (10-bit when the source has more than
-    8 bits and the encoder can), 4:4:4 when a side is odd (4:2:0 cannot hold an
-    odd size exactly, and we never crop or pad), and lossless RGB for ffv1.
+    Default: the source's chroma (4:4:4 kept where the encoder takes it, else 4:2:0)
+    at the source's depth (10-bit when the source has more than 8 bits and the
+    encoder can), 4:4:4 when a side is odd (reached only when the caller keeps an
+    exact odd size, see `even_size`), and lossless RGB for ffv1.
     """
     encoder = ENCODERS[options.codec]
     supported = [f.name for f in av.Codec(encoder, "w").video_formats]
@@ -69,7 +81,8 @@ def choose_pix_fmt(options: EncodeOptions, bit_depth: int, width: int, height: i
     elif options.codec == "ffv1":
         pix_fmt = _LOSSLESS_PIX_FMT
     else:
-        pix_fmt = ("yuv444p" if odd else "yuv420p") + ("10le" if bit_depth > 8 else "")
+        full_chroma = odd or (bool(source_pix_fmt) and _is_444(source_pix_fmt) and "yuv444p" in supported)
+        pix_fmt = ("yuv444p" if full_chroma else "yuv420p") + ("10le" if bit_depth > 8 else "")
         if pix_fmt not in supported:
             pix_fmt = pix_fmt.removesuffix("10le")
     if pix_fmt not in supported:
@@ -82,6 +95,20 @@ def choose_pix_fmt(options: EncodeOptions, bit_depth: int, width: int, height: i
     if (width % 2 and fmt.chroma_width(16) < 16) or (height % 2 and fmt.chroma_height(16) < 16):
         raise InputError(f"{pix_fmt} cannot hold an odd size exactly ({width}x{height}); use --pix-fmt yuv444p")
     return pix_fmt
+
+
+def even_size(options: EncodeOptions, source: VideoInfo, width: int, height: int) -> tuple[int, int]:
+    """The size to encode `width` x `height` at: one pixel less on an odd side when the format subsamples chroma.
+
+    An odd size in 4:2:0 is impossible, and the 4:4:4 it would otherwise take is a
+    High 4:4:4 stream that browsers and phones refuse; dropping the last row or column
+    (a quarter of a source pixel at x4) keeps the file playable everywhere.
+    """
+    if not (width % 2 or height % 2):
+        return width, height
+    even = (max(2, width - width % 2), max(2, height - height % 2))
+    pix_fmt = choose_pix_fmt(options, source.bit_depth, *even, source.pix_fmt)
+    return even if _subsampled(pix_fmt) else (width, height)
 
 
 def check_container(dest: Path, codec: str) -> None:
@@ -141,6 +168,9 @@ class VideoWriter:
         width: int,
         height: int,
         options: EncodeOptions = EncodeOptions(),
+        *,
+        start_pts: int = 0,
+        end_seconds: float | None = None,
     ) -> None:
         if options.codec not in ENCODERS:
             raise InputError(f"unknown codec {options.codec!r}; choose one of: {', '.join(ENCODERS)}")
@@ -154,8 +184,19 @@ class VideoWriter:
         self.options = options
         self._encoder_options = encoder_options(options)
         check_container(self.dest, options.codec)
-        self.pix_fmt = choose_pix_fmt(options, source.bit_depth, width, height)
-        self.tags = output_tags(source.colour, height, rgb=av.VideoFormat(self.pix_fmt).is_rgb)
+        self.pix_fmt = choose_pix_fmt(options, source.bit_depth, width, height, source.pix_fmt)
+        full_range = source.color_range == "pc" or source.pix_fmt.startswith("yuvj")
+        self.tags = output_tags(
+            source.colour,
+            height,
+            width=width,
+            rgb=av.VideoFormat(self.pix_fmt).is_rgb,
+            full_range=full_range,
+            source_hd=is_hd(source.width, source.height),
+        )
+        # A segment (--start/--end) starts at 0 in the output; its audio is cut to the same times.
+        self.start_pts = start_pts
+        self._span = (float(start_pts * source.time_base), end_seconds)
         self._tag_codes = (
             code_of(PRIMARIES, self.tags.primaries),
             code_of(TRANSFERS, self.tags.trc),
@@ -176,7 +217,11 @@ class VideoWriter:
             self._output = av.open(str(tmp), "w")
             self._video = self._add_video_stream(self._output)
             self._copier = StreamCopier(
-                self.source.path, self._output, self.source.stream_index, transcode=self.transcode_streams
+                self.source.path,
+                self._output,
+                self.source.stream_index,
+                transcode=self.transcode_streams,
+                span=self._span,
             )
         except BaseException as error:
             self._abort(type(error), error, error.__traceback__)
@@ -221,7 +266,11 @@ class VideoWriter:
                 copier = None
                 if streams is not None:
                     copier = StreamCopier(
-                        self.source.path, output, self.source.stream_index, transcode=streams == "transcode"
+                        self.source.path,
+                        output,
+                        self.source.stream_index,
+                        transcode=streams == "transcode",
+                        span=self._span,
                     )
                 try:
                     output.mux(video.encode(self._to_frame(np.zeros((self.height, self.width, 3), np.uint8), 0)))
@@ -248,6 +297,7 @@ class VideoWriter:
         ctx.time_base = self.source.time_base
         stream.time_base = self.source.time_base
         ctx.thread_count = 0
+        ctx.thread_type = "FRAME"  # x264 frame threads, as ffmpeg runs it: PyAV's default (slices) is slower and larger
         if encoder == "libx265" and output.format.name in ("mp4", "mov"):
             ctx.codec_tag = "hvc1"  # Apple players refuse HEVC tagged hev1 (FFmpeg's default)
         ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = self._tag_codes
@@ -259,27 +309,69 @@ class VideoWriter:
             raise ValueError(
                 f"expected (N, {self.height}, {self.width}, 3) uint8 frames, got {frames.shape} {frames.dtype}"
             )
-        if len(pts) != len(frames):
-            raise ValueError(f"{len(frames)} frames but {len(pts)} timestamps")
+        stamps = self._checked(len(frames), pts)
+        if not stamps:
+            return
+        self._encode(self._converted(frames, stamps))
+        self._finish_batch(stamps[-1])
+
+    def _converted(self, frames: np.ndarray, stamps: list[int]) -> Iterator[av.VideoFrame]:
+        """Convert frame i+1 on the worker thread while frame i is encoded (swscale releases the GIL)."""
+        upcoming = self._converter.submit(self._to_frame, frames[0], stamps[0])
+        for i in range(len(stamps)):
+            frame = upcoming.result()
+            if i + 1 < len(stamps):
+                upcoming = self._converter.submit(self._to_frame, frames[i + 1], stamps[i + 1])
+            yield frame
+
+    def write_frames(self, frames: Sequence[av.VideoFrame], pts: Sequence[int]) -> None:
+        """Encode frames already at the output size in `self.pix_fmt`, converted with `self.tags` (YUV paths)."""
+        stamps = self._checked(len(frames), pts)
+        if not stamps:
+            return
+        for frame, stamp in zip(frames, stamps):
+            self._stamp(frame, stamp)
+        self._encode(iter(frames))
+        self._finish_batch(stamps[-1])
+
+    @property
+    def matrix(self) -> Colorspace:
+        """The RGB->YUV matrix the output is tagged with (what conversions into it must use)."""
+        return encode_matrix(self.tags)
+
+    @property
+    def color_range(self) -> ColorRange:
+        """The range the output's YUV is in (what conversions into it must produce)."""
+        return ColorRange.JPEG if self.tags.range == "pc" else ColorRange.MPEG
+
+    def _checked(self, count: int, pts: Sequence[int]) -> list[int]:
+        if len(pts) != count:
+            raise ValueError(f"{count} frames but {len(pts)} timestamps")
         stamps = [int(p) for p in pts]
         for before, after in zip([self._last_pts, *stamps], stamps):
             if before is not None and after <= before:
                 raise ValueError(f"timestamps must increase: {after} after {before}")
-        if not stamps:
-            return
+        return stamps
+
+    def _encode(self, frames: Iterator[av.VideoFrame]) -> None:
         try:
-            # Convert frame i+1 on the worker thread while frame i is encoded (swscale releases the GIL).
-            upcoming = self._converter.submit(self._to_frame, frames[0], stamps[0])
-            for i in range(len(stamps)):
-                frame = upcoming.result()
-                if i + 1 < len(stamps):
-                    upcoming = self._converter.submit(self._to_frame, frames[i + 1], stamps[i + 1])
+            for frame in frames:
                 self._output.mux(self._video.encode(frame))
                 self.frames_written += 1
-            self._last_pts = stamps[-1]
-            self._copier.mux_until(float(self._last_pts * self.source.time_base))
         except av.FFmpegError as error:
             raise StarError(f"{self.dest}: writing failed: {error}") from None
+
+    def _finish_batch(self, last: int) -> None:
+        self._last_pts = last
+        try:
+            self._copier.mux_until(float((last - self.start_pts) * self.source.time_base))
+        except av.FFmpegError as error:
+            raise StarError(f"{self.dest}: writing failed: {error}") from None
+
+    def _stamp(self, frame: av.VideoFrame, stamp: int) -> None:
+        """Tag `frame` as the output is tagged and place it at `stamp` (shifted so a segment starts at 0)."""
+        frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = self._tag_codes
+        frame.pts, frame.time_base = stamp - self.start_pts, self.source.time_base
 
     def _to_frame(self, rgb: np.ndarray, stamp: int) -> av.VideoFrame:
         """RGB array -> frame in the output pixel format, converted with the matrix it is tagged with.
@@ -292,12 +384,11 @@ class VideoWriter:
             frame,
             format=self.pix_fmt,
             src_color_range=ColorRange.JPEG,
-            dst_colorspace=encode_matrix(self.tags),
-            dst_color_range=ColorRange.JPEG if self.tags.range == "pc" else ColorRange.MPEG,
+            dst_colorspace=self.matrix,
+            dst_color_range=self.color_range,
             threads=0,
         )
-        out.color_primaries, out.color_trc, out.colorspace, out.color_range = self._tag_codes
-        out.pts, out.time_base = stamp, self.source.time_base
+        self._stamp(out, stamp)
         return out
 
     def __exit__(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from cli_checks import error_line, packet_times, snapshot
+from star_cli.testing import make_tiny_weights
 from star_cli.testing.media import faststart_copy, make_audio, make_video, truncate
 
 LANCZOS = ("--engine", "lanczos")
@@ -68,7 +69,7 @@ def _output_folder_missing(tmp: Path, clip: Path) -> list:
 
 
 def _output_folder_missing_for_folder_input(tmp: Path, clip: Path) -> list:
-    return [tmp, "-o", tmp / "missing"]
+    return [tmp, "-o", tmp / "missing" / "out"]  # a missing folder is made, but only inside one that exists
 
 
 def _output_is_input(tmp: Path, clip: Path) -> list:
@@ -131,7 +132,7 @@ CASES = {
     "audio-only file": (_audio_only, r"sound.mp4: has no video stream \(audio only\)"),
     "still image": (_still_image, "still.png: is a still image, not a video"),
     "output folder missing": (_output_folder_missing, "output folder does not exist: .*missing"),
-    "output folder missing (folder input)": (_output_folder_missing_for_folder_input, "output folder does not exist"),
+    "output folder missing (folder input)": (_output_folder_missing_for_folder_input, "out cannot be made: .*missing does not exist"),
     "output is input": (_output_is_input, "output is the input file"),
     "output folder is input folder": (_output_folder_is_input_folder, "output is the input file"),
     "output exists": (_output_exists, "output exists: .*o.mp4 .*--overwrite"),
@@ -207,12 +208,24 @@ def test_damaged_mp4_names_the_failed_frame_and_ignore_errors_keeps_the_decodabl
 
 
 def test_plan_that_cannot_fit_the_machine_is_refused_before_loading_weights(clip, tmp_path, run_cli, monkeypatch):
-    monkeypatch.setattr("star_cli.pipeline.upscale.host_memory_available", lambda: 2**30)
+    """The check refuses with the very figure --dry-run shows for the chosen device."""
+    weights = make_tiny_weights(tmp_path / "weights")
     (tmp_path / "out").mkdir()
+    args = ("upscale", clip, "-o", tmp_path / "out" / "o.mp4", "--device", "cpu", "--weights-dir", weights, "--scale", "8", "--tile-size", "none")
+    dry = run_cli(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    shown = float(re.search(r"This run \(CPU\)[\s│]+about ([\d.]+) GiB of memory", dry.stdout).group(1))
+    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: int((shown - 0.3) * 2**30))
     before = snapshot(tmp_path)
-    line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out" / "o.mp4", "--scale", "8", "--device", "cpu"))
-    assert re.search(r"this plan needs about [\d.]+ GiB of memory but 1\.0 GiB is available; try a smaller", line), line
+    line = error_line(run_cli(*args))
+    assert re.search(rf"this plan needs about {shown} GiB of memory but [\d.]+ GiB is available; try a smaller", line), line
     assert snapshot(tmp_path) == before
+
+
+def test_missing_weights_are_reported_before_the_memory_check(clip, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: 2**20)
+    line = error_line(run_cli("upscale", clip, "-o", tmp_path / "o.mp4", "--device", "cpu"), exit_code=1)
+    assert "star download-weights" in line and "memory" not in line
 
 
 @pytest.mark.parametrize(

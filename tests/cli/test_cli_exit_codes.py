@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 from cli_checks import error_line, partial_files, snapshot
-from star_cli.pipeline.engines.lanczos import LanczosEngine
+from star_cli.pipeline.upscale import READ_BATCH
+from star_cli.video.resize import LanczosResizer
 from star_cli.testing.media import make_video
 
 
 # "unknown": where the OS does not say how much memory is free, the run must not be refused on a guess.
 @pytest.mark.parametrize("host_memory", [2**50, None], ids=["plenty", "unknown"])
 def test_missing_weights_is_a_runtime_failure_exit_1(host_memory, clip, tmp_path, run_cli, monkeypatch):
-    monkeypatch.setattr("star_cli.pipeline.upscale.host_memory_available", lambda: host_memory)
+    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: host_memory)
     before = snapshot(tmp_path)
     line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--device", "cpu"), exit_code=1)
     assert "star download-weights" in line
@@ -31,23 +32,23 @@ def test_missing_weights_is_a_runtime_failure_exit_1(host_memory, clip, tmp_path
 
 
 def test_interrupt_mid_video_exits_130_and_keeps_the_old_output(clip, tmp_path, run_cli, monkeypatch):
-    restore = LanczosEngine.restore
+    resize = LanczosResizer.__call__
     calls = []
 
-    def interrupted_restore(self, frames, plan, window=None):
-        calls.append(len(frames))
-        if len(calls) == 2:
+    def interrupted_resize(self, frame):
+        calls.append(frame)
+        if len(calls) == READ_BATCH + 2:
             raise KeyboardInterrupt
-        return restore(self, frames, plan, window)
+        return resize(self, frame)
 
-    monkeypatch.setattr(LanczosEngine, "restore", interrupted_restore)
+    monkeypatch.setattr(LanczosResizer, "__call__", interrupted_resize)
     dest = tmp_path / "out.mp4"
     dest.write_bytes(b"the previous result")
     before = snapshot(tmp_path)
     result = run_cli("upscale", clip, "-o", dest, "--engine", "lanczos", "--overwrite")
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines() == ["interrupted: no partial output was kept"]
-    assert len(calls) == 2 and snapshot(tmp_path) == before
+    assert len(calls) == READ_BATCH + 2 and snapshot(tmp_path) == before
 
 
 def test_sigint_to_the_console_script_exits_130_and_leaves_nothing(tmp_path):

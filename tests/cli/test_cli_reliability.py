@@ -224,7 +224,7 @@ def test_concatenated_timestamps_are_continued(suffix, tmp_path, run_cli):
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])
 def test_an_output_size_the_encoder_refuses_fails_before_any_engine_runs(suffix, extra, tmp_path, run_cli, monkeypatch):
     source = make_video(tmp_path / "wide.mp4", width=2560, height=16, frames=2, audio=False)
-    monkeypatch.setattr("star_cli.pipeline.upscale._make_engine", lambda *a: pytest.fail("the engine was loaded"))
+    monkeypatch.setattr("star_cli.pipeline.upscale.make_engine", lambda *a: pytest.fail("the engine was loaded"))
     before = snapshot(tmp_path)
     line = error_line(run_cli("upscale", source, "-o", tmp_path / f"out{suffix}", "--scale", "8", *extra))
     assert re.search(r"cannot encode 20480x128 .*choose another --scale or --codec", line), line
@@ -278,7 +278,7 @@ def test_bad_options_are_one_line_exit_2_before_anything_loads(case, clip, tmp_p
     build, message = case
     args = build(tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("star_cli.pipeline.upscale.ensure_weights", lambda *a, **k: pytest.fail("weights were checked"))
+    monkeypatch.setattr("star_cli.hub.ensure_weights", lambda *a, **k: pytest.fail("weights were checked"))
     before = snapshot(tmp_path)
     line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--device", "cpu", *args))
     assert re.search(message, line), line

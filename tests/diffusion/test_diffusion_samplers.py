@@ -119,3 +119,18 @@ def test_small_cache_brownian_noise_equals_torchsde_brownian_tree():
     for sigma, sigma_next in zip(sigmas, sigmas[1:]):
         expected = tree(sigma_next, sigma) / (sigma - sigma_next) ** 0.5
         torch.testing.assert_close(ours(sigma, sigma_next), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("steps", [3, 4, 10, 15])
+def test_brownian_queries_never_warn(steps):
+    """torchsde warns 'Should have ta>=t0' when a float32 sigma lies below its rounded tree end."""
+    import warnings
+
+    sigmas = SamplerSettings(mode="normal", steps=steps).sigmas()
+    positive = sigmas[sigmas > 0]
+    sample = brownian_noise_sampler(torch.zeros(1, 1, 1, 1, 1), positive.min().item(), positive.max().item(), 0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for sigma, sigma_next in zip(sigmas.tolist(), sigmas.tolist()[1:]):
+            if sigma_next > 0:
+                sample(sigma, sigma_next)

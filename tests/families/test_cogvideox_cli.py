@@ -71,18 +71,18 @@ def test_same_seed_gives_same_frames_and_other_seed_differs(reference_run, clip,
 
 def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, clip, weights, tmp_path, monkeypatch):
     out = tmp_path / "out.mkv"
-    real_restore = upscale_module._restore_windows
+    real_restore = upscale_module.restore_windows
 
-    def interrupted(batches, plan, engine, store):
-        for index, item in enumerate(real_restore(batches, plan, engine, store)):
+    def interrupted(*args):
+        for index, item in enumerate(real_restore(*args)):
             if index == 0:
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(upscale_module, "_restore_windows", interrupted)
+    monkeypatch.setattr(upscale_module, "restore_windows", interrupted)
     assert upscale(clip, out, weights, *FAST).exit_code == 130
     assert len(list(work_folder(out).glob("window_*.mkv"))) == 1
-    monkeypatch.setattr(upscale_module, "_restore_windows", real_restore)
+    monkeypatch.setattr(upscale_module, "restore_windows", real_restore)
     calls = []
     real_engine_restore = CogVideoXEngine.restore
     monkeypatch.setattr(CogVideoXEngine, "restore", lambda self, *a, **k: calls.append(1) or real_engine_restore(self, *a, **k))

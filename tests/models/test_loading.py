@@ -122,6 +122,14 @@ def test_wrong_shapes_fail_even_when_not_strict(tiny_model: STARUNet, tmp_path: 
         load_star_unet(path, strict=False)
 
 
+def test_a_model_of_another_size_names_the_expected_config(tiny_model: STARUNet, tmp_path: Path) -> None:
+    path = tmp_path / "tiny_without_config.safetensors"
+    save_file(dict(tiny_model.state_dict()), str(path))  # no star_config: the full size is expected
+    with pytest.raises(StarError, match=r"another model size than expected: expected dim=320, dim_mult=\[1, 2, 4, 4\], "
+                                        r"context_dim=1024 \(no star_config metadata, so the released full size\); found"):
+        load_star_unet(path)
+
+
 @pytest.mark.parametrize(
     "name,content,message",
     [

@@ -47,7 +47,7 @@ def test_every_exclusion_names_a_real_field():
         (dict(seed=1), "star.seed"), (dict(prompt="a cat"), "star.prompt"), (dict(steps=20), "star.steps"),
         (dict(guidance=5.0), "star.guidance"), (dict(solver="heun"), "star.solver"), (dict(color_fix="none"), "star.color_fix"),
         (dict(dtype="bf16"), "star.dtype"), (dict(vae_group=2), "star.vae_group"), (dict(scale=2.0), "plan.scale"),
-        (dict(chunk_len=16), "plan.chunk_len"), (dict(blend="linear"), "plan.blend"), (dict(tile_size="272x256"), "plan.tile_size"),
+        (dict(chunk_len=40), "plan.chunk_len"), (dict(blend="linear"), "plan.blend"), (dict(tile_size="272x256"), "plan.tile_size"),
         (dict(scene_detect=False), "scene_detect"), (dict(ignore_errors=True), "ignore_errors"),
     ],
 )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 from contextlib import closing
 
 import numpy as np
 import pytest
 
-from star_cli.pipeline.prefetch import TimedEngine, WriteBehind, prefetched
+from star_cli.pipeline.events import FileFinished
+from star_cli.pipeline.prefetch import WriteBehind, prefetched
+from star_cli.report import compute_text
 
 
 def test_prefetched_keeps_order_and_stays_within_its_depth():
@@ -103,21 +106,10 @@ def test_write_behind_drops_queued_work_when_the_run_fails():
     assert written in ([], [0])
 
 
-def test_timed_engine_counts_only_the_engines_own_time():
-    class Slow:
-        name, temporal = "slow", False
-
-        def restore(self, frames, plan, window=None):
-            time.sleep(0.05)
-            return frames
-
-    timed = TimedEngine(Slow())
-    frames = np.zeros((1, 2, 2, 3), np.uint8)
-    assert timed.restore(frames, None) is frames
-    time.sleep(0.05)
-    assert 0.05 <= timed.compute_seconds < 0.1
-    assert timed.report().startswith("engine compute 0.0")
-    assert (timed.name, timed.temporal) == ("slow", False)
+def test_the_verbose_figure_counts_only_the_engines_stages():
+    finished = FileFinished(Path("a.mp4"), None, {"io": 3.0, "text": 1.0, "sampling": 2.0, "vae_decode": 0.5}, wall=5.0)
+    assert finished.engine_seconds() == 2.5
+    assert compute_text(finished.engine_seconds(), finished.wall) == "engine compute 2.50 s, total 5.00 s (2.00x the engine)"
 
 
 def test_ctrl_c_while_waiting_for_the_writer_drops_the_queue_but_finishes_the_current_call():

@@ -82,20 +82,23 @@ def test_same_seed_gives_same_frames_and_other_seed_differs(reference_run, short
 def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, short_clip, weights, tmp_path, monkeypatch):
     out = tmp_path / "out.mkv"
     common = [*MULTI_WINDOW, "--guidance", "1", "--codec", "ffv1"]
-    real_restore = upscale_module._restore_windows
+    real_restore = upscale_module.restore_windows
 
-    def interrupted(batches, plan, engine, store):
-        for index, item in enumerate(real_restore(batches, plan, engine, store)):
+    def interrupted(*args):
+        for index, item in enumerate(real_restore(*args)):
             if index == 0:
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(upscale_module, "_restore_windows", interrupted)
-    assert upscale(short_clip, out, weights, *common).exit_code == 130
+    monkeypatch.setattr(upscale_module, "restore_windows", interrupted)
+    stopped = runner.invoke(app, ["upscale", str(short_clip), "-o", str(out), "--scale", "2", "--weights-dir", str(weights), *common])
+    assert stopped.exit_code == 130
+    assert f"1 finished window(s) of 2 kept in {work_folder(out)}" in stopped.stderr.replace("\n", "")
+    assert "--resume" in stopped.stderr
     assert not out.exists() and not list(tmp_path.glob("*.partial*"))
     finished = sorted(work_folder(out).glob("window_*.mkv"))
     assert len(finished) == 1
-    monkeypatch.setattr(upscale_module, "_restore_windows", real_restore)
+    monkeypatch.setattr(upscale_module, "restore_windows", real_restore)
 
     calls = []
     from star_cli.pipeline.engines.star import StarEngine

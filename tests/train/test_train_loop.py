@@ -164,3 +164,32 @@ def test_resume_needs_a_checkpoint(workspace: Path) -> None:
         loop.run_training(workspace / "cfg.toml", {"train.output_dir": workspace / "empty"}, "latest", Console(quiet=True))
     with pytest.raises(InputError, match="not a checkpoint folder"):
         loop.run_training(workspace / "cfg.toml", {}, str(workspace), Console(quiet=True))
+
+
+def test_fp16_on_a_cpu_is_ignored_and_the_user_told(monkeypatch):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from star_cli.train import loop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    console = Console(record=True, width=300)
+    cfg = SimpleNamespace(train=SimpleNamespace(mixed_precision="fp16"))
+    assert loop._precision(cfg, console) == "no"
+    assert "'fp16' is ignored on a CPU" in console.export_text()
+    assert loop._precision(SimpleNamespace(train=SimpleNamespace(mixed_precision="bf16")), console) == "bf16"
+
+
+def test_step_log_prints_whole_lines_first_and_last(monkeypatch):
+    from rich.console import Console
+
+    from star_cli.train import loop
+
+    console = Console(record=True, width=40, force_terminal=False)
+    log = loop._StepLog(console, total=3, start=0)
+    row = dict(loss=0.5, v_loss=0.4, df=0.1, df_low=0.05, df_high=0.05, lr=1e-4, it_per_s=2.0)
+    for step in (1, 2, 3):
+        log.step(step, row, final=step == 3)
+    lines = console.export_text().splitlines()
+    assert [line.split()[1] for line in lines] == ["1/3", "3/3"] and all("ETA" in line for line in lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import av
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from star_cli.errors import InputError, StarError
 from star_cli.testing.media import make_video
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches
-from star_cli.video.writer import EncodeOptions, VideoWriter
+from star_cli.video.writer import EncodeOptions, VideoWriter, even_size
 
 FAST = EncodeOptions(preset="ultrafast")
 
@@ -139,13 +141,31 @@ def test_ffv1_is_lossless(tmp_path):
     assert np.array_equal(next(read_batches(tmp_path / "out.mkv", 6)).frames, original)
 
 
-def test_odd_size_is_kept_exactly(tmp_path):
+def test_odd_size_is_kept_exactly_when_asked_and_444_sources_stay_444(tmp_path):
     src = make_video(tmp_path / "odd.mp4", frames=3, width=321, height=241, pix_fmt="yuv444p", audio=False)
     transcode(src, tmp_path / "x1.mp4")
     assert (probe(tmp_path / "x1.mp4").width, probe(tmp_path / "x1.mp4").height) == (321, 241)
     transcode(src, tmp_path / "x2.mp4", scale=2)
     x2 = probe(tmp_path / "x2.mp4")
-    assert (x2.width, x2.height, x2.pix_fmt) == (642, 482, "yuv420p")
+    assert (x2.width, x2.height, x2.pix_fmt) == (642, 482, "yuv444p")
+
+
+def test_even_size_drops_a_pixel_only_for_subsampled_output(tmp_path):
+    info420 = probe(make_video(tmp_path / "a.mp4", frames=2, width=64, height=48, audio=False))
+    info444 = probe(make_video(tmp_path / "b.mp4", frames=2, width=64, height=48, pix_fmt="yuv444p", audio=False))
+    assert even_size(EncodeOptions(), info420, 963, 723) == (962, 722)
+    assert even_size(EncodeOptions(), info420, 962, 722) == (962, 722)
+    assert even_size(EncodeOptions(), info444, 963, 723) == (963, 723)  # 4:4:4 holds odd sizes
+    assert even_size(EncodeOptions(codec="ffv1"), info420, 963, 723) == (963, 723)  # RGB
+
+
+def test_full_range_source_stays_full_range(tmp_path):
+    src = make_video(tmp_path / "full.mp4", frames=2, width=64, height=48, audio=False)
+    info = replace(probe(src), color_range="pc")
+    with VideoWriter(tmp_path / "out.mp4", info, 64, 48, FAST) as writer:
+        for batch in read_batches(src, 5):
+            writer.write(batch.frames, batch.pts)
+    assert probe(tmp_path / "out.mp4").color_range == "pc"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from star_cli.families.base import Engine, FamilyDefaults
 from star_cli.families.cogvideox.config import denoiser_path, native_size
 from star_cli.families.cogvideox.costs import CogVideoXEstimate, estimate
 from star_cli.hub.layout import COGVIDEOX_DIR, COGVIDEOX_VARIANT, WeightsPaths, safetensors_parameters
+from star_cli.pipeline.events import ProgressCallback
 from star_cli.pipeline.grid import DIT_GRID
 from star_cli.pipeline.plan import VAE_FACTOR, Plan
 from star_cli.pipeline.request import StarSettings, parse_size
@@ -91,10 +92,10 @@ class CogVideoXFamily:
         """The reference restores one 480x720 clip of 25 frames: no policy for a whole video to compare with."""
         return None
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, console, quiet: bool) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
         from star_cli.families.cogvideox.engine import CogVideoXEngine
 
-        return CogVideoXEngine.load(settings, weights, console=console, quiet=quiet)
+        return CogVideoXEngine.load(settings, weights, progress=progress)
 
 
 FAMILY = CogVideoXFamily()

@@ -23,9 +23,9 @@ repeats an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import cpu_offload
 from diffusers import AutoencoderKLCogVideoX
-from rich.console import Console
 from safetensors import safe_open
 
 from star_cli.diffusion.cogvideox import cogvideox_x0_fn
@@ -51,8 +50,10 @@ from star_cli.models.cogvideox.text import T5TextEncoder
 from star_cli.models.cogvideox.vae import decode_latent, encode_video
 from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import resolve_device, resolve_dtype
+from star_cli.pipeline.events import Notice, ProgressCallback, ignore
 from star_cli.pipeline.plan import VAE_FACTOR, Plan, Tile, Window
 from star_cli.pipeline.request import StarSettings
+from star_cli.pipeline.timing import StageClock
 
 LATENT_CHANNELS = 16
 NOISE_STREAM = 0  # the initial latent, then the solver's draws
@@ -109,11 +110,13 @@ class CogVideoXEngine:
     native: NativeSize
     device: torch.device
     dtype: torch.dtype
+    clock: StageClock = field(default_factory=StageClock)  # the stages of each window (pipeline.timing)
+    on_evaluations: Callable[[int], None] | None = None  # told the model evaluations of every DiT call
     name: str = "star"
     temporal: bool = True
 
     @classmethod
-    def load(cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False) -> CogVideoXEngine:
+    def load(cls, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback = ignore) -> CogVideoXEngine:
         """Encode the prompt (T5, then freed), load the VAE and the DiT, and place them for `settings.offload`."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device, CogVideoXFamily.accelerator_dtype)
@@ -121,9 +124,10 @@ class CogVideoXEngine:
         checkpoint = Path(settings.checkpoint).expanduser() if custom else weights.star
         if not checkpoint.is_file():
             raise StarError(f"checkpoint not found: {checkpoint} (give cogvideox or a converted .safetensors file)")
-        if not quiet:
-            console.print(f"loading STAR CogVideoX ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}")
-        context = encode_prompt(settings.prompt, weights, device, dtype)
+        progress(Notice(f"loading STAR CogVideoX ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
+        clock = StageClock(torch.cuda.synchronize if device.type == "cuda" else None)
+        with clock.stage("text"):
+            context = encode_prompt(settings.prompt, weights, device, dtype)
         vae_on_host = settings.offload == "sequential" and device.type != "cpu"
         vae_dtype = torch.float32 if vae_on_host else dtype
         vae = AutoencoderKLCogVideoX.from_pretrained(weights.vae_dir, torch_dtype=vae_dtype).eval()
@@ -133,7 +137,7 @@ class CogVideoXEngine:
         elif settings.offload == "none":
             vae, dit = vae.to(device), dit.to(device)
         vae_device = torch.device("cpu") if vae_on_host else device
-        return cls(dit, vae, vae_device, context, settings, native, device, dtype)
+        return cls(dit, vae, vae_device, context, settings, native, device, dtype, clock)
 
     @contextmanager
     def _working(self, module: torch.nn.Module) -> Iterator[None]:
@@ -149,7 +153,10 @@ class CogVideoXEngine:
 
     def _denoise(self, x: torch.Tensor, lr: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         device, dtype = self.device, self.dtype
-        return self.dit(x.to(device, dtype), lr.to(device, dtype), t.to(device), context.to(device, dtype))
+        out = self.dit(x.to(device, dtype), lr.to(device, dtype), t.to(device), context.to(device, dtype))
+        if self.on_evaluations is not None:
+            self.on_evaluations(len(x))  # guidance batched with the prompt counts two
+        return out
 
     def _lr_canvas(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
         """(1, 3, T, canvas) float32 on the CPU: padded in time to the native clip, uint8 bicubic, edge-padded."""
@@ -230,6 +237,10 @@ class CogVideoXEngine:
             raise ValueError("the CogVideoX engine restores plan windows")
         if len(frames) > self.native.frames:
             raise ValueError(f"a window of {len(frames)} frames is longer than the native clip ({self.native.frames})")
-        lr_latents = self.encode(self._lr_canvas(frames, plan), plan, window)
-        return self.decode(self.sample(lr_latents, plan, window), frames, plan)
+        with self.clock.stage("vae_encode"):
+            lr_latents = self.encode(self._lr_canvas(frames, plan), plan, window)
+        with self.clock.stage("sampling"):
+            latent = self.sample(lr_latents, plan, window)
+        with self.clock.stage("vae_decode"):
+            return self.decode(latent, frames, plan)
 

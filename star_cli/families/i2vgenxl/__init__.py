@@ -12,6 +12,7 @@ from pathlib import Path
 from star_cli.families.base import Engine, FamilyDefaults
 from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, weights_parameters
 from star_cli.pipeline.estimate import Estimate, estimate
+from star_cli.pipeline.events import ProgressCallback
 from star_cli.pipeline.grid import UNET_GRID
 from star_cli.pipeline.plan import AUTO_TILES, Plan, PlanOptions, make_plan
 from star_cli.pipeline.request import StarSettings, model_calls
@@ -65,10 +66,10 @@ class I2VGenXLFamily:
         height, width = plan.input_size
         return estimate(make_plan(plan.num_frames, height, width, policy)).flops_per_output_frame
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, console, quiet: bool) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
         from star_cli.pipeline.engines.star import StarEngine
 
-        return StarEngine.load(settings, weights, console=console, quiet=quiet)
+        return StarEngine.load(settings, weights, progress=progress)
 
 
 FAMILY = I2VGenXLFamily()

@@ -19,20 +19,19 @@ dtype; the solver's arithmetic is float32. VAE and UNet tiles come from the plan
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
 from star_cli.diffusion.noise import NoiseSource, SeededNoise
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
-from star_cli.errors import StarError
+from star_cli.errors import InputError, StarError
 from star_cli.hub.layout import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
@@ -49,8 +48,12 @@ from star_cli.pipeline.engines.speedups import (
     usable_device_bytes,
 )
 from star_cli.pipeline.plan import Padding, Plan, Window
+from star_cli.pipeline.events import Notice, ProgressCallback, ignore
 from star_cli.pipeline.request import StarSettings, solver_mode
-from star_cli.terminal import message
+from star_cli.pipeline.timing import StageClock
+
+LOAD_TIME_SETTINGS = ("checkpoint", "weights_dir", "device", "dtype", "offload", "model", "compile")
+"""Settings fixed when the models load; the others may change from one call to the next."""
 
 FEED_FORWARD_CHUNK = 32768
 """Tokens per GEGLU feed-forward slice. The top-level feed-forward is the UNet's largest
@@ -98,6 +101,11 @@ def _encode_prompts(weights: WeightsPaths, prompt: str, placement: Placement) ->
     return context, negative
 
 
+def _sync(device: torch.device) -> Callable[[], None] | None:
+    """What makes a stage's timing include its queued GPU work."""
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
 def window_regions(plan: Plan, window: Window) -> list[Region]:
     """Every chunk x tile of `window` (frames relative to it), with the plan's separable join weights."""
     return [
@@ -114,7 +122,12 @@ def window_regions(plan: Plan, window: Window) -> list[Region]:
 
 @dataclass
 class StarEngine:
-    """Loaded STAR components plus the settings of the run."""
+    """Loaded STAR components plus the settings of the run.
+
+    `clock` times the stages of each window; `on_evaluations(n)` is called after
+    every UNet call with the model evaluations it made (chunk x tile x step x branch),
+    so progress can move inside a window.
+    """
 
     unet: STARUNet
     vae: VideoVAE
@@ -123,11 +136,14 @@ class StarEngine:
     settings: StarSettings
     placement: Placement
     dtype: torch.dtype
+    weights: WeightsPaths | None = None
+    clock: StageClock = field(default_factory=StageClock)
+    on_evaluations: Callable[[int], None] | None = None
     name: str = "star"
     temporal: bool = True
 
     @classmethod
-    def load(cls, settings: StarSettings, weights: WeightsPaths, *, console: Console, quiet: bool = False) -> StarEngine:
+    def load(cls, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback = ignore) -> StarEngine:
         """Load every component from the checked `weights` folder and encode the prompts once."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
@@ -136,30 +152,43 @@ class StarEngine:
         if not checkpoint.is_file():
             raise StarError(f"checkpoint not found: {checkpoint} (give light, heavy or a .safetensors/.pt file)")
         placement = Placement(device, settings.offload)
-        if not quiet:
-            console.print(message(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
-        context, negative = _encode_prompts(weights, settings.prompt, placement)
+        clock = StageClock(_sync(device))
+        progress(Notice(f"loading STAR ({checkpoint.name}) on {device} in {str(dtype).removeprefix('torch.')}"))
+        with clock.stage("text"):
+            context, negative = _encode_prompts(weights, settings.prompt, placement)
         vae = VideoVAE.from_dir(weights.vae_dir, dtype=torch.float32, decode_dtype=dtype)
         placement.place("vae", vae.model)
         unet = load_star_unet(checkpoint, dtype=dtype, device="cpu")
         unet.set_feed_forward_chunk(FEED_FORWARD_CHUNK)
         unet = placement.place("unet", unet, streamable=True)
-        engine = cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype)
-        engine.prepare(console, quiet=quiet)
+        engine = cls(unet, vae, context.to(device), negative.to(device), settings, placement, dtype, weights, clock)
+        engine.prepare(progress)
         return engine
 
-    def prepare(self, console: Console, *, quiet: bool = False) -> None:
+    def prepare(self, progress: ProgressCallback = ignore) -> None:
         """Compile if asked, and name the attention kernel (with a warning when it is the slow one)."""
         if self.settings.compile:
             compile_repeated_blocks(self.unet)
         config = self.unet.config
         backend = attention_backend(self.device, self.dtype, config.num_heads, config.head_dim)
         warning = attention_warning(backend, self.device, self.dtype)
-        if quiet:
-            return
         if warning:
-            console.print(f"[yellow]warning:[/] {warning}")
-        console.print(f"attention kernel: {backend}; compile: {'on' if self.settings.compile else 'off'}")
+            progress(Notice(warning, "warning"))
+        progress(Notice(f"attention kernel: {backend}; compile: {'on' if self.settings.compile else 'off'}"))
+
+    def with_settings(self, settings: StarSettings) -> StarEngine:
+        """This engine (same loaded models) for other per-call settings; a new prompt is encoded here."""
+        changed = [name for name in LOAD_TIME_SETTINGS if getattr(settings, name) != getattr(self.settings, name)]
+        if changed:
+            raise InputError(f"{', '.join(changed)} are fixed when the pipeline loads; load another pipeline to change them")
+        engine = replace(self, settings=settings, clock=StageClock(self.clock.sync), on_evaluations=None)
+        if settings.prompt != self.settings.prompt:
+            if self.weights is None:
+                raise InputError("this engine was built without its weights folder, so its prompt cannot change")
+            with engine.clock.stage("text"):
+                context, negative = _encode_prompts(self.weights, settings.prompt, self.placement)
+            engine.context, engine.negative_context = context.to(self.device), negative.to(self.device)
+        return engine
 
     @property
     def device(self) -> torch.device:
@@ -186,6 +215,8 @@ class StarEngine:
         """The UNet's v-prediction (float32) for float32 inputs: the sampler's `Denoiser`."""
         with torch.no_grad():
             v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
+        if self.on_evaluations is not None:
+            self.on_evaluations(len(x_t))  # a batched-guidance call is two evaluations
         return v.float()
 
     def _lr_frames(self, frames: np.ndarray, plan: Plan) -> torch.Tensor:
@@ -243,9 +274,17 @@ class StarEngine:
         `noise` defaults to the run's `SeededNoise(seed, window.start)`.
         """
         noise = noise or SeededNoise(self.settings.seed, window.start)
-        hint = self.encode(frames, plan, noise)
-        latents = self.sample(hint, plan, window, noise)
-        yield from self.iter_decode(latents, frames, plan)
+        with self.clock.stage("vae_encode"):
+            hint = self.encode(frames, plan, noise)
+        with self.clock.stage("sampling"):
+            latents = self.sample(hint, plan, window, noise)
+        groups = self.iter_decode(latents, frames, plan)
+        while True:
+            with self.clock.stage("vae_decode"):
+                group = next(groups, None)
+            if group is None:
+                return
+            yield group
 
     def restore(self, frames: np.ndarray, plan: Plan, window: Window | None = None) -> np.ndarray:
         """Restore one window of uint8 LR frames to uint8 frames at the plan's output size."""

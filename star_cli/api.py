@@ -1,0 +1,154 @@
+"""The Python front door: `STARPipeline`, the same code path `star upscale` runs.
+
+    from star_cli import STARPipeline
+
+    pipe = STARPipeline.from_pretrained(checkpoint="light", device="auto")
+    out = pipe(frames, scale=4, prompt="", seed=0)   # uint8 (N, H, W, 3) numpy -> same
+    for frame in pipe.stream(frames_iterable, scale=4):
+        ...                                           # bounded memory, any length
+    pipe.upscale_file("in.mp4", "out.mp4", scale=4)   # exactly what `star upscale` does
+    plan = pipe.plan(num_frames, height, width, scale=4)
+
+Every keyword of `star upscale` is a keyword here (`chunk_len=8`, `steps=10`, ...),
+validated by the same `build_request`. Errors are `StarError` subclasses
+(`InputError` for bad input) carrying the CLI's one-line messages; nothing here
+exits the process. `progress` takes a callback of `star_cli.pipeline.events` events.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from star_cli.errors import InputError
+from star_cli.pipeline.engines.star import StarEngine
+from star_cli.pipeline.estimate import Estimate
+from star_cli.pipeline.events import ProgressCallback, ignore
+from star_cli.pipeline.frames import upscale_array, upscale_stream
+from star_cli.pipeline.memory import run_estimate
+from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.request import UpscaleRequest, build_request, request_defaults
+from star_cli.pipeline.upscale import checked_weights, execute, prepare
+
+_LOAD_KEYS = ("weights_dir", "checkpoint", "device", "dtype", "offload", "model", "compile")
+_FILE_ONLY_KEYS = ("input", "output", "dry_run", "engine")
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """What `STARPipeline.plan` returns: the plan (chunks, tiles, windows) and its memory/FLOP estimate."""
+
+    plan: Plan
+    estimate: Estimate
+
+
+def _as_uint8(frames: Any) -> tuple[np.ndarray, bool]:
+    """(N, H, W, 3) uint8 frames, and whether they came as float torch (N, 3, H, W) in [0, 1]."""
+    if isinstance(frames, torch.Tensor):
+        if frames.ndim != 4 or frames.shape[1] != 3 or not frames.is_floating_point():
+            raise InputError(f"torch frames must be float (N, 3, H, W) in [0, 1], got {tuple(frames.shape)} {frames.dtype}")
+        array = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return np.ascontiguousarray(array), True
+    array = np.asarray(frames)
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise InputError(f"numpy frames must be uint8 (N, H, W, 3), got {array.shape} {array.dtype}")
+    if not len(array):
+        raise InputError("no frames to upscale")
+    return array, False
+
+
+class STARPipeline:
+    """Loaded STAR models plus the settings they were loaded with; call it on frames, streams or files."""
+
+    def __init__(self, engine: StarEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        weights_dir: str | os.PathLike | None = None,
+        checkpoint: str = "light",
+        device: str = "auto",
+        dtype: str | None = None,
+        offload: str = "none",
+        *,
+        progress: ProgressCallback = ignore,
+    ) -> STARPipeline:
+        """Load STAR from a weights folder (`star download-weights`); a StarError names anything missing.
+
+        `checkpoint`: light, heavy, a .safetensors/.pt file or a `star train` output folder.
+        """
+        request = _request(weights_dir=None if weights_dir is None else Path(weights_dir), checkpoint=checkpoint,
+                           device=device, dtype=dtype, offload=offload)
+        engine = StarEngine.load(request.star, checked_weights(request.star), progress=progress)
+        return cls(engine)
+
+    def _load_settings(self) -> dict[str, Any]:
+        star = self.engine.settings
+        return {key: getattr(star, key) for key in _LOAD_KEYS}
+
+    def _configured(self, options: dict[str, Any]) -> tuple[UpscaleRequest, StarEngine]:
+        fixed = [key for key in (*_LOAD_KEYS, *_FILE_ONLY_KEYS) if key in options and key not in ("input", "output")]
+        if fixed:
+            raise InputError(f"{', '.join(fixed)} cannot change per call: load another pipeline (from_pretrained) for that")
+        request = _request(**self._load_settings(), **options)
+        return request, self.engine.with_settings(request.star)
+
+    def __call__(self, frames: Any, *, scale: float = 4.0, progress: ProgressCallback = ignore, **options: Any) -> Any:
+        """Upscale a clip held in memory: uint8 (N, H, W, 3) numpy -> same; float (N, 3, H, W) torch in [0, 1] -> same.
+
+        Planned as `star upscale` plans a file of these frames (without scene detection),
+        so the frames equal the CLI's for the same settings. Frames go through 8 bits.
+        """
+        array, was_torch = _as_uint8(frames)
+        request, engine = self._configured({"scale": scale, **options})
+        out = upscale_array(engine, array, request.plan, progress)
+        if was_torch:
+            return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255)
+        return out
+
+    def stream(
+        self, frames: Iterable[Any], *, scale: float = 4.0, progress: ProgressCallback = ignore, **options: Any
+    ) -> Iterator[np.ndarray]:
+        """Upscale uint8 (H, W, 3) frames from any iterable, yielding each output frame once final.
+
+        Memory stays at about one and a half windows whatever the length. Windows have a
+        fixed span here (the length is unknown in advance), so the frames can differ
+        slightly from a whole-array call at window seams.
+        """
+        request, engine = self._configured({"scale": scale, **options})
+        return upscale_stream(engine, frames, request.plan, progress)
+
+    def upscale_file(
+        self,
+        input: str | os.PathLike,
+        output: str | os.PathLike,
+        *,
+        scale: float = 4.0,
+        progress: ProgressCallback = ignore,
+        **options: Any,
+    ) -> None:
+        """Exactly what `star upscale INPUT -o OUTPUT` does (a file or a folder), with these models loaded once."""
+        request, engine = self._configured({"input": Path(input), "output": Path(output), "scale": scale, **options})
+        execute(prepare(request), progress=progress, engine=engine)
+
+    def plan(self, num_frames: int, height: int, width: int, *, scale: float = 4.0, **options: Any) -> PlanEstimate:
+        """The plan of a clip of this size and its memory/FLOP estimate on this pipeline's device (what --dry-run shows)."""
+        request, _ = self._configured({"scale": scale, **options})
+        plan = make_plan(num_frames, height, width, request.plan)
+        return PlanEstimate(plan, run_estimate(plan, request.star, self.engine.device.type))
+
+
+def _request(**options: Any) -> UpscaleRequest:
+    """A validated request from keyword options over `star upscale`'s defaults."""
+    unknown = sorted(set(options) - set(request_defaults()) - {"input", "output"})
+    if unknown:
+        raise InputError(f"unknown option(s): {', '.join(unknown)} (the keywords are star upscale's options)")
+    values = {**request_defaults(), "input": Path(), "output": Path(), **options}
+    return build_request(**values)

@@ -1,0 +1,119 @@
+"""The Python API (`star_cli.STARPipeline`) on tiny random weights: the CLI's frames, its errors, its events."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import star_cli
+from star_cli import STARPipeline
+from star_cli.cli import app
+from star_cli.errors import InputError, StarError
+from star_cli.pipeline.events import Evaluated, FramesWritten, WindowFinished
+from star_cli.testing import make_tiny_weights
+from star_cli.testing.media import make_video
+from star_cli.video.reader import read_batches
+
+FRAMES = 12
+CLI_SETTINGS = ["--chunk-len", "8", "--chunk-overlap", "2", "--window-chunks", "1", "--guidance", "1", "--steps", "3"]
+API_SETTINGS = dict(chunk_len=8, chunk_overlap=2, window_chunks=1, guidance=1.0, steps=3)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("clip") / "in.mp4", frames=FRAMES, width=32, height=24)
+
+
+@pytest.fixture(scope="module")
+def pipe(weights) -> STARPipeline:
+    return STARPipeline.from_pretrained(weights, device="cpu")
+
+
+def decoded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def cli_frames(clip, weights, tmp_path_factory) -> np.ndarray:
+    out = tmp_path_factory.mktemp("cli") / "out.mkv"
+    args = ["upscale", str(clip), "-o", str(out), "--scale", "2", "--weights-dir", str(weights), "--device", "cpu",
+            "--codec", "ffv1", "--no-scene-detect", "--quiet", *CLI_SETTINGS]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return decoded(out)
+
+
+def test_frames_in_memory_equal_the_cli_and_report_progress(pipe, clip, cli_frames):
+    frames = np.concatenate([b.frames for b in read_batches(clip, 5)])
+    events = []
+    out = pipe(frames, scale=2, progress=events.append, **API_SETTINGS)
+    np.testing.assert_array_equal(out, cli_frames)
+    evaluated = [e.done for e in events if isinstance(e, Evaluated)]
+    assert evaluated == sorted(evaluated) and evaluated[-1] == pipe.plan(FRAMES, 24, 32, scale=2, **API_SETTINGS).plan.unet_evaluations
+    assert len([e for e in events if isinstance(e, WindowFinished)]) == 2
+    assert [e.done for e in events if isinstance(e, FramesWritten)][-1] == FRAMES
+
+
+def test_upscale_file_is_the_cli(pipe, clip, cli_frames, tmp_path):
+    out = tmp_path / "api.mkv"
+    pipe.upscale_file(clip, out, scale=2, codec="ffv1", scene_detect=False, quiet=True, **API_SETTINGS)
+    np.testing.assert_array_equal(decoded(out), cli_frames)
+
+
+def test_torch_frames_in_torch_frames_out(pipe, clip):
+    frames = np.concatenate([b.frames for b in read_batches(clip, 5)])[:4]
+    as_numpy = pipe(frames, scale=2, **API_SETTINGS)
+    as_torch = pipe(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, scale=2, **API_SETTINGS)
+    assert as_torch.shape == (4, 3, 48, 64) and as_torch.dtype == torch.float32
+    np.testing.assert_array_equal((as_torch * 255).round().byte().permute(0, 2, 3, 1).numpy(), as_numpy)
+
+
+def test_stream_of_one_window_equals_the_array_and_long_streams_yield_every_frame(pipe, clip):
+    frames = np.concatenate([b.frames for b in read_batches(clip, 5)])
+    whole = pipe(frames, scale=2, chunk_len=8, chunk_overlap=2, guidance=1.0, steps=3)
+    streamed = np.stack(list(pipe.stream(iter(frames), scale=2, chunk_len=8, chunk_overlap=2, guidance=1.0, steps=3)))
+    np.testing.assert_array_equal(streamed, whole)  # 12 frames fit one stream window: the same plan
+    windows = []
+    many = list(pipe.stream(iter(frames), scale=2, progress=windows.append, **API_SETTINGS))
+    assert len(many) == FRAMES and many[0].shape == (48, 64, 3)
+    assert len([e for e in windows if isinstance(e, WindowFinished)]) == 2
+
+
+def test_errors_are_star_errors_with_the_cli_messages(pipe, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StarError, match="star download-weights"):
+        STARPipeline.from_pretrained(tmp_path / "empty", device="cpu")
+    with pytest.raises(InputError, match="--steps must be at least 2"):
+        pipe(np.zeros((2, 8, 8, 3), np.uint8), steps=1)
+    with pytest.raises(InputError, match="unknown option"):
+        pipe(np.zeros((2, 8, 8, 3), np.uint8), colour="red")
+    with pytest.raises(InputError, match="device"):
+        pipe(np.zeros((2, 8, 8, 3), np.uint8), device="cuda")
+    with pytest.raises(InputError, match="uint8"):
+        pipe(np.zeros((2, 8, 8, 3), np.float32))
+
+
+def test_nothing_below_the_cli_exits_the_process():
+    root = Path(star_cli.__file__).parent
+    exits = [p for p in root.rglob("*.py") if re.search(r"\bsys\.exit\(|\bos\._exit\(|typer\.Exit", p.read_text())]
+    assert sorted(p.relative_to(root).as_posix() for p in exits) == ["cli.py", "testing/__main__.py"]
+
+
+def test_import_is_light_and_exports_the_api():
+    code = "import sys, star_cli; print('torch' in sys.modules, sorted(star_cli.__all__))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.startswith("False") and "STARPipeline" in done.stdout
