@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from star_cli.errors import InputError
-from star_cli.pipeline.engines.star import StarEngine
+from star_cli.families.i2vgenxl.engine import StarEngine
 from star_cli.pipeline.estimate import Estimate
 from star_cli.pipeline.events import ProgressCallback, ignore
 from star_cli.pipeline.frames import upscale_array, upscale_stream

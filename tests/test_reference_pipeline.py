@@ -33,7 +33,7 @@ from star_cli.diffusion.window import noised_hint
 from star_cli.models import STARUNet
 from star_cli.models.vae import VideoVAE, to_uint8, to_vae_range
 from star_cli.pipeline.engines.placement import Placement
-from star_cli.pipeline.engines.star import StarEngine, finish_frames, pad_canvas, resize_frames, window_regions
+from star_cli.families.i2vgenxl.engine import StarEngine, finish_frames, pad_canvas, resize_frames, window_regions
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.request import StarSettings, model_calls
 

@@ -38,7 +38,7 @@ EXCLUDED_FIELDS = frozenset(
         "encode",  # windows are stored losslessly before encoding: codec/crf/preset/pix_fmt may change
         "star.resume",
         "star.device",  # the resolved dtype is part of the options instead
-        "star.offload",  # offload modes give identical frames (tests/pipeline/test_star_engine.py)
+        "star.offload",  # offload modes give identical frames (tests/families/test_i2vgenxl_engine.py)
         "star.weights_dir",
         "star.batch_guidance",  # the same maths batched: windows agree to float rounding (tests/pipeline)
         "star.compile",  # compiled blocks equal eager ones to float rounding

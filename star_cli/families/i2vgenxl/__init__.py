@@ -1,6 +1,6 @@
 """The I2VGen-XL family: STAR's UNet + ControlNet + LIEM, the SVD temporal VAE and OpenCLIP text.
 
-Its engine is `star_cli.pipeline.engines.star` (loaded on first use); its memory model
+Its engine is `star_cli.families.i2vgenxl.engine` (loaded on first use); its memory model
 is `star_cli.pipeline.estimate`. Defaults, and why, are documented on `PlanOptions`.
 """
 
@@ -67,7 +67,7 @@ class I2VGenXLFamily:
         return estimate(make_plan(plan.num_frames, height, width, policy)).flops_per_output_frame
 
     def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
-        from star_cli.pipeline.engines.star import StarEngine
+        from star_cli.families.i2vgenxl.engine import StarEngine
 
         return StarEngine.load(settings, weights, progress=progress)
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from star_cli.cli import app
-from star_cli.pipeline.engines.star import StarEngine
+from star_cli.families.i2vgenxl.engine import StarEngine
 from star_cli.testing import make_tiny_weights
 from star_cli.testing.media import make_video
 

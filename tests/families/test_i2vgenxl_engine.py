@@ -101,7 +101,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, short_cl
     monkeypatch.setattr(upscale_module, "restore_windows", real_restore)
 
     calls = []
-    from star_cli.pipeline.engines.star import StarEngine
+    from star_cli.families.i2vgenxl.engine import StarEngine
 
     real_engine_restore = StarEngine.restore
     monkeypatch.setattr(StarEngine, "restore", lambda self, *a, **k: calls.append(1) or real_engine_restore(self, *a, **k))
