@@ -65,7 +65,7 @@ from star_cli.models.text import TextEncoder  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
 from star_cli.pipeline.engines.placement import DTYPES, Placement  # noqa: E402
 from star_cli.pipeline.engines.speedups import attention_backend, fused_attention_error  # noqa: E402
-from star_cli.pipeline.engines.star import FEED_FORWARD_CHUNK, StarEngine  # noqa: E402
+from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK, StarEngine  # noqa: E402
 from star_cli.pipeline.estimate import GiB, Estimate, estimate  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
 from star_cli.pipeline.request import BATCH_GUIDANCE, FAST_STEPS, StarSettings, model_calls, parse_size  # noqa: E402

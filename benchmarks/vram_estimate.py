@@ -1,6 +1,6 @@
 """Peak accelerator memory of the full-size STAR pipeline for a plan, measured without a GPU.
 
-Every stage of `star_cli.pipeline.engines.star.StarEngine` runs at the plan's real shapes
+Every stage of `star_cli.families.i2vgenxl.engine.StarEngine` runs at the plan's real shapes
 on meta tensors (no data, no weights) under the dispatch-level tracker of `_tracker.py`,
 the methodology of the reference's MEASUREMENTS.md (live storage bytes, attention as a
 memory-efficient kernel). A stage's peak is
@@ -60,7 +60,7 @@ from star_cli.diffusion.window import sample_window  # noqa: E402
 from star_cli.models import STARUNet  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
 from star_cli.pipeline.engines.placement import Placement  # noqa: E402
-from star_cli.pipeline.engines.star import StarEngine, window_regions  # noqa: E402
+from star_cli.families.i2vgenxl.engine import StarEngine, window_regions  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
 from star_cli.pipeline.request import StarSettings  # noqa: E402
 
