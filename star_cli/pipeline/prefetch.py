@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
-
-import numpy as np
 
 T = TypeVar("T")
 

@@ -23,12 +23,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from star_cli.families import DEFAULT_MODEL, get_family
-from star_cli.pipeline.estimate import GiB, Estimate, Offload, estimate, flops_per_frame
+from star_cli.pipeline.estimate import GiB, Estimate, Offload, flops_per_frame
 from star_cli.pipeline.plan import (
     AUTO_TILES,
     REFERENCE_CANVAS,
     VAE_FACTOR,
-    VAE_TILE_OVERLAP,
     Canvas,
     Plan,
     PlanOptions,

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from contextlib import closing
 
-import numpy as np
 import pytest
 
 from star_cli.pipeline.events import FileFinished
