@@ -11,8 +11,9 @@ colour fix), for two shapes:
 
 each under two policies on the same card and weights: `reference` (its 720x1280 white
 canvas, chunks of 32 with 16 overlap, no tiles, the two guidance passes one after the
-other) and `ours` (the plan's defaults, guidance batched when the estimate fits,
-`--compile` if asked).
+other, torch's default kernels: no cuDNN autotuning, torch's SDPA order, Conv3d) and
+`ours` (the plan's defaults, guidance batched when the estimate fits, the engine's
+`fast_kernels` and temporal GEMMs, `--compile` if asked).
 
 What is timed and what is extrapolated (said again in the output):
 - sampling runs `--steps` model calls (evenly spaced) of the real solver instead of
@@ -42,6 +43,8 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -65,6 +68,7 @@ from star_cli.models.text import TextEncoder  # noqa: E402
 from star_cli.models.vae import VideoVAE  # noqa: E402
 from star_cli.pipeline.engines.placement import DTYPES, Placement  # noqa: E402
 from star_cli.pipeline.engines.speedups import attention_backend, fused_attention_error  # noqa: E402
+import star_cli.families.i2vgenxl.engine as engine_module  # noqa: E402
 from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK, StarEngine  # noqa: E402
 from star_cli.pipeline.estimate import GiB, Estimate, estimate  # noqa: E402
 from star_cli.pipeline.plan import Plan, PlanOptions, Window, make_plan  # noqa: E402
@@ -321,6 +325,18 @@ def build_engine(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     return engine, {"build_s": build, "text": text_record}
 
 
+@contextmanager
+def torch_default_kernels(engine: StarEngine) -> Iterator[None]:
+    """Run `engine` as the reference runs: torch's default kernels (see the module doc)."""
+    tuned = engine_module.fast_kernels
+    engine_module.fast_kernels = lambda device: nullcontext()
+    engine.unet.set_temporal_conv_as_matmuls(False)
+    try:
+        yield
+    finally:
+        engine_module.fast_kernels = tuned
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -392,7 +408,8 @@ def main(argv: list[str] | None = None) -> dict:
         for case_name in args.cases:
             try:
                 text_seconds = setup["text"]["seconds"]
-                result["runs"].append(run_policy(engine, cases[case_name], policy, args, peak, text_seconds, log))
+                with nullcontext() if ours else torch_default_kernels(engine):
+                    result["runs"].append(run_policy(engine, cases[case_name], policy, args, peak, text_seconds, log))
             except Exception as error:  # noqa: BLE001 - one failed run (e.g. out of memory) must not lose the others
                 log(f"{case_name}/{policy} failed: {type(error).__name__}: {error}")
                 result["runs"].append({"case": case_name, "policy": policy, "error": f"{type(error).__name__}: {error}"})

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The one command to run on a lent GPU machine (see benchmarks/gpu_bench.py):
+# The one command to run on a lent GPU machine (see benchmarks/gpu_kernels.py and gpu_bench.py):
 #
 #   bash benchmarks/gpu_run.sh [gpu_bench.py options]      # carry .gpu_wheels (gpu_wheels.sh)
 #
 # Unpacks the carried wheels of whatever the machine lacks into .gpu_deps (no pip, no
-# network), then runs the benchmark unbuffered under a `timeout` guard, writing
-# gpu_bench.json, gpu_bench.log and nvidia-smi.txt to $OUT. The guard (GPU_BENCH_TIMEOUT,
-# default 330 s) stays below the device call's limit, so a hung run still returns its log.
+# network), then runs the kernel study (one UNet forward: variants, profile) and the
+# end-to-end benchmark, unbuffered, each under a `timeout` guard, writing their JSON,
+# logs, profiler tables and nvidia-smi.txt to $OUT. The guards (GPU_KERNELS_TIMEOUT,
+# default 150 s; GPU_BENCH_TIMEOUT, default 330 s; 0 skips that step) stay below the
+# device call's limit, so a hung run still returns its log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/bench-out}"
@@ -32,7 +34,16 @@ done
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 cat "$OUT/nvidia-smi.txt"
-timeout -k 10 "${GPU_BENCH_TIMEOUT:-330}" "$PYTHON" benchmarks/gpu_bench.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
-status=${PIPESTATUS[0]}
-[ "$status" = 124 ] && echo "gpu_bench.py stopped by the ${GPU_BENCH_TIMEOUT:-330} s guard: the log above is partial"
+status=0
+if [ "${GPU_KERNELS_TIMEOUT:-150}" != 0 ]; then
+  timeout -k 10 "${GPU_KERNELS_TIMEOUT:-150}" "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT" 2>&1 | tee "$OUT/gpu_kernels.log"
+  status=${PIPESTATUS[0]}
+  [ "$status" = 124 ] && echo "gpu_kernels.py stopped by the ${GPU_KERNELS_TIMEOUT:-150} s guard: the log above is partial"
+fi
+if [ "${GPU_BENCH_TIMEOUT:-330}" != 0 ]; then
+  timeout -k 10 "${GPU_BENCH_TIMEOUT:-330}" "$PYTHON" benchmarks/gpu_bench.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
+  bench=${PIPESTATUS[0]}
+  [ "$bench" = 124 ] && echo "gpu_bench.py stopped by the ${GPU_BENCH_TIMEOUT:-330} s guard: the log above is partial"
+  [ "$bench" != 0 ] && status=$bench
+fi
 exit "$status"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from star_cli.models.blocks import ResBlock, Upsample, zero_init
+from star_cli.models.blocks import ResBlock, TemporalConvBlock, Upsample, zero_init
 from star_cli.models.conditioning import Conditioning, ConditionedBlock, apply_block
 from star_cli.models.config import STARConfig
 from star_cli.models.controlnet import VideoControlNet
@@ -83,6 +83,12 @@ class STARUNet(nn.Module):
         for module in self.modules():
             if isinstance(module, FeedForward):
                 module.chunk_tokens = n_tokens
+
+    def set_temporal_conv_as_matmuls(self, enabled: bool = True) -> None:
+        """Evaluate the 3x1x1 temporal convolutions as three GEMMs each (see `temporal_conv_as_matmuls`). Same result."""
+        for module in self.modules():
+            if isinstance(module, TemporalConvBlock):
+                module.as_matmuls = enabled
 
     # -- forward ----------------------------------------------------------------------
 

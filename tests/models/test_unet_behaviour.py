@@ -8,6 +8,7 @@ from accelerate import cpu_offload
 
 from star_cli.models import STARUNet
 from star_cli.models.attention import multi_head_attention
+from star_cli.models.blocks import temporal_conv_as_matmuls
 
 
 def small_model() -> STARUNet:
@@ -83,6 +84,28 @@ def test_feed_forward_chunking_gives_the_same_output() -> None:
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
     with pytest.raises(ValueError):
         model.set_feed_forward_chunk(0)
+
+
+def test_temporal_convs_as_matmuls_give_the_same_output() -> None:
+    model = small_model()
+    inputs = small_inputs(batch=2)
+    with torch.no_grad():
+        convs = model(*inputs[:3], hint=inputs[3])
+        model.set_temporal_conv_as_matmuls(True)
+        matmuls = model(*inputs[:3], hint=inputs[3])
+    assert convs.abs().max() > 0.1
+    torch.testing.assert_close(matmuls, convs, rtol=0, atol=1e-5)
+
+
+def test_temporal_conv_as_matmuls_matches_the_convolution_at_every_length() -> None:
+    g = torch.Generator().manual_seed(3)
+    conv = torch.nn.Conv3d(6, 5, (3, 1, 1), padding=(1, 0, 0))
+    with torch.no_grad():
+        conv.weight.normal_(generator=g)
+        conv.bias.normal_(generator=g)
+    for frames in (1, 2, 4):
+        video = torch.randn(2, 6, frames, 3, 5, generator=g)
+        torch.testing.assert_close(temporal_conv_as_matmuls(conv, video), conv(video), rtol=0, atol=1e-5)
 
 
 def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

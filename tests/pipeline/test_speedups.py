@@ -20,6 +20,7 @@ from star_cli.pipeline.engines.speedups import (
     attention_warning,
     batch_guidance,
     compile_repeated_blocks,
+    fast_kernels,
     fused_attention_error,
     pick_attention_backend,
 )
@@ -132,17 +133,26 @@ def test_inductor_compiled_unet_matches_eager_within_1e_5(unet, inputs):
 
 
 @pytest.mark.parametrize(
-    ("device", "dtype", "flash", "efficient", "expected"),
+    ("dtype", "usable", "expected"),
     [
-        ("cuda", torch.float16, True, True, "flash"),
-        ("cuda", torch.bfloat16, False, True, "efficient"),
-        ("cuda", torch.float16, False, False, "math"),
-        ("cuda", torch.float32, True, True, "efficient"),  # flash has no fp32 kernel
-        ("cuda", torch.float32, False, False, "math"),
+        (torch.float16, {"cudnn": True, "flash": True, "efficient": True}, "cudnn"),
+        (torch.float16, {"cudnn": False, "flash": True, "efficient": True}, "flash"),
+        (torch.bfloat16, {"flash": False, "efficient": True}, "efficient"),
+        (torch.float16, {}, "math"),
+        (torch.float32, {"cudnn": True, "flash": True, "efficient": True}, "efficient"),  # no fp32 cuDNN/flash kernel
+        (torch.float32, {"cudnn": True, "flash": True}, "math"),
     ],
 )
-def test_attention_backend_prefers_flash_then_memory_efficient(device, dtype, flash, efficient, expected):
-    assert pick_attention_backend(device, dtype, flash=flash, efficient=efficient) == expected
+def test_attention_backend_follows_the_engine_order(dtype, usable, expected):
+    assert pick_attention_backend("cuda", dtype, usable) == expected
+    assert pick_attention_backend("cpu", dtype, usable).startswith("cpu")
+
+
+def test_fast_kernels_change_nothing_off_cuda():
+    autotune = torch.backends.cudnn.benchmark
+    with fast_kernels(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark == autotune
+        assert torch.backends.cuda.flash_sdp_enabled()
 
 
 def test_only_half_precision_cuda_on_the_math_kernel_is_warned_about():

@@ -45,6 +45,7 @@ from star_cli.pipeline.engines.speedups import (
     attention_warning,
     batch_guidance,
     compile_repeated_blocks,
+    fast_kernels,
     usable_device_bytes,
 )
 from star_cli.pipeline.plan import Padding, Plan, Window
@@ -166,7 +167,8 @@ class StarEngine:
         return engine
 
     def prepare(self, progress: ProgressCallback = ignore) -> None:
-        """Compile if asked, and name the attention kernel (with a warning when it is the slow one)."""
+        """Pick the kernels, compile if asked, name the attention kernel (warning when it is the slow one)."""
+        self.unet.set_temporal_conv_as_matmuls(self.device.type == "cuda")
         if self.settings.compile:
             compile_repeated_blocks(self.unet)
         config = self.unet.config
@@ -213,7 +215,7 @@ class StarEngine:
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         """The UNet's v-prediction (float32) for float32 inputs: the sampler's `Denoiser`."""
-        with torch.no_grad():
+        with torch.no_grad(), fast_kernels(self.device):
             v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
         if self.on_evaluations is not None:
             self.on_evaluations(len(x_t))  # a batched-guidance call is two evaluations
@@ -228,10 +230,11 @@ class StarEngine:
         """LR latents (1, 4, F, h, w) of a window, frame by frame, each posterior sampled with `noise`."""
         self.placement.activate("vae")
         canvas = (pad_canvas(self._lr_frames(frames[i : i + 1], plan), plan.canvas.padding) for i in range(len(frames)))
-        latents = [
-            self.vae.encode(frame, noise=lambda _, mean, k=k: noise.posterior(k, mean), tile=plan.options.vae_encode_tile)
-            for k, frame in enumerate(canvas)
-        ]
+        with fast_kernels(self.device):
+            latents = [
+                self.vae.encode(frame, noise=lambda _, mean, k=k: noise.posterior(k, mean), tile=plan.options.vae_encode_tile)
+                for k, frame in enumerate(canvas)
+            ]
         return torch.cat(latents).float().permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
     @torch.no_grad()
@@ -240,7 +243,11 @@ class StarEngine:
         self.placement.activate("vae")
         done = 0
         groups = self.vae.iter_decode(latents[0].permute(1, 0, 2, 3), group=self.settings.vae_group, tile=plan.options.vae_tile)
-        for pixels in groups:
+        while True:
+            with fast_kernels(self.device):  # not held across the yield: the caller's work keeps its settings
+                pixels = next(groups, None)
+            if pixels is None:
+                break
             if not torch.isfinite(pixels).all():
                 raise StarError("the VAE decode produced NaN/inf values; try --dtype bf16 or --dtype fp32")
             count = len(pixels)

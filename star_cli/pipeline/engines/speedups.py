@@ -13,14 +13,18 @@ same operations are scheduled on the device.
   (`ConditionedBlock`s) on its own: "regional" compilation. Blocks of one class share
   their compiled code, so compiling costs a few distinct graphs instead of one whole
   UNet, and shapes stay static per chunk x tile (a plan has at most a few).
-- `attention_backend` says which `scaled_dot_product_attention` kernel the UNet's heads
-  get. fp16/bf16 on CUDA must run a fused kernel (flash or memory-efficient); the math
+- `fast_kernels` wraps the engine's CUDA work: cuDNN autotuning (every plan runs a few
+  static shapes many times, so the one-off search pays back) and the SDPA kernel order
+  `ATTENTION_ORDER`; both are restored on exit, so a program using the Python API keeps
+  its own settings. `attention_backend` says which kernel the UNet's heads get.
+  fp16/bf16 on CUDA must run a fused kernel (cuDNN, flash or memory-efficient); the math
   fallback materialises every score matrix and is many times slower.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +41,37 @@ ESTIMATE_MARGIN = 1.15
 COMPILE_RECOMPILE_LIMIT = 64
 """Compiled variants allowed per block class: widths x region shapes of a plan (torch's default, 8, is too few)."""
 
-FUSED_HALF_BACKENDS = ("flash", "efficient")
+ATTENTION_ORDER = (
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+)
+"""SDPA kernels in the order the engine asks torch for them; each is skipped where it cannot run."""
+
+BACKEND_NAMES = {
+    SDPBackend.CUDNN_ATTENTION: "cudnn",
+    SDPBackend.FLASH_ATTENTION: "flash",
+    SDPBackend.EFFICIENT_ATTENTION: "efficient",
+    SDPBackend.MATH: "math",
+}
+HALF_ONLY_BACKENDS = ("cudnn", "flash")
+FUSED_HALF_BACKENDS = ("cudnn", "flash", "efficient")
+
+
+@contextmanager
+def fast_kernels(device: torch.device) -> Iterator[None]:
+    """cuDNN autotuning and `ATTENTION_ORDER` for CUDA work inside the block; elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    autotune = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with sdpa_kernel(list(ATTENTION_ORDER), set_priority=True):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = autotune
 
 
 def usable_device_bytes(device: torch.device) -> int | None:
@@ -96,28 +130,33 @@ def compile_repeated_blocks(model: nn.Module, backend: str | Callable = "inducto
     return len(blocks)
 
 
-def pick_attention_backend(device_type: str, dtype: torch.dtype, *, flash: bool, efficient: bool) -> str:
-    """The SDPA kernel torch will run, from what the device can do (flash first, as torch orders them)."""
+def pick_attention_backend(device_type: str, dtype: torch.dtype, usable: Mapping[str, bool]) -> str:
+    """The SDPA kernel torch will run: the first of `ATTENTION_ORDER` that `usable` allows for `dtype`."""
     if device_type != "cuda":
         return f"{device_type} (torch's own SDPA kernels)"
-    if flash and dtype in (torch.float16, torch.bfloat16):
-        return "flash"
-    if efficient:
-        return "efficient"
+    half = dtype in (torch.float16, torch.bfloat16)
+    for backend in ATTENTION_ORDER:
+        name = BACKEND_NAMES[backend]
+        if usable.get(name) and (half or name not in HALF_ONLY_BACKENDS):
+            return name
     return "math"
 
 
 def attention_backend(device: torch.device, dtype: torch.dtype, heads: int, head_dim: int) -> str:
     """Which SDPA kernel the UNet's attention (`heads` x `head_dim`, no mask, no dropout) gets on `device`."""
     if device.type != "cuda":
-        return pick_attention_backend(device.type, dtype, flash=False, efficient=False)
+        return pick_attention_backend(device.type, dtype, {})
     probe = torch.zeros(1, heads, 8, head_dim, device=device, dtype=dtype)
     params = _sdpa_params(probe)
+    cuda = torch.backends.cuda
     return pick_attention_backend(
         "cuda",
         dtype,
-        flash=torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.can_use_flash_attention(params),
-        efficient=torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.can_use_efficient_attention(params),
+        {
+            "cudnn": cuda.cudnn_sdp_enabled() and cuda.can_use_cudnn_attention(params),
+            "flash": cuda.flash_sdp_enabled() and cuda.can_use_flash_attention(params),
+            "efficient": cuda.mem_efficient_sdp_enabled() and cuda.can_use_efficient_attention(params),
+        },
     )
 
 

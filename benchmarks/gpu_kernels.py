@@ -1,0 +1,313 @@
+"""Where one UNet forward spends its time on a CUDA card, and what each exact kernel choice buys.
+
+    python benchmarks/gpu_kernels.py [--frames 16 --height 122 --width 216 --batch 2]
+
+One batched-guidance forward of the full-size UNet + ControlNet (random fp16 weights,
+built on the device) on a frames x height x width latent (default: the toy example's
+whole-frame canvas), measured in one run:
+
+1. the card's two ceilings: a large fp16 matrix product (TFLOP/s) and a device copy (GB/s);
+2. the forward under cumulative kernel variants, each timed with CUDA events (median of
+   `--repeats` after a warm-up) and compared with the first variant's output (max |diff|):
+   torch's defaults (what the reference runs), + cuDNN autotuning, + the engine's SDPA
+   order, + temporal convolutions as GEMMs (= the engine's default, `fast_kernels`), and
+   three candidates, each alone on top of it: channels-last 2-D convolutions, feed-forwards
+   on all tokens at once (no memory-bounding slices), and one launch per temporal
+   attention instead of the 16k-sequence-head batches;
+3. torch.profiler's device time of one forward, by kernel class (attention, GEMM,
+   convolution, normalisation, elementwise, copies), for the defaults and the engine;
+4. the parts behind the differences alone: SDPA kernels on the top-level spatial
+   attention shape, Conv3d against `temporal_conv_as_matmuls` on the top-level shape.
+
+Writes gpu_kernels.json and the profiler tables to --out ($OUT). Needs no weights file.
+`--tiny --device cpu` runs the same steps on tiny shapes (host clock, CPU profile): the smoke
+test that keeps this script runnable on the one GPU call a session may get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _models as models  # noqa: E402
+from _card import card_name, card_peak  # noqa: E402
+from flops import forward_flops  # noqa: E402
+
+from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK  # noqa: E402
+from star_cli.models import attention  # noqa: E402
+from star_cli.models.blocks import temporal_conv_as_matmuls  # noqa: E402
+from star_cli.pipeline.engines.speedups import ATTENTION_ORDER, fast_kernels  # noqa: E402
+
+# Kernel classes for the profile, matched in order against the kernel's name (cuDNN's
+# convolutions are implicit GEMMs: they are matched before plain GEMMs).
+KERNEL_CLASSES = (
+    ("attention", r"flash|fmha|attention|sdpa"),
+    ("convolution", r"conv|fprop|implicit|winograd|dgrad|wgrad"),
+    ("layout", r"nchwtonhwc|nhwctonchw|transpose"),
+    ("gemm", r"gemm|nvjet|xmma|cutlass|matmul|addmm|\bmm\b"),
+    ("normalisation", r"norm|welford|moments"),
+    ("reduction", r"reduce|amax|mean"),
+    ("copy", r"copy|permute|cat|contiguous"),
+    ("elementwise", r"elementwise|vectorized|unrolled|silu|gelu|sigmoid|mul|add"),
+)
+
+
+def timed_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, object]:
+    """Median milliseconds of `fn` over `repeats` runs after one warm-up (CUDA events on a GPU), and its result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            result = fn()
+            times.append((time.perf_counter() - began) * 1e3)
+    return sorted(times)[len(times) // 2], result
+
+
+def ceilings(device: torch.device, dtype: torch.dtype, tiny: bool) -> dict[str, float]:
+    """A large GEMM (random data) and a 2 GiB device copy (smaller when tiny): the card as measured now."""
+    n = 512 if tiny else 8192
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    ms, _ = timed_ms(lambda: a @ b, 10, device)
+    src = torch.randn((1 << 20) if tiny else (1 << 30), device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    copy_ms, _ = timed_ms(lambda: dst.copy_(src), 10, device)
+    return {"gemm_tflops": 2 * n**3 / ms / 1e9, "copy_gbs": 2 * src.numel() * src.element_size() / copy_ms / 1e6}
+
+
+@contextmanager
+def variant(unet: torch.nn.Module, device: torch.device, name: str) -> Iterator[None]:
+    """The kernel choices of variant `name` (cumulative, see the module doc)."""
+    steps = VARIANTS.index(name)
+    unet.set_temporal_conv_as_matmuls(steps >= 3)
+    with ExitStack() as stack:
+        if steps == 1:
+            stack.enter_context(_autotune())
+        elif steps == 2:
+            stack.enter_context(_autotune())
+            stack.enter_context(sdpa_kernel(list(ATTENTION_ORDER), set_priority=True))
+        elif steps >= 3:
+            stack.enter_context(fast_kernels(device))
+        if name == "+ channels-last":
+            stack.callback(conv2d_layout, unet, torch.contiguous_format)
+            conv2d_layout(unet, torch.channels_last)
+        if name == "+ unsliced feed-forward":
+            stack.callback(unet.set_feed_forward_chunk, FEED_FORWARD_CHUNK)
+            unet.set_feed_forward_chunk(None)
+        if name == "+ one temporal launch":
+            defaults = attention.multi_head_attention.__kwdefaults__
+            stack.callback(defaults.__setitem__, "max_batch_heads", defaults["max_batch_heads"])
+            defaults["max_batch_heads"] = 1 << 24
+        yield
+
+
+def conv2d_layout(model: torch.nn.Module, layout: torch.memory_format) -> None:
+    """Store every 2-D convolution's weight in `layout`; cuDNN then runs those convolutions in it."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.weight.data = module.weight.data.contiguous(memory_format=layout)
+
+
+@contextmanager
+def _autotune() -> Iterator[None]:
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+VARIANTS = (
+    "torch defaults",
+    "+ cudnn autotune",
+    "+ attention order",
+    "+ temporal matmuls (engine)",
+    "+ channels-last",
+    "+ unsliced feed-forward",
+    "+ one temporal launch",
+)
+
+
+def classify(name: str) -> str:
+    lowered = name.lower()
+    return next((label for label, pattern in KERNEL_CLASSES if re.search(pattern, lowered)), "other")
+
+
+def profile_forward(forward: Callable[[], object], device: torch.device, out: Path, label: str) -> dict[str, float]:
+    """Milliseconds of one forward by kernel class (device kernels; CPU ops on a CPU); the table goes to `out`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        forward()
+        if cuda:
+            torch.cuda.synchronize(device)
+    averages = prof.key_averages()
+    if not cuda:
+        key = "self_cpu_time_total"
+    elif hasattr(averages[0], "self_device_time_total"):
+        key = "self_device_time_total"
+    else:
+        key = "self_cuda_time_total"
+    classes: dict[str, float] = {}
+    for event in averages:
+        micros = getattr(event, key, 0) or 0
+        if micros:
+            classes[classify(event.key)] = classes.get(classify(event.key), 0.0) + micros / 1e3
+    table = averages.table(sort_by=key, row_limit=40)
+    (out / f"profile_{re.sub(r'[^a-z]+', '_', label.lower()).strip('_')}.txt").write_text(table)
+    print(f"profile, {label}: top kernels\n" + "\n".join(table.splitlines()[:18]), flush=True)
+    return dict(sorted(classes.items(), key=lambda kv: -kv[1]))
+
+
+def sdpa_backends(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int]) -> dict[str, object]:
+    """Each SDPA kernel on one (batch, heads, tokens, head_dim) self-attention: ms and TFLOP/s, or why not."""
+    batch, heads, tokens, head_dim = shape
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype) for _ in range(3))
+    flop = 4 * batch * heads * tokens * tokens * head_dim
+    results: dict[str, object] = {}
+    reference = None
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        try:
+            with sdpa_kernel(backend):
+                ms, out = timed_ms(lambda: F.scaled_dot_product_attention(q, k, v), 3, device)
+        except RuntimeError as error:
+            results[backend.name] = f"refused: {str(error).splitlines()[0][:120]}"
+            continue
+        reference = out if reference is None else reference
+        results[backend.name] = {"ms": ms, "tflops": flop / ms / 1e9, "max_diff": (out - reference).abs().max().item()}
+    return results
+
+
+def temporal_conv(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int, int]) -> dict:
+    """Conv3d (3x1x1) with and without cuDNN autotuning against the three-GEMM form, on one (B, C, F, H, W) video."""
+    batch, channels, frames, height, width = shape
+    conv = torch.nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)).to(device, dtype)
+    video = torch.randn(shape, device=device, dtype=dtype)
+    flop = 2 * 3 * channels * channels * batch * frames * height * width
+    results = {}
+    with torch.no_grad():
+        for label, context, fn in (
+            ("conv3d", nullcontext(), lambda: conv(video)),
+            ("conv3d autotuned", _autotune(), lambda: conv(video)),
+            ("matmuls", nullcontext(), lambda: temporal_conv_as_matmuls(conv, video)),
+        ):
+            with context:
+                ms, out = timed_ms(fn, 5, device)
+            results[label] = {"ms": ms, "tflops": flop / ms / 1e9}
+        results["max_diff"] = (temporal_conv_as_matmuls(conv, video) - conv(video)).abs().max().item()
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--height", type=int, default=122, help="latent rows (toy canvas: 122)")
+    parser.add_argument("--width", type=int, default=216, help="latent columns (toy canvas: 216)")
+    parser.add_argument("--batch", type=int, default=2, help="2: both guidance branches in one batch")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--tiny", action="store_true", help="tiny model and shapes: a smoke test (CPU)")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.frames, args.height, args.width = 3, 10, 8
+    return args
+
+
+def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype, args: argparse.Namespace, peak: float | None, log: Callable[[str], None]) -> dict:
+    """One batched forward under every variant of `VARIANTS`: time, TFLOP/s, MFU, speed-up, max |diff|."""
+    shape = (args.batch, 4, args.frames, args.height, args.width)
+    x, hint = (torch.randn(shape, device=device, dtype=dtype) for _ in range(2))
+    y = torch.randn(args.batch, 77, unet.config.context_dim, device=device, dtype=dtype)
+    t = torch.full((args.batch,), 899, device=device)
+    flop = forward_flops(args.frames, args.height, args.width, unet.config) * args.batch
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            return unet(x, t, y, hint)
+
+    rows: list[dict] = []
+    baseline = None
+    for label in VARIANTS:
+        try:
+            with variant(unet, device, label):
+                ms, out = timed_ms(forward, args.repeats, device)
+        except RuntimeError as error:
+            rows.append({"variant": label, "error": str(error).splitlines()[0][:160]})
+            log(f"{label:<30} failed: {rows[-1]['error']}")
+            continue
+        baseline = out if baseline is None else baseline
+        tflops = flop / ms / 1e9
+        row = {"variant": label, "ms": ms, "tflops": tflops, "mfu": tflops / peak if peak else None,
+               "max_diff": (out.float() - baseline.float()).abs().max().item(), "speedup": rows[0]["ms"] / ms if rows else 1.0}
+        rows.append(row)
+        log(f"{label:<30} {ms:9.1f} ms  {tflops:7.2f} TFLOP/s  MFU {row['mfu'] or 0:6.1%}  x{row['speedup']:.3f}  "
+            f"max|diff| {row['max_diff']:.2e}")
+    profiles = {}
+    for label in (VARIANTS[0], VARIANTS[3]):
+        with variant(unet, device, label):
+            profiles[label] = profile_forward(forward, device, args.out, label)
+        log(f"by class, {label}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in profiles[label].items()))
+    return {"tflop": flop / 1e12, "variants": rows, "profile": profiles}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    name = card_name(device)
+    peak = card_peak(name, args.peak_tflops)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
+
+    result: dict = {"card": name, "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
+                    "args": {k: str(v) for k, v in vars(args).items()}}
+    result["ceilings"] = ceilings(device, dtype, args.tiny)
+    log(f"{name}, torch {torch.__version__}, cuDNN {result['cudnn']}: GEMM {result['ceilings']['gemm_tflops']:.1f} "
+        f"TFLOP/s, copy {result['ceilings']['copy_gbs']:.0f} GB/s")
+    torch.manual_seed(0)
+    unet = models.unet(device, dtype, tiny=args.tiny)
+    unet.set_feed_forward_chunk(FEED_FORWARD_CHUNK)
+    config = unet.config
+    result["forward"] = time_variants(unet, device, dtype, args, peak, log)
+    del unet
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    spatial = (args.batch * args.frames, config.dim // config.head_dim, args.height * args.width, config.head_dim)
+    result["sdpa_spatial"] = sdpa_backends(device, dtype, spatial)
+    log(f"SDPA {spatial}: {json.dumps(result['sdpa_spatial'])}")
+    result["temporal_conv"] = temporal_conv(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
+    log(f"temporal conv: {json.dumps(result['temporal_conv'])}")
+    result["seconds"] = time.perf_counter() - started
+    (args.out / "gpu_kernels.json").write_text(json.dumps(result, indent=2))
+    log(f"wrote {args.out / 'gpu_kernels.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""benchmarks/gpu_kernels.py runs every step in its CPU smoke mode, so the one GPU call a session gets cannot fail on a typo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
+    args = ["--tiny", "--device", "cpu", "--repeats", "1", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_kernels.py"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "gpu_kernels.json").read_text())
+    variants = result["forward"]["variants"]
+    assert [row["variant"] for row in variants][0] == "torch defaults"
+    assert all("error" not in row for row in variants), variants
+    assert all(row["max_diff"] < 1e-4 for row in variants)  # every variant computes the same forward
+    assert result["forward"]["tflop"] > 0 and result["ceilings"]["gemm_tflops"] > 0
+    assert set(result["forward"]["profile"]) == {"torch defaults", "+ temporal matmuls (engine)"}
+    assert result["temporal_conv"]["max_diff"] < 1e-4
+    assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict)
+    assert list(tmp_path.glob("profile_*.txt"))
