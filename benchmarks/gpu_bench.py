@@ -13,7 +13,7 @@ each under two policies on the same card and weights: `reference` (its 720x1280 
 canvas, chunks of 32 with 16 overlap, no tiles, the two guidance passes one after the
 other, torch's default kernels: no cuDNN autotuning, torch's SDPA order, Conv3d) and
 `ours` (the plan's defaults, guidance batched when the estimate fits, the engine's
-`fast_kernels` and temporal GEMMs, `--compile` if asked).
+`fast_kernels` and `device_forms`, `--compile` if asked).
 
 What is timed and what is extrapolated (said again in the output):
 - sampling runs `--steps` model calls (evenly spaced) of the real solver instead of
@@ -330,7 +330,7 @@ def torch_default_kernels(engine: StarEngine) -> Iterator[None]:
     """Run `engine` as the reference runs: torch's default kernels (see the module doc)."""
     tuned = engine_module.fast_kernels
     engine_module.fast_kernels = lambda device: nullcontext()
-    engine.unet.set_temporal_conv_as_matmuls(False)
+    engine.unet.set_device_forms(False)
     try:
         yield
     finally:

@@ -47,7 +47,7 @@ from flops import forward_flops  # noqa: E402
 
 from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK  # noqa: E402
 from star_cli.models import attention  # noqa: E402
-from star_cli.models.blocks import temporal_conv_as_matmuls  # noqa: E402
+from star_cli.models.device_forms import temporal_conv_as_matmuls  # noqa: E402
 from star_cli.pipeline.engines.speedups import ATTENTION_ORDER, fast_kernels  # noqa: E402
 
 # Kernel classes for the profile, matched in order against the kernel's name (cuDNN's

@@ -7,11 +7,11 @@ here use 32 groups and PyTorch's default eps (1e-5), as the reference does.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from star_cli.models.conditioning import Conditioning, ConditionedBlock
+from star_cli.models.device_forms import group_norm_by_reductions, temporal_conv_as_matmuls
 
 # The reference's dropout inside ResBlocks and temporal convolutions (training only).
 DROPOUT = 0.1
@@ -33,37 +33,17 @@ def _temporal_stage(channels: int, dropout: float | None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def temporal_conv_as_matmuls(conv: nn.Conv3d, video: Tensor) -> Tensor:
-    """`conv` (a 3x1x1 kernel, padding 1 along frames) on video (B, C, F, H, W), as three matrix products.
-
-    Frame f of the output is W0 @ x[f-1] + W1 @ x[f] + W2 @ x[f+1] + bias (zero
-    frames beyond the ends). In the contiguous (C, F*H*W) view of each video, the
-    shifted frames are column slices, so every tap is one large GEMM on the data as
-    it lies, where a 3-D convolution library call may reorder the tensor first.
-    The same sum as the convolution, accumulated per tap instead of all at once.
-    """
-    batch, channels, frames, height, width = video.shape
-    pixels = height * width
-    taps = [conv.weight[:, :, k, 0, 0].expand(batch, -1, -1) for k in range(3)]
-    bias = conv.bias[:, None] if conv.bias is not None else video.new_zeros(conv.out_channels, 1)
-    flat = video.contiguous().view(batch, channels, frames * pixels)
-    out = torch.baddbmm(bias, taps[1], flat)
-    if frames > 1:
-        out[:, :, pixels:].baddbmm_(taps[0], flat[:, :, :-pixels])
-        out[:, :, :-pixels].baddbmm_(taps[2], flat[:, :, pixels:])
-    return out.view(batch, -1, frames, height, width)
-
-
 class TemporalConvBlock(nn.Module):
     """Four norm-act-conv stages along frames, added back to the input.
 
     The first stage has no dropout (hence `conv1.2` vs `conv2.3` in the
     checkpoint); the last conv starts at zero so a new block is the identity.
-    `as_matmuls` evaluates the convolutions by `temporal_conv_as_matmuls` (the
-    engine turns it on where that is faster: CUDA); the result is the same.
+    `device_forms` evaluates each stage's norm and convolution in the forms of
+    `star_cli.models.device_forms` (the engine turns it on where they are faster:
+    CUDA); the result is the same.
     """
 
-    as_matmuls: bool = False
+    device_forms: bool = False
 
     def __init__(self, channels: int, dropout: float = DROPOUT) -> None:
         super().__init__()
@@ -74,9 +54,10 @@ class TemporalConvBlock(nn.Module):
         zero_init(self.conv4[-1])
 
     def _stage(self, stage: nn.Sequential, video: Tensor) -> Tensor:
-        if not self.as_matmuls:
+        if not self.device_forms:
             return stage(video)
-        *activation, conv = stage
+        norm, *activation, conv = stage
+        video = group_norm_by_reductions(norm, video)
         for layer in activation:
             video = layer(video)
         return temporal_conv_as_matmuls(conv, video)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from star_cli.models.attention import Attention
 from star_cli.models.blocks import zero_init
 from star_cli.models.conditioning import Conditioning, ConditionedBlock
+from star_cli.models.device_forms import group_norm_by_reductions
 from star_cli.models.liem import SpatialLIEM, TemporalLIEM
 
 
@@ -136,7 +137,12 @@ class SpatialTransformer(ConditionedBlock):
 
 
 class TemporalTransformer(ConditionedBlock):
-    """GroupNorm over (channels, frames, pixels) -> 1x1 in -> temporal block -> 1x1 out, residual."""
+    """GroupNorm over (channels, frames, pixels) -> 1x1 in -> temporal block -> 1x1 out, residual.
+
+    `device_forms` takes the norm's statistics by `group_norm_by_reductions` (faster on CUDA).
+    """
+
+    device_forms: bool = False
 
     def __init__(self, channels: int, heads: int, head_dim: int) -> None:
         super().__init__()
@@ -151,7 +157,8 @@ class TemporalTransformer(ConditionedBlock):
         frames = cond.frames
         video = x.unflatten(0, (bf // frames, frames)).transpose(1, 2)  # (B, C, F, H, W)
         # The norm sees the whole clip: statistics over channels-in-group x frames x pixels.
-        tokens = self.norm(video).permute(0, 3, 4, 2, 1).reshape(-1, frames, c)
+        normed = group_norm_by_reductions(self.norm, video) if self.device_forms else self.norm(video)
+        tokens = normed.permute(0, 3, 4, 2, 1).reshape(-1, frames, c)
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens)

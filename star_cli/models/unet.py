@@ -29,7 +29,7 @@ from star_cli.models.encoder import (
     time_embedding_mlp,
     transformers_at,
 )
-from star_cli.models.transformer import FeedForward
+from star_cli.models.transformer import FeedForward, TemporalTransformer
 
 
 def _build_output_blocks(config: STARConfig, skip_channels: list[int]) -> nn.ModuleList:
@@ -84,11 +84,11 @@ class STARUNet(nn.Module):
             if isinstance(module, FeedForward):
                 module.chunk_tokens = n_tokens
 
-    def set_temporal_conv_as_matmuls(self, enabled: bool = True) -> None:
-        """Evaluate the 3x1x1 temporal convolutions as three GEMMs each (see `temporal_conv_as_matmuls`). Same result."""
+    def set_device_forms(self, enabled: bool = True) -> None:
+        """Run the video GroupNorms and temporal convolutions in `device_forms`' CUDA forms. Same result."""
         for module in self.modules():
-            if isinstance(module, TemporalConvBlock):
-                module.as_matmuls = enabled
+            if isinstance(module, (TemporalConvBlock, TemporalTransformer)):
+                module.device_forms = enabled
 
     # -- forward ----------------------------------------------------------------------
 

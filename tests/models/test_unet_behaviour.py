@@ -8,7 +8,7 @@ from accelerate import cpu_offload
 
 from star_cli.models import STARUNet
 from star_cli.models.attention import multi_head_attention
-from star_cli.models.blocks import temporal_conv_as_matmuls
+from star_cli.models.device_forms import group_norm_by_reductions, temporal_conv_as_matmuls
 
 
 def small_model() -> STARUNet:
@@ -86,15 +86,34 @@ def test_feed_forward_chunking_gives_the_same_output() -> None:
         model.set_feed_forward_chunk(0)
 
 
-def test_temporal_convs_as_matmuls_give_the_same_output() -> None:
+def test_device_forms_give_the_same_output() -> None:
     model = small_model()
     inputs = small_inputs(batch=2)
     with torch.no_grad():
-        convs = model(*inputs[:3], hint=inputs[3])
-        model.set_temporal_conv_as_matmuls(True)
-        matmuls = model(*inputs[:3], hint=inputs[3])
-    assert convs.abs().max() > 0.1
-    torch.testing.assert_close(matmuls, convs, rtol=0, atol=1e-5)
+        plain = model(*inputs[:3], hint=inputs[3])
+        model.set_device_forms(True)
+        forms = model(*inputs[:3], hint=inputs[3])
+    assert plain.abs().max() > 0.1
+    torch.testing.assert_close(forms, plain, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_group_norm_by_reductions_matches_torch_on_a_video(dtype) -> None:
+    g = torch.Generator().manual_seed(4)
+    norm = torch.nn.GroupNorm(4, 8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_(generator=g)
+        norm.bias.normal_(generator=g)
+    # an offset mean (3 x std) and a transposed (non-contiguous) view, as the first temporal stage gets
+    video = (torch.randn(2, 5, 8, 3, 4, generator=g) + 3.0).transpose(1, 2)
+    expected = torch.nn.functional.group_norm(video.double(), 4, norm.weight.double(), norm.bias.double(), 1e-6)
+    with torch.no_grad():
+        got = group_norm_by_reductions(norm.to(dtype), video.to(dtype))
+    assert got.dtype == dtype and got.shape == video.shape
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=tolerance)
+    plain = torch.nn.functional.group_norm(video, 4, norm.weight.float(), norm.bias.float(), 1e-6)
+    torch.testing.assert_close(group_norm_by_reductions(norm.float(), video), plain, rtol=0, atol=1e-5)  # with grad
 
 
 def test_temporal_conv_as_matmuls_matches_the_convolution_at_every_length() -> None:

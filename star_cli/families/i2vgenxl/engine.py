@@ -168,7 +168,7 @@ class StarEngine:
 
     def prepare(self, progress: ProgressCallback = ignore) -> None:
         """Pick the kernels, compile if asked, name the attention kernel (warning when it is the slow one)."""
-        self.unet.set_temporal_conv_as_matmuls(self.device.type == "cuda")
+        self.unet.set_device_forms(self.device.type == "cuda")
         if self.settings.compile:
             compile_repeated_blocks(self.unet)
         config = self.unet.config
