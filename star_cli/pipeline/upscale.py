@@ -54,7 +54,8 @@ from star_cli.video.reader import count_decodable_frames, read_batches, read_fra
 from star_cli.video.resize import LanczosResizer
 from star_cli.video.scenes import detect_scene_cuts
 from star_cli.video.segment import Segment, find_segment
-from star_cli.video.writer import VideoWriter, even_size
+from star_cli.video.encoding import even_size
+from star_cli.video.writer import VideoWriter
 
 READ_BATCH = 16
 """Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
