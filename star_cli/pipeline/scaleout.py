@@ -47,13 +47,12 @@ from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import Event, FramesWritten, Notice, ignore
 from star_cli.pipeline.memory import check_memory
+from star_cli.pipeline.prepare import PlannedJob, prepare
 from star_cli.pipeline.upscale import (
     READ_BATCH,
-    PlannedJob,
     checked_weights,
     make_engine,
     open_store,
-    prepare,
     upscale_one,
     warner,
 )
