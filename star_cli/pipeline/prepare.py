@@ -2,9 +2,10 @@
 
 `prepare` probes each source (segment, frame count, scene cuts), plans it (tiles
 sized to the device's memory under --tile-size auto), and sets up and rehearses its
-writer, so a bad file, a bad setting or an output the encoder refuses fails here, in
-one line, before the weights are read. What it returns is what `--dry-run` shows and
-what `pipeline.upscale.execute` (or each rank of `pipeline.scaleout`) then writes.
+writer, so a bad setting, an unreadable file (in a folder: set aside, not fatal) or
+an output the encoder refuses is found here, in one line, before the weights are
+read. What it returns is what `--dry-run` shows and what `pipeline.upscale.execute`
+(or each rank of `pipeline.scaleout`) then writes.
 """
 
 from __future__ import annotations

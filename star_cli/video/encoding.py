@@ -1,6 +1,6 @@
 """What the encoder and the container accept, decided before a file is opened.
 
-`VideoWriter` asks these at construction (and `pipeline.upscale` asks `even_size`
+`VideoWriter` asks these at construction (and `pipeline.prepare` asks `even_size`
 while planning), so every refusal -- an unknown preset, a --crf out of the codec's
 range, a pixel format the encoder lacks, an odd size 4:2:0 cannot hold, a file type
 that cannot carry the codec -- is one InputError line before any frame is made.
