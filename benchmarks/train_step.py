@@ -61,7 +61,7 @@ def measure(config: Path, variant: str, steps: int, threads: int) -> dict[str, f
     from rich.console import Console
 
     from star_cli.train import loop
-    from star_cli.train.config import load_config
+    from star_cli.train.config_file import load_config
     from star_cli.train.data import ClipSampler, make_loader
 
     torch.set_num_threads(threads)

@@ -33,8 +33,9 @@ from star_cli.pipeline.events import ProgressCallback, ignore
 from star_cli.pipeline.frames import upscale_array, upscale_stream
 from star_cli.pipeline.memory import run_estimate
 from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.prepare import prepare
 from star_cli.pipeline.request import UpscaleRequest, build_request, request_defaults
-from star_cli.pipeline.upscale import checked_weights, execute, prepare
+from star_cli.pipeline.upscale import checked_weights, execute
 
 _LOAD_KEYS = ("weights_dir", "checkpoint", "device", "dtype", "offload", "model", "compile")
 _FILE_ONLY_KEYS = ("input", "output", "dry_run", "engine")

@@ -1,9 +1,10 @@
 """`star upscale` on a terminal: the request from the options, the plans shown, progress as a bar or log lines.
 
-The work itself is `pipeline.upscale.prepare` + `execute`, the same two calls the
-Python API makes; this module only adds what a terminal user gets: `--dry-run` and
-`--verbose` plan tables, the offer to download missing weights, the report, and the
-launch of one worker per device (`--gpus`/`--devices`) or a launched rank's part.
+The work itself is `pipeline.prepare.prepare` + `pipeline.upscale.execute`, the same
+two calls the Python API makes; this module only adds what a terminal user gets:
+`--dry-run` and `--verbose` plan tables, the offer to download missing weights, the
+report, and the launch of one worker per device (`--gpus`/`--devices`) or a launched
+rank's part.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _run_here(request: UpscaleRequest, ranks: Ranks, console: Console, report: C
     """`prepare`, the plans shown (and, for a dry run of several ranks, who takes which video), then `execute`."""
     from star_cli.families import get_family
     from star_cli.pipeline.render import jobs_table, plan_summary
-    from star_cli.pipeline.upscale import execute, prepare
+    from star_cli.pipeline.prepare import prepare
+    from star_cli.pipeline.upscale import execute
 
     prepared = prepare(request)
     shown = Console(quiet=not ranks.is_main) if request.dry_run else console

@@ -5,7 +5,7 @@ resume fingerprint. A latent length n is valid for an axis with (period, offset,
 minimum) iff ``n >= minimum`` and ``n = offset (mod period)``.
 
 - The STAR UNet (I2VGen-XL family) accepts heights 2 mod 8 and widths 0 mod 8 (the
-  derivation is in `star_cli.pipeline.plan`); tiles and chunks are at most the
+  derivation is in `star_cli.pipeline.plan_rules`); tiles and chunks are at most the
   requested size, shrunk to the smallest valid size that still covers.
 - The CogVideoX DiT (patch size 2) accepts even sizes, but was trained on one frame
   size and one clip length: its tiles are exactly the native frame (the canvas is

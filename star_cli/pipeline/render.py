@@ -12,7 +12,8 @@ from rich.text import Text
 from star_cli.families import DEFAULT_MODEL, Family, get_family
 from star_cli.pipeline.estimate import GiB, HOST_RUNTIME_BYTES, Estimate, cpu_only_bytes
 from star_cli.pipeline.jobs import Job
-from star_cli.pipeline.plan import VAE_FACTOR, Chunk, Plan
+from star_cli.pipeline.plan import Chunk, Plan
+from star_cli.pipeline.plan_rules import VAE_FACTOR
 from star_cli.pipeline.ranks import assign_jobs, windows_per_rank
 
 MAX_WINDOW_ROWS = 12

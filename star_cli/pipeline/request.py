@@ -16,7 +16,8 @@ from star_cli.errors import InputError
 from star_cli.families import DEFAULT_MODEL, get_family
 from star_cli.hub.layout import resolve_checkpoint
 from star_cli.pipeline.estimate import Offload
-from star_cli.pipeline.plan import AUTO_TILES, CanvasPolicy, PlanOptions
+from star_cli.pipeline.plan import PlanOptions
+from star_cli.pipeline.plan_rules import AUTO_TILES, CanvasPolicy
 from star_cli.pipeline.ranks import parse_devices
 from star_cli.spans import BLEND_MODES
 from star_cli.video.options import ENCODERS, EncodeOptions

@@ -21,125 +21,42 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from star_cli.errors import InputError, ReportedElsewhere, StarError
 from star_cli.families import get_family
 from star_cli.hub import WeightsPaths
 from star_cli.pipeline import distributed
 from star_cli.pipeline.identity import frame_options
-from star_cli.pipeline.claims import Heartbeat, Owner, PeerFailure, RankWatch, WindowClaims
+from star_cli.pipeline.claims import PeerFailure, WindowClaims
 from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
 from star_cli.pipeline.render import job_cost, plan_summary
 from star_cli.pipeline.request import UpscaleRequest
 from star_cli.pipeline.resume import WindowStore, work_folder
+from star_cli.pipeline.shared_run import POLL, Shared, join_run
 from star_cli.terminal import message
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import Event, FramesWritten, Notice, ignore
 from star_cli.pipeline.memory import check_memory
+from star_cli.pipeline.prepare import PlannedJob, prepare
 from star_cli.pipeline.upscale import (
     READ_BATCH,
-    PlannedJob,
     checked_weights,
     make_engine,
     open_store,
-    prepare,
     upscale_one,
     warner,
 )
 from star_cli.video.reader import read_batches
 
-POLL = 0.2
-"""Seconds between looks at the shared folder while a rank waits for others."""
-MARKER_WAIT = 3.0
-"""How long rank 0 looks for the other ranks' first cards (a shared filesystem may show them late)."""
-FOLDER_RUN = ".star-ranks"
-"""The run folder of a folder job, inside the output folder."""
-
 Planned = list[PlannedJob]
-
-
-@dataclass
-class Shared:
-    """This rank's view of the run: its card, everyone's cards, and a thread that keeps watching them."""
-
-    ranks: Ranks
-    folder: Path
-    beat: Heartbeat
-    watch: RankWatch
-    failure: StarError | None = None
-    progress: _RunProgress | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def watch_in_background(self) -> None:
-        def loop() -> None:
-            while not self.done.wait(POLL):
-                try:
-                    cards = self.watch.check(self.ranks.rank)
-                except StarError as error:
-                    self.failure = error
-                    return
-                if self.progress is not None:
-                    self.progress.show(cards)
-
-        threading.Thread(target=loop, name="star-watch", daemon=True).start()
-
-    def close(self, state: str, message: str = "") -> None:
-        """Stop watching and beating, leaving `state` on this rank's card."""
-        self.done.set()
-        if self.progress is not None:
-            self.progress.bar.stop()
-        self.beat.stop(state, message)
-
-    def raise_failure(self) -> None:
-        """Stop here if another rank failed or died (called between pieces of work)."""
-        if self.failure is not None:
-            raise self.failure
-
-    def wait_until(self, done: Callable[[dict[int, dict]], bool]) -> None:
-        """Wait until `done(cards)` holds, stopping if a rank fails meanwhile."""
-        while not done(self.watch.cards()):
-            self.raise_failure()
-            time.sleep(POLL)
-
-
-class _RunProgress:
-    """Rank 0's bar for the whole run: windows done / total, frames, fps and ETA over all ranks."""
-
-    def __init__(self, console: Console, quiet: bool, title: str, frames: int, store: WindowStore | None, plan: Plan | None) -> None:
-        self.store, self.plan = store, plan
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("windows {task.fields[windows]}  {task.completed:.0f}/{task.total:.0f} frames  {task.fields[fps]} fps"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=quiet,
-        )
-        self.task = self.bar.add_task(title, total=frames, windows="-", fps="-")
-
-    def show(self, cards: dict[int, dict]) -> None:
-        if self.store is not None and self.plan is not None:
-            windows = self.plan.windows
-            done = [i for i in range(len(windows)) if self.store.has(i)]
-            ends = [w.start for w in windows[1:]] + [self.plan.num_frames]
-            frames = sum(ends[i] - windows[i].start for i in done)  # each window's frames up to the next one's start
-            self.bar.update(self.task, completed=frames, windows=f"{len(done)}/{len(windows)}")
-        else:
-            self.bar.update(self.task, completed=sum(card["frames"] for card in cards.values()))
-        speed = self.bar.tasks[self.task].speed
-        self.bar.update(self.task, fps=f"{speed:.1f}" if speed else "-")
 
 
 def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> None:
@@ -154,7 +71,7 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
             for p in planned:
                 console.print(plan_summary(p.plan, p.estimate, source=p.job.source, engine=request.engine, family=get_family(request.star.model), ranks=1 if request.input.is_dir() else ranks.world))
         store = distributed.agree(ranks, lambda: _open_store(request, planned, ranks, weights, device, console))
-        shared = _join_run(request, planned, ranks, store, console)
+        shared = join_run(request, planned, ranks, store, console)
         if request.input.is_dir():
             _folder(request, planned, weights, device, shared, talk)
         else:
@@ -216,66 +133,6 @@ def _open_store(
     if not ranks.is_main:
         return WindowStore.attach(folder, warn=warner(_printer(console)))
     return open_store(planned[0], request, weights, device, _printer(console))
-
-
-def _run_folder(request: UpscaleRequest, planned: Planned) -> Path:
-    return request.output / FOLDER_RUN if request.input.is_dir() else work_folder(planned[0].job.dest) / "ranks"
-
-
-def _join_run(request: UpscaleRequest, planned: Planned, ranks: Ranks, store: WindowStore | None, console: Console) -> Shared:
-    """Write this rank's card; rank 0 checks that it sees every rank's card, i.e. that the folder is shared."""
-    run = distributed.new_run_id(ranks)
-    folder = _run_folder(request, planned)
-    beat = Heartbeat(folder, Owner(run, ranks.rank))
-    shared = Shared(ranks, folder, beat, RankWatch(folder, run, ranks.world))
-    distributed.agree(ranks, lambda: _start_beat(beat))
-    try:
-        distributed.agree(ranks, lambda: _check_shared(shared))
-    except StarError:
-        beat.stop("failed")
-        beat.path.unlink(missing_ok=True)
-        if ranks.is_main and (store is None or not request.star.resume):
-            shutil.rmtree(folder if store is None else store.folder, ignore_errors=True)
-        else:
-            for empty in (folder, folder.parent) if store is not None else (folder,):
-                _remove_if_empty(empty)
-        raise
-    if ranks.is_main:
-        jobs_frames = sum(p.plan.num_frames for p in planned)
-        title = planned[0].job.source.name if store is not None else f"{len(planned)} videos"
-        plan = planned[0].plan if store is not None else None
-        shared.progress = _RunProgress(console, request.quiet, title, jobs_frames, store, plan)
-        shared.progress.bar.start()
-    shared.watch_in_background()
-    return shared
-
-
-def _start_beat(beat: Heartbeat) -> None:
-    try:
-        beat.start()
-    except OSError as error:
-        raise InputError(f"cannot write to {beat.path.parent}: {error.strerror or error}") from None
-
-
-def _check_shared(shared: Shared) -> None:
-    if not shared.ranks.is_main:
-        return
-    deadline = time.monotonic() + MARKER_WAIT
-    while (missing := shared.watch.missing()) and time.monotonic() < deadline:
-        time.sleep(POLL)
-    if missing:
-        names = ", ".join(map(str, missing))
-        raise InputError(
-            f"{shared.folder.parent} is not shared by every rank (rank {names} cannot see rank 0's files there): "
-            "put the output on a filesystem every machine mounts at the same path"
-        )
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
 
 
 def _folder(

@@ -24,17 +24,8 @@ from dataclasses import dataclass, replace
 
 from star_cli.families import DEFAULT_MODEL, get_family
 from star_cli.pipeline.estimate import GiB, Estimate, Offload, flops_per_frame
-from star_cli.pipeline.plan import (
-    AUTO_TILES,
-    REFERENCE_CANVAS,
-    VAE_FACTOR,
-    Canvas,
-    Plan,
-    PlanOptions,
-    make_plan,
-    valid_latent_height,
-    valid_latent_width,
-)
+from star_cli.pipeline.plan import REFERENCE_CANVAS, Canvas, Plan, PlanOptions, make_plan
+from star_cli.pipeline.plan_rules import AUTO_TILES, VAE_FACTOR, valid_latent_height, valid_latent_width
 
 MEMORY_FRACTION = 0.9
 """Share of the free memory a plan may use: the rest absorbs allocator caching and estimate error."""

@@ -4,8 +4,8 @@ Frames stream through: the reader yields batches (decoded ahead on a thread), a
 temporal engine restores one window of the plan at a time (pipeline.windows), and
 the writer encodes as frames become final (behind, on another thread:
 pipeline.prefetch). Two steps, so a caller can show the plans between them:
-`prepare` reads and plans every file and refuses bad settings before any model
-loads; `execute` locks the outputs, opens the work folders, loads the engine once
+`prepare` (pipeline.prepare) reads and plans every file and refuses bad settings
+before any model loads; `execute` locks the outputs, opens the work folders, loads the engine once
 and writes each file. The CLI, the Python API and each rank of a distributed run
 (pipeline.scaleout) call these steps. Nothing here prints: progress leaves as
 events (pipeline.events) through the caller's callback.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -26,7 +26,6 @@ from star_cli.errors import InputError, StarError
 from star_cli.families import get_family
 from star_cli.hub.layout import MANIFEST, WeightsPaths, check_weights_dir, download_command, resolve_weights_dir, star_relpath
 from star_cli.pipeline.engines.base import Engine
-from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.events import (
     EvaluationCounter,
     FileFinished,
@@ -39,22 +38,18 @@ from star_cli.pipeline.events import (
     ignore,
 )
 from star_cli.pipeline.identity import run_identity
-from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.lock import output_locks, sweep_stale_locks
-from star_cli.pipeline.memory import check_memory, memory_budget, run_device, run_dtype_name, run_estimate
-from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.memory import check_memory, run_dtype_name
 from star_cli.pipeline.prefetch import WriteBehind, prefetched
-from star_cli.pipeline.request import StarSettings, UpscaleRequest, encode_options_for
+from star_cli.pipeline.prepare import PlannedJob, Prepared, prepare
+from star_cli.pipeline.request import StarSettings, UpscaleRequest
 from star_cli.pipeline.resume import WindowStore, work_folder
-from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.pipeline.timing import StageClock
 from star_cli.pipeline.windows import restore_windows, window_evaluations
-from star_cli.video.probe import VideoInfo, probe
-from star_cli.video.reader import count_decodable_frames, read_batches, read_frames
+from star_cli.video.probe import VideoInfo
+from star_cli.video.reader import read_batches, read_frames
 from star_cli.video.resize import LanczosResizer
-from star_cli.video.scenes import detect_scene_cuts
-from star_cli.video.segment import Segment, find_segment
-from star_cli.video.writer import VideoWriter, even_size
+from star_cli.video.writer import VideoWriter
 
 READ_BATCH = 16
 """Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
@@ -78,115 +73,6 @@ def weights_variant(star: StarSettings) -> str:
 def checked_weights(star: StarSettings) -> WeightsPaths:
     """The weights folder a STAR run reads, or a StarError naming what is missing and the command that fetches it."""
     return check_weights_dir(resolve_weights_dir(star.weights_dir), weights_variant(star))
-
-
-@dataclass
-class PlannedJob:
-    """One file, read and planned, with its writer set up (not opened)."""
-
-    job: Job
-    info: VideoInfo
-    plan: Plan
-    writer: VideoWriter
-    estimate: Estimate
-    segment: Segment | None = None
-    notes: list[str] = field(default_factory=list)  # warnings about the input or the output format
-    index: int = 1  # 1-based position among the files of the call (skipped ones count too)
-
-
-@dataclass
-class Prepared:
-    """What `prepare` found: the planned files, the unreadable ones of a folder, and the run's device."""
-
-    request: UpscaleRequest
-    jobs: list[PlannedJob]
-    skipped: list[FileSkipped]
-    count: int  # files found
-    device: str | None  # STAR: the device type the run will use
-
-
-def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment | None, int, list[int]]:
-    """Probe the source and find its segment, frame count and scene cuts (the part a bad file fails)."""
-    info = probe(job.source, ignore_errors=request.ignore_errors)
-    segment = find_segment(job.source, request.start, request.end) if request.start or request.end else None
-    if segment is not None:
-        frames = segment.frames
-    else:  # a damaged file may hold packets that decode to nothing: plan the frames the reader will yield
-        frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
-    temporal = request.engine == "star"
-    cuts = []
-    if temporal and request.scene_detect:
-        cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors, segment=segment)
-    return info, segment, frames, [c for c in cuts if 0 < c < frames]
-
-
-def _input_notes(info: VideoInfo) -> list[str]:
-    return [f"{info.path}: the video is interlaced; it is upscaled as progressive frames (deinterlace it first for clean motion)"] if info.interlaced else []
-
-
-def plan_job(
-    job: Job,
-    request: UpscaleRequest,
-    read: tuple[VideoInfo, Segment | None, int, list[int]],
-    device: str | None,
-    budget: MemoryBudget | None,
-) -> PlannedJob:
-    """Plan one read file (tiles for `budget` under --tile-size auto) and rehearse its writer, before any engine runs."""
-    info, segment, frames, cuts = read
-    if budget is None:
-        plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
-    else:
-        plan = plan_tiles(frames, info.height, info.width, request.plan, budget, scene_cuts=cuts)
-    out_h, out_w = plan.output_size
-    options = encode_options_for(job.dest, request.encode)
-    width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
-    notes = _input_notes(info)
-    if (width, height) != (out_w, out_h):
-        notes.append(
-            f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "
-            "(the last row/column dropped; --exact-size keeps it in 4:4:4, which many players refuse)"
-        )
-    start = 0 if segment is None else segment.start_pts
-    end = None if segment is None else segment.end_seconds
-    writer = VideoWriter(job.dest, info, width, height, options, start_pts=start, end_seconds=end)
-    writer.rehearse()
-    est = run_estimate(plan, request.star, device) if device is not None else estimate(plan)
-    return PlannedJob(job, info, plan, writer, est, segment, notes)
-
-
-def prepare(request: UpscaleRequest) -> Prepared:
-    """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
-    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
-    folder = request.input.is_dir()
-    made = folder and not request.output.exists()
-    if made:  # the writers check their folder; a dry run, or a failed plan, removes it again
-        request.output.mkdir()
-    keep = False
-    try:
-        prepared = _prepare_jobs(request, jobs, folder)
-        keep = not request.dry_run
-        return prepared
-    finally:
-        if made and not keep and not any(request.output.iterdir()):
-            request.output.rmdir()
-
-
-def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool) -> Prepared:
-    device = run_device(request.star) if request.engine == "star" else None
-    budget = memory_budget(request.star, device) if device is not None else None
-    planned, skipped = [], []
-    for index, job in enumerate(jobs, start=1):
-        try:
-            read = _read_source(job, request)
-        except InputError as error:
-            if not folder:
-                raise
-            skipped.append(FileSkipped(job.source, str(error)))
-            continue
-        planned.append(replace(plan_job(job, request, read, device, budget), index=index))
-    if folder and not planned and skipped:
-        raise InputError(f"no video in {request.input} could be read (first: {skipped[0].reason})")
-    return Prepared(request, planned, skipped, len(jobs), device)
 
 
 def make_engine(request: UpscaleRequest, weights: WeightsPaths | None, progress: ProgressCallback) -> Engine:

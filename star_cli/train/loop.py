@@ -36,7 +36,8 @@ from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE
 from star_cli.terminal import message
 from star_cli.train import checkpoint as ckpt
-from star_cli.train.config import Config, load_config
+from star_cli.train.config import Config
+from star_cli.train.config_file import load_config
 from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, scan_sources
 from star_cli.train.losses import LossTerms, decode_with_grad, training_loss
 from star_cli.train.validate import ValidationClip, validation_clip, write_validation

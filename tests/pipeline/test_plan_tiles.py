@@ -1,49 +1,12 @@
-"""Spatial side of the plan: the UNet size rule and the tiles."""
+"""Spatial side of the plan: the canvas cut into tiles."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from star_cli.pipeline.plan import (
-    VAE_FACTOR,
-    PlanOptions,
-    is_valid_latent_height,
-    is_valid_latent_width,
-    make_plan,
-    valid_latent_height,
-    valid_latent_width,
-)
-
-
-def survives_unet(h: int, w: int) -> bool:
-    """Run STAR's resampling geometry: 3 stride-2 convs padded (2, 1), nearest x2 ups dropping first/last row."""
-    weight = torch.zeros(1, 1, 3, 3)
-    skips = [torch.zeros(1, 1, h, w)]
-    for _ in range(3):
-        skips.append(F.conv2d(skips[-1], weight, stride=2, padding=(2, 1)))
-    x = skips.pop()
-    while skips:
-        x = F.interpolate(x, scale_factor=2, mode="nearest")[:, :, 1:-1, :]
-        if x.shape != skips.pop().shape:
-            return False
-    return True
-
-
-def test_size_rule_matches_unet_geometry():
-    for h in range(2, 50):
-        assert is_valid_latent_height(h) == survives_unet(h, 16), h
-    for w in range(8, 50):
-        assert is_valid_latent_width(w) == survives_unet(10, w), w
-    assert is_valid_latent_height(90) and is_valid_latent_width(160)
-    assert is_valid_latent_height(122) and is_valid_latent_width(216)
-
-
-def test_smallest_valid_sizes():
-    assert [valid_latent_height(h) for h in (1, 2, 3, 10, 11, 120, 122)] == [2, 2, 10, 10, 18, 122, 122]
-    assert [valid_latent_width(w) for w in (1, 8, 9, 213, 216)] == [8, 8, 16, 216, 216]
+from star_cli.pipeline.plan import PlanOptions, make_plan
+from star_cli.pipeline.plan_rules import VAE_FACTOR, is_valid_latent_height, is_valid_latent_width
 
 
 def weight_sum(plan):

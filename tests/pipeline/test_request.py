@@ -48,7 +48,7 @@ def test_torch_free_choice_lists_mirror_their_owners():
     from star_cli.pipeline.colorfix import COLOR_FIX_MODES
     from star_cli.models.vae import DEFAULT_TILE_OVERLAP, QUANTIZE_MODES
     from star_cli.pipeline.engines.placement import DTYPES
-    from star_cli.pipeline.plan import VAE_TILE_OVERLAP
+    from star_cli.pipeline.plan_rules import VAE_TILE_OVERLAP
 
     assert request.QUANTIZE_MODES == QUANTIZE_MODES
     assert VAE_TILE_OVERLAP == DEFAULT_TILE_OVERLAP

@@ -8,7 +8,8 @@ import pytest
 from rich.console import Console
 
 from star_cli.pipeline.estimate import GiB
-from star_cli.pipeline.plan import PlanOptions, is_valid_latent_height, is_valid_latent_width, make_plan
+from star_cli.pipeline.plan import PlanOptions, make_plan
+from star_cli.pipeline.plan_rules import is_valid_latent_height, is_valid_latent_width
 from star_cli.pipeline.render import plan_summary
 from star_cli.pipeline.tiling import MEMORY_FRACTION, MemoryBudget, plan_tiles, unet_tile_candidates
 

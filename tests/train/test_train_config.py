@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from star_cli.errors import InputError
-from star_cli.train.config import Config, DataConfig, TrainConfig, load_config
+from star_cli.train.config import Config, DataConfig, TrainConfig
+from star_cli.train.config_file import load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "train.example.toml"
 MINIMAL = '[data]\nroot = "clips"\n[train]\noutput_dir = "run"\n'

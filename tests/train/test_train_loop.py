@@ -20,7 +20,7 @@ from star_cli.errors import InputError
 from star_cli.models.loading import load_star_unet, read_star_config, save_star_state
 from star_cli.train import checkpoint as ckpt
 from star_cli.train import loop
-from star_cli.train.config import load_config
+from star_cli.train.config_file import load_config
 from star_cli.train.data import ClipSampler, make_loader
 from star_cli.train.losses import decode_with_grad, df_terms
 from star_cli.video.probe import probe
@@ -132,7 +132,7 @@ def test_two_cpu_processes_train_data_parallel(workspace: Path, tmp_path: Path) 
         from pathlib import Path
         from rich.console import Console
         from star_cli.train import loop
-        from star_cli.train.config import load_config
+        from star_cli.train.config_file import load_config
         from star_cli.train.data import DataPosition
         torch.set_num_threads(1)
         cfg = load_config(Path({str(workspace / "cfg.toml")!r}), {{

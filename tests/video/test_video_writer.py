@@ -12,7 +12,7 @@ from star_cli.errors import InputError, StarError
 from star_cli.testing.media import make_video
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches
-from star_cli.video.writer import EncodeOptions, VideoWriter, even_size
+from star_cli.video.writer import EncodeOptions, VideoWriter
 
 FAST = EncodeOptions(preset="ultrafast")
 
@@ -148,15 +148,6 @@ def test_odd_size_is_kept_exactly_when_asked_and_444_sources_stay_444(tmp_path):
     transcode(src, tmp_path / "x2.mp4", scale=2)
     x2 = probe(tmp_path / "x2.mp4")
     assert (x2.width, x2.height, x2.pix_fmt) == (642, 482, "yuv444p")
-
-
-def test_even_size_drops_a_pixel_only_for_subsampled_output(tmp_path):
-    info420 = probe(make_video(tmp_path / "a.mp4", frames=2, width=64, height=48, audio=False))
-    info444 = probe(make_video(tmp_path / "b.mp4", frames=2, width=64, height=48, pix_fmt="yuv444p", audio=False))
-    assert even_size(EncodeOptions(), info420, 963, 723) == (962, 722)
-    assert even_size(EncodeOptions(), info420, 962, 722) == (962, 722)
-    assert even_size(EncodeOptions(), info444, 963, 723) == (963, 723)  # 4:4:4 holds odd sizes
-    assert even_size(EncodeOptions(codec="ffv1"), info420, 963, 723) == (963, 723)  # RGB
 
 
 def test_full_range_source_stays_full_range(tmp_path):

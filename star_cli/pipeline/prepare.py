@@ -1,0 +1,137 @@
+"""The first step of `star upscale`: read and plan every file before any model loads.
+
+`prepare` probes each source (segment, frame count, scene cuts), plans it (tiles
+sized to the device's memory under --tile-size auto), and sets up and rehearses its
+writer, so a bad setting, an unreadable file (in a folder: set aside, not fatal) or
+an output the encoder refuses is found here, in one line, before the weights are
+read. What it returns is what `--dry-run` shows and what `pipeline.upscale.execute`
+(or each rank of `pipeline.scaleout`) then writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from star_cli.errors import InputError
+from star_cli.pipeline.estimate import Estimate, estimate
+from star_cli.pipeline.events import FileSkipped
+from star_cli.pipeline.jobs import Job, plan_jobs
+from star_cli.pipeline.memory import memory_budget, run_device, run_estimate
+from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.request import UpscaleRequest, encode_options_for
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
+from star_cli.video.encoding import even_size
+from star_cli.video.probe import VideoInfo, probe
+from star_cli.video.reader import count_decodable_frames
+from star_cli.video.scenes import detect_scene_cuts
+from star_cli.video.segment import Segment, find_segment
+from star_cli.video.writer import VideoWriter
+
+
+@dataclass
+class PlannedJob:
+    """One file, read and planned, with its writer set up (not opened)."""
+
+    job: Job
+    info: VideoInfo
+    plan: Plan
+    writer: VideoWriter
+    estimate: Estimate
+    segment: Segment | None = None
+    notes: list[str] = field(default_factory=list)  # warnings about the input or the output format
+    index: int = 1  # 1-based position among the files of the call (skipped ones count too)
+
+
+@dataclass
+class Prepared:
+    """What `prepare` found: the planned files, the unreadable ones of a folder, and the run's device."""
+
+    request: UpscaleRequest
+    jobs: list[PlannedJob]
+    skipped: list[FileSkipped]
+    count: int  # files found
+    device: str | None  # STAR: the device type the run will use
+
+
+def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment | None, int, list[int]]:
+    """Probe the source and find its segment, frame count and scene cuts (the part a bad file fails)."""
+    info = probe(job.source, ignore_errors=request.ignore_errors)
+    segment = find_segment(job.source, request.start, request.end) if request.start or request.end else None
+    if segment is not None:
+        frames = segment.frames
+    else:  # a damaged file may hold packets that decode to nothing: plan the frames the reader will yield
+        frames = count_decodable_frames(job.source) if request.ignore_errors else info.num_frames
+    temporal = request.engine == "star"
+    cuts = []
+    if temporal and request.scene_detect:
+        cuts = detect_scene_cuts(job.source, ignore_errors=request.ignore_errors, segment=segment)
+    return info, segment, frames, [c for c in cuts if 0 < c < frames]
+
+
+def _input_notes(info: VideoInfo) -> list[str]:
+    return [f"{info.path}: the video is interlaced; it is upscaled as progressive frames (deinterlace it first for clean motion)"] if info.interlaced else []
+
+
+def plan_job(
+    job: Job,
+    request: UpscaleRequest,
+    read: tuple[VideoInfo, Segment | None, int, list[int]],
+    device: str | None,
+    budget: MemoryBudget | None,
+) -> PlannedJob:
+    """Plan one read file (tiles for `budget` under --tile-size auto) and rehearse its writer, before any engine runs."""
+    info, segment, frames, cuts = read
+    if budget is None:
+        plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
+    else:
+        plan = plan_tiles(frames, info.height, info.width, request.plan, budget, scene_cuts=cuts)
+    out_h, out_w = plan.output_size
+    options = encode_options_for(job.dest, request.encode)
+    width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
+    notes = _input_notes(info)
+    if (width, height) != (out_w, out_h):
+        notes.append(
+            f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "
+            "(the last row/column dropped; --exact-size keeps it in 4:4:4, which many players refuse)"
+        )
+    start = 0 if segment is None else segment.start_pts
+    end = None if segment is None else segment.end_seconds
+    writer = VideoWriter(job.dest, info, width, height, options, start_pts=start, end_seconds=end)
+    writer.rehearse()
+    est = run_estimate(plan, request.star, device) if device is not None else estimate(plan)
+    return PlannedJob(job, info, plan, writer, est, segment, notes)
+
+
+def prepare(request: UpscaleRequest) -> Prepared:
+    """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
+    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
+    folder = request.input.is_dir()
+    made = folder and not request.output.exists()
+    if made:  # the writers check their folder; a dry run, or a failed plan, removes it again
+        request.output.mkdir()
+    keep = False
+    try:
+        prepared = _prepare_jobs(request, jobs, folder)
+        keep = not request.dry_run
+        return prepared
+    finally:
+        if made and not keep and not any(request.output.iterdir()):
+            request.output.rmdir()
+
+
+def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool) -> Prepared:
+    device = run_device(request.star) if request.engine == "star" else None
+    budget = memory_budget(request.star, device) if device is not None else None
+    planned, skipped = [], []
+    for index, job in enumerate(jobs, start=1):
+        try:
+            read = _read_source(job, request)
+        except InputError as error:
+            if not folder:
+                raise
+            skipped.append(FileSkipped(job.source, str(error)))
+            continue
+        planned.append(replace(plan_job(job, request, read, device, budget), index=index))
+    if folder and not planned and skipped:
+        raise InputError(f"no video in {request.input} could be read (first: {skipped[0].reason})")
+    return Prepared(request, planned, skipped, len(jobs), device)
