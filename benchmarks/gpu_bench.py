@@ -11,9 +11,9 @@ colour fix), for two shapes:
 
 each under two policies on the same card and weights: `reference` (its 720x1280 white
 canvas, chunks of 32 with 16 overlap, no tiles, the two guidance passes one after the
-other, torch's default kernels: no cuDNN autotuning, torch's SDPA order, Conv3d) and
+other, torch's default kernels: torch's SDPA order, native GroupNorm and Conv3d) and
 `ours` (the plan's defaults, guidance batched when the estimate fits, the engine's
-`fast_kernels` and `device_forms`, `--compile` if asked).
+`attention_priority` and `device_forms`, `--compile` if asked).
 
 What is timed and what is extrapolated (said again in the output):
 - sampling runs `--steps` model calls (evenly spaced) of the real solver instead of
@@ -328,13 +328,13 @@ def build_engine(args: argparse.Namespace, device: torch.device, dtype: torch.dt
 @contextmanager
 def torch_default_kernels(engine: StarEngine) -> Iterator[None]:
     """Run `engine` as the reference runs: torch's default kernels (see the module doc)."""
-    tuned = engine_module.fast_kernels
-    engine_module.fast_kernels = lambda device: nullcontext()
+    tuned = engine_module.attention_priority
+    engine_module.attention_priority = lambda device: nullcontext()
     engine.unet.set_device_forms(False)
     try:
         yield
     finally:
-        engine_module.fast_kernels = tuned
+        engine_module.attention_priority = tuned
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,15 +9,20 @@ whole-frame canvas), measured in one run:
 1. the card's two ceilings: a large fp16 matrix product (TFLOP/s) and a device copy (GB/s);
 2. the forward under cumulative kernel variants, each timed with CUDA events (median of
    `--repeats` after a warm-up) and compared with the first variant's output (max |diff|):
-   torch's defaults (what the reference runs), + cuDNN autotuning, + the engine's SDPA
-   order, + temporal convolutions as GEMMs (= the engine's default, `fast_kernels`), and
-   three candidates, each alone on top of it: channels-last 2-D convolutions, feed-forwards
-   on all tokens at once (no memory-bounding slices), and one launch per temporal
-   attention instead of the 16k-sequence-head batches;
+   torch's defaults (what the reference runs), + the engine's SDPA order
+   (`attention_priority`), + `device_forms` (video GroupNorm statistics by reductions,
+   temporal convolutions as GEMMs: the engine's default), + `--compile` (regional; its
+   warm-up is the compilation and is not timed);
 3. torch.profiler's device time of one forward, by kernel class (attention, GEMM,
    convolution, normalisation, elementwise, copies), for the defaults and the engine;
 4. the parts behind the differences alone: SDPA kernels on the top-level spatial
-   attention shape, Conv3d against `temporal_conv_as_matmuls` on the top-level shape.
+   attention shape; GroupNorm and the 3x1x1 convolution, torch's against `device_forms`',
+   on the top-level video.
+
+Measured choices left out of the engine (benchmarks/gpu_kernels.py of 2026-11-26 on an
+H200, forward speed-up over the engine then): cuDNN autotuning x1.00, channels-last 2-D
+convolutions x0.95, unsliced feed-forwards x1.01 (at the cost of the memory bound), one
+launch per temporal attention x1.01.
 
 Writes gpu_kernels.json and the profiler tables to --out ($OUT). Needs no weights file.
 `--tiny --device cpu` runs the same steps on tiny shapes (host clock, CPU profile): the smoke
@@ -33,7 +38,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -46,9 +51,8 @@ from _card import card_name, card_peak  # noqa: E402
 from flops import forward_flops  # noqa: E402
 
 from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK  # noqa: E402
-from star_cli.models import attention  # noqa: E402
-from star_cli.models.device_forms import temporal_conv_as_matmuls  # noqa: E402
-from star_cli.pipeline.engines.speedups import ATTENTION_ORDER, fast_kernels  # noqa: E402
+from star_cli.models.device_forms import group_norm_by_reductions, temporal_conv_as_matmuls  # noqa: E402
+from star_cli.pipeline.engines.speedups import attention_priority, compile_repeated_blocks  # noqa: E402
 
 # Kernel classes for the profile, matched in order against the kernel's name (cuDNN's
 # convolutions are implicit GEMMs: they are matched before plain GEMMs).
@@ -95,57 +99,23 @@ def ceilings(device: torch.device, dtype: torch.dtype, tiny: bool) -> dict[str, 
 
 
 @contextmanager
-def variant(unet: torch.nn.Module, device: torch.device, name: str) -> Iterator[None]:
-    """The kernel choices of variant `name` (cumulative, see the module doc)."""
+def variant(unet: torch.nn.Module, device: torch.device, name: str, compile_backend: str) -> Iterator[None]:
+    """The kernel choices of variant `name`: each adds one choice to the one before (see the module doc)."""
     steps = VARIANTS.index(name)
-    unet.set_temporal_conv_as_matmuls(steps >= 3)
-    with ExitStack() as stack:
-        if steps == 1:
-            stack.enter_context(_autotune())
-        elif steps == 2:
-            stack.enter_context(_autotune())
-            stack.enter_context(sdpa_kernel(list(ATTENTION_ORDER), set_priority=True))
-        elif steps >= 3:
-            stack.enter_context(fast_kernels(device))
-        if name == "+ channels-last":
-            stack.callback(conv2d_layout, unet, torch.contiguous_format)
-            conv2d_layout(unet, torch.channels_last)
-        if name == "+ unsliced feed-forward":
-            stack.callback(unet.set_feed_forward_chunk, FEED_FORWARD_CHUNK)
-            unet.set_feed_forward_chunk(None)
-        if name == "+ one temporal launch":
-            defaults = attention.multi_head_attention.__kwdefaults__
-            stack.callback(defaults.__setitem__, "max_batch_heads", defaults["max_batch_heads"])
-            defaults["max_batch_heads"] = 1 << 24
+    unet.set_device_forms(steps >= 2)
+    if name == "+ compile (regional)":  # last: compiling cannot be undone on these modules
+        compile_repeated_blocks(unet, backend=compile_backend)
+    with attention_priority(device) if steps >= 1 else nullcontext():
         yield
-
-
-def conv2d_layout(model: torch.nn.Module, layout: torch.memory_format) -> None:
-    """Store every 2-D convolution's weight in `layout`; cuDNN then runs those convolutions in it."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            module.weight.data = module.weight.data.contiguous(memory_format=layout)
-
-
-@contextmanager
-def _autotune() -> Iterator[None]:
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
 
 
 VARIANTS = (
     "torch defaults",
-    "+ cudnn autotune",
     "+ attention order",
-    "+ temporal matmuls (engine)",
-    "+ channels-last",
-    "+ unsliced feed-forward",
-    "+ one temporal launch",
+    "+ device forms (engine)",
+    "+ compile (regional)",
 )
+PROFILED = (VARIANTS[0], VARIANTS[2])
 
 
 def classify(name: str) -> str:
@@ -199,23 +169,25 @@ def sdpa_backends(device: torch.device, dtype: torch.dtype, shape: tuple[int, in
     return results
 
 
-def temporal_conv(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int, int]) -> dict:
-    """Conv3d (3x1x1) with and without cuDNN autotuning against the three-GEMM form, on one (B, C, F, H, W) video."""
+def video_layers(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int, int]) -> dict:
+    """GroupNorm and the 3x1x1 convolution on one (B, C, F, H, W) video: torch's layers against `device_forms`."""
     batch, channels, frames, height, width = shape
     conv = torch.nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)).to(device, dtype)
-    video = torch.randn(shape, device=device, dtype=dtype)
+    norm = torch.nn.GroupNorm(32, channels).to(device, dtype)
+    video = torch.randn(shape, device=device, dtype=dtype) + 1.0
     flop = 2 * 3 * channels * channels * batch * frames * height * width
     results = {}
     with torch.no_grad():
-        for label, context, fn in (
-            ("conv3d", nullcontext(), lambda: conv(video)),
-            ("conv3d autotuned", _autotune(), lambda: conv(video)),
-            ("matmuls", nullcontext(), lambda: temporal_conv_as_matmuls(conv, video)),
+        for label, fn in (
+            ("group_norm torch", lambda: norm(video)),
+            ("group_norm by reductions", lambda: group_norm_by_reductions(norm, video)),
+            ("conv3d torch", lambda: conv(video)),
+            ("conv3d as matmuls", lambda: temporal_conv_as_matmuls(conv, video)),
         ):
-            with context:
-                ms, out = timed_ms(fn, 5, device)
-            results[label] = {"ms": ms, "tflops": flop / ms / 1e9}
-        results["max_diff"] = (temporal_conv_as_matmuls(conv, video) - conv(video)).abs().max().item()
+            ms, _ = timed_ms(fn, 5, device)
+            results[label] = {"ms": ms} | ({"tflops": flop / ms / 1e9} if "conv" in label else {})
+        results["group_norm max_diff"] = (group_norm_by_reductions(norm, video) - norm(video)).abs().max().item()
+        results["conv max_diff"] = (temporal_conv_as_matmuls(conv, video) - conv(video)).abs().max().item()
     return results
 
 
@@ -229,10 +201,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--tiny", action="store_true", help="tiny model and shapes: a smoke test (CPU)")
+    parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default: inductor; eager when --tiny)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = parser.parse_args(argv)
     if args.tiny:
         args.frames, args.height, args.width = 3, 10, 8
+    args.compile_backend = args.compile_backend or ("eager" if args.tiny else "inductor")
     return args
 
 
@@ -249,11 +223,14 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
             return unet(x, t, y, hint)
 
     rows: list[dict] = []
+    profiles: dict[str, dict[str, float]] = {}
     baseline = None
     for label in VARIANTS:
         try:
-            with variant(unet, device, label):
+            with variant(unet, device, label, args.compile_backend):
                 ms, out = timed_ms(forward, args.repeats, device)
+                if label in PROFILED:
+                    profiles[label] = profile_forward(forward, device, args.out, label)
         except RuntimeError as error:
             rows.append({"variant": label, "error": str(error).splitlines()[0][:160]})
             log(f"{label:<30} failed: {rows[-1]['error']}")
@@ -265,11 +242,8 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
         rows.append(row)
         log(f"{label:<30} {ms:9.1f} ms  {tflops:7.2f} TFLOP/s  MFU {row['mfu'] or 0:6.1%}  x{row['speedup']:.3f}  "
             f"max|diff| {row['max_diff']:.2e}")
-    profiles = {}
-    for label in (VARIANTS[0], VARIANTS[3]):
-        with variant(unet, device, label):
-            profiles[label] = profile_forward(forward, device, args.out, label)
-        log(f"by class, {label}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in profiles[label].items()))
+    for label, classes in profiles.items():
+        log(f"by class, {label}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in classes.items()))
     return {"tflop": flop / 1e12, "variants": rows, "profile": profiles}
 
 
@@ -301,8 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     spatial = (args.batch * args.frames, config.dim // config.head_dim, args.height * args.width, config.head_dim)
     result["sdpa_spatial"] = sdpa_backends(device, dtype, spatial)
     log(f"SDPA {spatial}: {json.dumps(result['sdpa_spatial'])}")
-    result["temporal_conv"] = temporal_conv(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
-    log(f"temporal conv: {json.dumps(result['temporal_conv'])}")
+    result["video_layers"] = video_layers(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
+    log(f"video layers, top level: {json.dumps(result['video_layers'])}")
     result["seconds"] = time.perf_counter() - started
     (args.out / "gpu_kernels.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out / 'gpu_kernels.json'}")

@@ -23,7 +23,7 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
     assert all("error" not in row for row in variants), variants
     assert all(row["max_diff"] < 1e-4 for row in variants)  # every variant computes the same forward
     assert result["forward"]["tflop"] > 0 and result["ceilings"]["gemm_tflops"] > 0
-    assert set(result["forward"]["profile"]) == {"torch defaults", "+ temporal matmuls (engine)"}
-    assert result["temporal_conv"]["max_diff"] < 1e-4
+    assert set(result["forward"]["profile"]) == {"torch defaults", "+ device forms (engine)"}
+    assert result["video_layers"]["conv max_diff"] < 1e-4 and result["video_layers"]["group_norm max_diff"] < 1e-4
     assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict)
     assert list(tmp_path.glob("profile_*.txt"))

@@ -59,13 +59,16 @@ _P_SMALL, _F_SMALL = 90 * 160, 8.06e12
 FLOPS_PER_TOKEN_SQUARED = (_F_LARGE / _P_LARGE - _F_SMALL / _P_SMALL) / (_P_LARGE - _P_SMALL)
 FLOPS_PER_TOKEN = _F_SMALL / _P_SMALL - FLOPS_PER_TOKEN_SQUARED * _P_SMALL
 
-# VAE working sets (derived from the diffusers architectures, not measured), in channels
-# of activation per pixel-frame at full size. Decoder: its last upsampler interpolates a
-# 256-channel map to full size and convolves it, and the first full-size res-block keeps
-# input, normalised and activated copies alive: about 1024. Encoder: its full-size
-# res-blocks work on 128 channels with about four copies alive: about 512.
+# VAE working sets, in channels of activation per pixel-frame at full size. Decoder (derived
+# from the diffusers architecture; measured within 0.98-0.99 on an H200): its last upsampler
+# interpolates a 256-channel map to full size and convolves it, and the first full-size
+# res-block keeps input, normalised and activated copies alive: about 1024.
 VAE_DECODE_CHANNELS = 1024
-VAE_ENCODE_CHANNELS = 650  # measured: 2.04 GiB for one 976x1728 frame (benchmarks/vram_estimate.py)
+# Encoder: measured on an H200 (benchmarks/gpu_bench.py, float32 encode): 6.49 GiB peak at
+# 976x1728 and 7.22 GiB at 1104x1984 with the fp16 UNet resident, i.e. 310-349 channels of
+# float32 per pixel above weights and latents (the meta-tensor tracker's 650 counted
+# buffers the CUDA allocator reuses). 350 keeps the estimate just above both.
+VAE_ENCODE_CHANNELS = 350
 # The default of star_cli.models.vae's DEFAULT_GROUP (not imported here because that module
 # pulls in diffusers, which --dry-run must not wait for).
 VAE_GROUP = 3

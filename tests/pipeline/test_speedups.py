@@ -16,11 +16,13 @@ from star_cli.models import STARUNet
 from star_cli.models.blocks import ResBlock
 from star_cli.models.conditioning import Conditioning, ConditionedBlock
 from star_cli.pipeline.engines.speedups import (
+    ATTENTION_ORDER,
+    BACKEND_NAMES,
     attention_backend,
+    attention_priority,
     attention_warning,
     batch_guidance,
     compile_repeated_blocks,
-    fast_kernels,
     fused_attention_error,
     pick_attention_backend,
 )
@@ -148,11 +150,16 @@ def test_attention_backend_follows_the_engine_order(dtype, usable, expected):
     assert pick_attention_backend("cpu", dtype, usable).startswith("cpu")
 
 
-def test_fast_kernels_change_nothing_off_cuda():
-    autotune = torch.backends.cudnn.benchmark
-    with fast_kernels(torch.device("cpu")):
-        assert torch.backends.cudnn.benchmark == autotune
-        assert torch.backends.cuda.flash_sdp_enabled()
+def test_attention_priority_changes_nothing_off_cuda():
+    order = torch._C._get_sdp_priority_order()
+    with attention_priority(torch.device("cpu")):
+        assert torch._C._get_sdp_priority_order() == order
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+
+
+def test_attention_order_puts_cudnn_first_and_keeps_a_fallback():
+    assert ATTENTION_ORDER[0] == SDPBackend.CUDNN_ATTENTION and ATTENTION_ORDER[-1] == SDPBackend.MATH
+    assert len(set(ATTENTION_ORDER)) == len(ATTENTION_ORDER) == len(BACKEND_NAMES)
 
 
 def test_only_half_precision_cuda_on_the_math_kernel_is_warned_about():

@@ -42,10 +42,10 @@ from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
 from star_cli.pipeline.engines.speedups import (
     attention_backend,
+    attention_priority,
     attention_warning,
     batch_guidance,
     compile_repeated_blocks,
-    fast_kernels,
     usable_device_bytes,
 )
 from star_cli.pipeline.plan import Padding, Plan, Window
@@ -215,7 +215,7 @@ class StarEngine:
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         """The UNet's v-prediction (float32) for float32 inputs: the sampler's `Denoiser`."""
-        with torch.no_grad(), fast_kernels(self.device):
+        with torch.no_grad(), attention_priority(self.device):
             v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
         if self.on_evaluations is not None:
             self.on_evaluations(len(x_t))  # a batched-guidance call is two evaluations
@@ -230,7 +230,7 @@ class StarEngine:
         """LR latents (1, 4, F, h, w) of a window, frame by frame, each posterior sampled with `noise`."""
         self.placement.activate("vae")
         canvas = (pad_canvas(self._lr_frames(frames[i : i + 1], plan), plan.canvas.padding) for i in range(len(frames)))
-        with fast_kernels(self.device):
+        with attention_priority(self.device):
             latents = [
                 self.vae.encode(frame, noise=lambda _, mean, k=k: noise.posterior(k, mean), tile=plan.options.vae_encode_tile)
                 for k, frame in enumerate(canvas)
@@ -244,7 +244,7 @@ class StarEngine:
         done = 0
         groups = self.vae.iter_decode(latents[0].permute(1, 0, 2, 3), group=self.settings.vae_group, tile=plan.options.vae_tile)
         while True:
-            with fast_kernels(self.device):  # not held across the yield: the caller's work keeps its settings
+            with attention_priority(self.device):  # not held across the yield: the caller's work keeps its order
                 pixels = next(groups, None)
             if pixels is None:
                 break

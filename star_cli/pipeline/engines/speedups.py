@@ -13,10 +13,12 @@ same operations are scheduled on the device.
   (`ConditionedBlock`s) on its own: "regional" compilation. Blocks of one class share
   their compiled code, so compiling costs a few distinct graphs instead of one whole
   UNet, and shapes stay static per chunk x tile (a plan has at most a few).
-- `fast_kernels` wraps the engine's CUDA work: cuDNN autotuning (every plan runs a few
-  static shapes many times, so the one-off search pays back) and the SDPA kernel order
-  `ATTENTION_ORDER`; both are restored on exit, so a program using the Python API keeps
-  its own settings. `attention_backend` says which kernel the UNet's heads get.
+- `attention_priority` wraps the engine's CUDA work in the SDPA kernel order
+  `ATTENTION_ORDER`, cuDNN's fused attention first: 1.28x flash's speed on the UNet's
+  top-level attention on an H200 (409 vs 318 TFLOP/s, benchmarks/gpu_kernels.py). torch
+  2.11 already prefers it there; older releases and other cards may not. The previous
+  order is restored on exit, so a program using the Python API keeps its own.
+  `attention_backend` says which kernel the UNet's heads get.
   fp16/bf16 on CUDA must run a fused kernel (cuDNN, flash or memory-efficient); the math
   fallback materialises every score matrix and is many times slower.
 """
@@ -60,18 +62,13 @@ FUSED_HALF_BACKENDS = ("cudnn", "flash", "efficient")
 
 
 @contextmanager
-def fast_kernels(device: torch.device) -> Iterator[None]:
-    """cuDNN autotuning and `ATTENTION_ORDER` for CUDA work inside the block; elsewhere nothing changes."""
+def attention_priority(device: torch.device) -> Iterator[None]:
+    """`ATTENTION_ORDER` for the SDPA calls inside the block on CUDA; elsewhere nothing changes."""
     if device.type != "cuda":
         yield
         return
-    autotune = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        with sdpa_kernel(list(ATTENTION_ORDER), set_priority=True):
-            yield
-    finally:
-        torch.backends.cudnn.benchmark = autotune
+    with sdpa_kernel(list(ATTENTION_ORDER), set_priority=True):
+        yield
 
 
 def usable_device_bytes(device: torch.device) -> int | None:
