@@ -152,13 +152,16 @@ class TemporalTransformer(ConditionedBlock):
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(inner, heads, head_dim)])
         self.proj_out = zero_init(TokenConv1d(inner, channels))
 
+    def _norm(self, video: Tensor) -> Tensor:
+        return group_norm_by_reductions(self.norm, video) if self.device_forms else self.norm(video)
+
     def run(self, x: Tensor, cond: Conditioning) -> Tensor:
         bf, c, h, w = x.shape
         frames = cond.frames
         video = x.unflatten(0, (bf // frames, frames)).transpose(1, 2)  # (B, C, F, H, W)
         # The norm sees the whole clip: statistics over channels-in-group x frames x pixels.
-        normed = group_norm_by_reductions(self.norm, video) if self.device_forms else self.norm(video)
-        tokens = normed.permute(0, 3, 4, 2, 1).reshape(-1, frames, c)
+        # (the normed clip is a temporary: the token copy below is all that stays alive)
+        tokens = self._norm(video).permute(0, 3, 4, 2, 1).reshape(-1, frames, c)
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens)
