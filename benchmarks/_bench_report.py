@@ -1,8 +1,36 @@
-"""gpu_bench.py's verdicts and table, from its JSON-ready result."""
+"""gpu_bench.py's records, verdicts and table: a stage's figures, memory against the estimate, the speed ratios."""
 
 from __future__ import annotations
 
 from star_cli.pipeline.estimate import GiB
+
+
+def stage(per_unit: float, units: int, full_units: float, warmup: float, flops_per_unit: int, peak: float | None) -> dict:
+    """A stage's figures: `per_unit` seconds measured over `units`, multiplied out to `full_units`.
+
+    `warmup` is the first unit's time; what it took beyond a steady unit is paid once in the full run.
+    """
+    tflops = flops_per_unit / per_unit / 1e12 if per_unit > 0 else 0.0
+    extra = max(0.0, warmup - per_unit)
+    return {
+        "per_unit_s": per_unit,
+        "measured_units": units,
+        "full_units": full_units,
+        "warmup_extra_s": extra,
+        "full_s": per_unit * full_units + extra,
+        "units_per_s": 1 / per_unit if per_unit > 0 else 0.0,
+        "tflop_per_unit": flops_per_unit / 1e12,
+        "tflops": tflops,
+        "mfu": tflops / peak if peak else None,
+    }
+
+
+def memory(measured: int | None, predicted: int) -> dict:
+    return {
+        "peak_gib": None if measured is None else measured / GiB,
+        "estimate_gib": predicted / GiB,
+        "ratio": None if measured is None else measured / predicted,
+    }
 
 
 def speedups(runs: list[dict]) -> dict[str, dict[str, float]]:

@@ -56,7 +56,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _models as models  # noqa: E402
-from _bench_report import render_table, speedups  # noqa: E402
+from _bench_report import memory, render_table, speedups, stage  # noqa: E402
 from _card import card_name, card_peak, device_peak, host_rss, reset_peak, sync  # noqa: E402
 from _tracker import count_flops  # noqa: E402
 from flops import forward_flops  # noqa: E402
@@ -154,34 +154,6 @@ def plan_for(case: Case, policy: str, tile_size: tuple[int, int] | None | str) -
         if tile_size != "default":
             options = replace(options, tile_size=tile_size)
     return make_plan(case.frames, case.height, case.width, options)
-
-
-def stage(per_unit: float, units: int, full_units: float, warmup: float, flops_per_unit: int, peak: float | None) -> dict:
-    """A stage's figures: `per_unit` seconds measured over `units`, multiplied out to `full_units`.
-
-    `warmup` is the first unit's time; what it took beyond a steady unit is paid once in the full run.
-    """
-    tflops = flops_per_unit / per_unit / 1e12 if per_unit > 0 else 0.0
-    extra = max(0.0, warmup - per_unit)
-    return {
-        "per_unit_s": per_unit,
-        "measured_units": units,
-        "full_units": full_units,
-        "warmup_extra_s": extra,
-        "full_s": per_unit * full_units + extra,
-        "units_per_s": 1 / per_unit if per_unit > 0 else 0.0,
-        "tflop_per_unit": flops_per_unit / 1e12,
-        "tflops": tflops,
-        "mfu": tflops / peak if peak else None,
-    }
-
-
-def memory(measured: int | None, predicted: int) -> dict:
-    return {
-        "peak_gib": None if measured is None else measured / GiB,
-        "estimate_gib": predicted / GiB,
-        "ratio": None if measured is None else measured / predicted,
-    }
 
 
 def run_policy(
