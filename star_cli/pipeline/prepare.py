@@ -19,7 +19,8 @@ from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.memory import memory_budget, run_device, run_estimate
 from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
-from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
+from star_cli.pipeline.resume import stored_tiles
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles, restore_tiles
 from star_cli.video.encoding import even_size
 from star_cli.video.probe import VideoInfo, probe
 from star_cli.video.reader import count_decodable_frames
@@ -81,7 +82,11 @@ def plan_job(
 ) -> PlannedJob:
     """Plan one read file (tiles for `budget` under --tile-size auto) and rehearse its writer, before any engine runs."""
     info, segment, frames, cuts = read
-    if budget is None:
+    resumed = restore_tiles(request.plan, stored_tiles(job.dest)) if request.star.resume and budget else None
+    if resumed is not None:
+        plan = make_plan(frames, info.height, info.width, resumed, scene_cuts=cuts)
+        plan = replace(plan, tiling="the tiles the interrupted run chose (--resume)")
+    elif budget is None:
         plan = make_plan(frames, info.height, info.width, request.plan, scene_cuts=cuts)
     else:
         plan = plan_tiles(frames, info.height, info.width, request.plan, budget, scene_cuts=cuts)

@@ -7,9 +7,11 @@ on (seed, window index), the joined frames are the same as an uninterrupted run'
 The folder is removed when the output is in place.
 
 Layout (the API other modules build on is `WindowStore`):
-- `state.json`: {"format", "identity"}: the run's identity (`pipeline.identity`),
-  written atomically when the store opens. `--resume` with another identity is
-  refused with the reason; a garbled state file discards the folder with a warning.
+- `state.json`: {"format", "identity", "tiles"}: the run's identity (`pipeline.identity`),
+  written atomically when the store opens, and its tile choice (`tiling.tile_choice`),
+  which a resumed `--tile-size auto` run plans with (`stored_tiles`) instead of planning
+  for the memory free now. `--resume` with another identity is refused with the
+  reason; a garbled state file discards the folder with a warning.
 - `window_NNNNNN.mkv`: window NNNNNN's frames, renamed into place when complete.
 - `window_NNNNNN.json`: its commit record {"sha256", "shape"}, written (atomically)
   after the .mkv. A window counts as finished only when both exist and agree;
@@ -42,6 +44,12 @@ def work_folder(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.star-work")
 
 
+def stored_tiles(dest: Path) -> object:
+    """The tile choice an interrupted run writing `dest` stored, or None (no work folder, or an older one)."""
+    state = _read_json(work_folder(dest) / STATE_FILE)
+    return state.get("tiles") if isinstance(state, dict) else None
+
+
 def _write_json(path: Path, data: object) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data), encoding="utf-8")
@@ -62,7 +70,7 @@ def _sha256(path: Path) -> str:
 class WindowStore:
     """Finished windows of one run, keyed by window index (see the module doc for the layout).
 
-    `WindowStore(folder, identity, resume=..., warn=...)` opens the folder: without
+    `WindowStore(folder, identity, resume=..., warn=..., tiles=...)` opens the folder: without
     `resume` it starts empty; with it, a matching identity keeps the stored windows
     and a different one raises `InputError` naming the difference. `load(index, shape)`
     returns a verified window or None, `save(index, frames)` commits one, `remove()`
@@ -70,7 +78,13 @@ class WindowStore:
     """
 
     def __init__(
-        self, folder: Path, identity: Identity, *, resume: bool, warn: Callable[[str], None] = lambda _: None
+        self,
+        folder: Path,
+        identity: Identity,
+        *,
+        resume: bool,
+        warn: Callable[[str], None] = lambda _: None,
+        tiles: dict[str, object] | None = None,
     ) -> None:
         self.folder = folder
         self.warn = warn
@@ -87,7 +101,7 @@ class WindowStore:
             self._clear()
         try:
             folder.mkdir(exist_ok=True)
-            _write_json(state_path, {"format": STATE_FORMAT, "identity": identity})
+            _write_json(state_path, {"format": STATE_FORMAT, "identity": identity, "tiles": tiles})
         except OSError as error:
             raise StarError(f"cannot write the work folder {folder}: {error.strerror or error}") from None
 

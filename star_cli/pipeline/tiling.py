@@ -124,6 +124,30 @@ def _flops_note(whole: Plan, chosen: Plan) -> str:
     return f"the whole canvas costs {ratio:.2f}x the UNet FLOPs of {REFERENCE_CANVAS[1]}x{REFERENCE_CANVAS[0]} tiles"
 
 
+TILE_FIELDS = ("tile_size", "vae_tile", "vae_encode_tile")
+
+
+def tile_choice(options: PlanOptions) -> dict[str, object]:
+    """The tile fields of a planned run's options, JSON-ready (what `--resume` restores under 'auto')."""
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in
+            ((name, getattr(options, name)) for name in TILE_FIELDS)}
+
+
+def restore_tiles(options: PlanOptions, choice: object) -> PlanOptions | None:
+    """`options` with an interrupted run's `tile_choice` in place of 'auto'; None if not 'auto' or `choice` is malformed.
+
+    Free memory may differ when a run resumes, and 'auto' would then plan other tiles
+    (other frames): the stored choice keeps the run's plan, as its windows need.
+    """
+    if options.tile_size != AUTO_TILES or not isinstance(choice, dict) or set(choice) != set(TILE_FIELDS):
+        return None
+    tile, vae, encode = (choice[name] for name in TILE_FIELDS)
+    whole_or_pair = tile is None or (isinstance(tile, list) and len(tile) == 2 and all(type(v) is int and v > 0 for v in tile))
+    if not whole_or_pair or any(v is not None and (type(v) is not int or v <= 0) for v in (vae, encode)):
+        return None
+    return replace(options, tile_size=None if tile is None else tuple(tile), vae_tile=vae, vae_encode_tile=encode)
+
+
 def plan_tiles(
     num_frames: int,
     height: int,

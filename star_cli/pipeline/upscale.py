@@ -44,6 +44,7 @@ from star_cli.pipeline.prefetch import WriteBehind, prefetched
 from star_cli.pipeline.prepare import PlannedJob, Prepared, prepare
 from star_cli.pipeline.request import StarSettings, UpscaleRequest
 from star_cli.pipeline.resume import WindowStore, work_folder
+from star_cli.pipeline.tiling import tile_choice
 from star_cli.pipeline.timing import StageClock
 from star_cli.pipeline.windows import restore_windows, window_evaluations
 from star_cli.video.probe import VideoInfo
@@ -91,7 +92,10 @@ def open_store(planned: PlannedJob, request: UpscaleRequest, weights: WeightsPat
     # the tiling note holds memory figures of this machine, not frame settings
     plan = replace(planned.plan, tiling="")
     identity = run_identity(request, planned.job.source, plan, weights, dtype=run_dtype_name(request.star, device))
-    return WindowStore(work_folder(planned.job.dest), identity, resume=request.star.resume, warn=warner(progress))
+    return WindowStore(
+        work_folder(planned.job.dest), identity, resume=request.star.resume, warn=warner(progress),
+        tiles=tile_choice(planned.plan.options),
+    )
 
 
 def warner(progress: ProgressCallback) -> Callable[[str], None]:

@@ -79,7 +79,7 @@ def test_another_identity_is_refused_naming_the_difference(stored):
 
 
 def test_the_state_file_is_written_whole(stored):
-    assert json.loads((stored / "state.json").read_text()) == {"format": 2, "identity": IDENTITY}
+    assert json.loads((stored / "state.json").read_text()) == {"format": 2, "identity": IDENTITY, "tiles": None}
     assert [p.name for p in stored.iterdir() if "partial" in p.name] == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -10,8 +11,19 @@ from rich.console import Console
 from star_cli.pipeline.estimate import GiB
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.plan_rules import is_valid_latent_height, is_valid_latent_width
+from star_cli.pipeline.prepare import prepare
 from star_cli.pipeline.render import plan_summary
-from star_cli.pipeline.tiling import MEMORY_FRACTION, MemoryBudget, plan_tiles, unet_tile_candidates
+from star_cli.pipeline.request import build_request, request_defaults
+from star_cli.pipeline.resume import WindowStore, stored_tiles, work_folder
+from star_cli.pipeline.tiling import (
+    MEMORY_FRACTION,
+    MemoryBudget,
+    plan_tiles,
+    restore_tiles,
+    tile_choice,
+    unet_tile_candidates,
+)
+from star_cli.testing.media import make_video
 
 FRAMES, HEIGHT, WIDTH = 72, 240, 426  # 426x240 at x4: the reference's 976x1728-sized canvas
 
@@ -105,3 +117,34 @@ def test_bad_quantize_is_bad_input(tmp_path):
 
     result = CliRunner().invoke(app, ["upscale", str(tmp_path / "x.mp4"), "-o", str(tmp_path / "y.mp4"), "--quantize", "floor"])
     assert result.exit_code == 2 and "--quantize must be one of round, truncate" in result.output
+
+
+def test_a_tile_choice_round_trips_and_only_replaces_auto():
+    chosen = PlanOptions(scale=4, tile_size=(592, 960), vae_tile=64, vae_encode_tile=None)
+    choice = json.loads(json.dumps(tile_choice(chosen)))  # as stored in the work folder
+    restored = restore_tiles(PlanOptions(scale=4), choice)
+    assert (restored.tile_size, restored.vae_tile, restored.vae_encode_tile) == ((592, 960), 64, None)
+    assert restore_tiles(PlanOptions(scale=4, tile_size=None), choice) is None  # the user fixed the tiles
+    for bad in (None, [], {"tile_size": None}, {**choice, "tile_size": [592]}, {**choice, "vae_tile": "64"},
+                {**choice, "vae_tile": -1}, {**choice, "tile_size": [592, True]}):
+        assert restore_tiles(PlanOptions(scale=4), bad) is None, bad
+
+
+def test_resume_plans_the_tiles_the_interrupted_run_stored(tmp_path, monkeypatch):
+    clip = make_video(tmp_path / "in.mp4", frames=4, width=32, height=24)
+    dest = tmp_path / "out.mkv"
+    monkeypatch.setattr("star_cli.pipeline.prepare.memory_budget", lambda *args: MemoryBudget(None, 256 * GiB, dtype_bytes=4))
+
+    def planned(resume: bool):
+        request = build_request(**{**request_defaults(), "input": clip, "output": dest, "resume": resume, "device": "cpu"})
+        (job,) = prepare(request).jobs
+        return job.plan
+
+    assert planned(resume=True).options.vae_tile is None  # plenty of memory, no work folder: whole frames
+    WindowStore(work_folder(dest), {"version": "x"}, resume=False,
+                tiles=tile_choice(PlanOptions(scale=4, tile_size=None, vae_tile=48, vae_encode_tile=64)))
+    assert stored_tiles(dest)["vae_tile"] == 48
+    plan = planned(resume=True)
+    assert (plan.options.tile_size, plan.options.vae_tile, plan.options.vae_encode_tile) == (None, 48, 64)
+    assert "--resume" in plan.tiling
+    assert planned(resume=False).options.vae_tile is None  # a fresh run plans for the memory free now
