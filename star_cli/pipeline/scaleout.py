@@ -1,8 +1,9 @@
 """`star upscale` over the ranks of a launched run (torchrun, accelerate launch, --gpus/--devices).
 
 1. Every rank plans the same jobs and checks memory (its own device; the machine's
-   host memory shared by its ranks) and the weights; `distributed.agree` makes any
-   failure every rank's, reported once by rank 0, before any rank loads weights.
+   host memory shared by its ranks) and the weights, and rank 0 takes every output's
+   lock (`pipeline.lock`, held to the end); `distributed.agree` makes any failure
+   every rank's, reported once by rank 0, before any rank loads weights.
 2. Every rank writes its heartbeat card into the run folder beside the output, and
    rank 0 checks it sees all of them: else the output folder is not shared (exit 2).
 3. A folder: each video goes to one rank, longest first; each rank writes its
@@ -23,6 +24,7 @@ import hashlib
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 
 import numpy as np
@@ -33,6 +35,7 @@ from star_cli.families import get_family
 from star_cli.hub import WeightsPaths
 from star_cli.pipeline import distributed
 from star_cli.pipeline.identity import frame_options
+from star_cli.pipeline.lock import output_locks
 from star_cli.pipeline.claims import PeerFailure, WindowClaims
 from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
@@ -64,9 +67,12 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
     distributed.start(ranks)
     talk = console if ranks.is_main else Console(stderr=True, quiet=not request.verbose)
     shared: Shared | None = None
+    held = ExitStack()
     try:
         request, planned, weights, device = distributed.agree(ranks, lambda: _prepare(request, ranks, console))
         distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
+        # rank 0 holds every output's lock (a second run on them is refused) until the run ends
+        distributed.agree(ranks, lambda: held.enter_context(output_locks([p.job.dest for p in planned])) if ranks.is_main else None)
         if request.verbose and ranks.is_main:
             for p in planned:
                 console.print(plan_summary(p.plan, p.estimate, source=p.job.source, engine=request.engine, family=get_family(request.star.model), ranks=1 if request.input.is_dir() else ranks.world))
@@ -84,6 +90,7 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
             shared.close("failed", str(error) or type(error).__name__)
         raise _exit_for(error, ranks) from None
     finally:
+        held.close()
         distributed.stop(ranks)
 
 

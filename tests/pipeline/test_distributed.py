@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from star_cli.cli import app
+from star_cli.pipeline.lock import OutputLock
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.resume import work_folder
 from star_cli.testing import make_tiny_weights
@@ -195,3 +196,17 @@ def test_bad_input_on_one_rank_is_reported_once_and_every_rank_exits_2(clip, wei
     assert rank0.stderr.strip().splitlines() == ["error: rank 1: input not found: in.mp4"]
     assert rank1.stderr == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["node0", "node1"]
+
+
+def test_an_output_another_run_is_writing_is_refused_once_by_every_rank(clip, weights, tmp_path):
+    out = tmp_path / "out.mkv"
+    lock = OutputLock(out)
+    lock.acquire()
+    try:
+        rank0, rank1 = by_hand(star_args(clip, out, weights), [tmp_path, tmp_path])
+    finally:
+        lock.release()
+    assert (rank0.returncode, rank1.returncode) == (2, 2), rank0.stderr + rank1.stderr
+    assert rank0.stderr.strip().splitlines() == [f"error: another star run (pid {os.getpid()}) is writing {out}: wait for it to finish or stop it"]
+    assert rank1.stderr == ""
+    assert not out.exists() and not work_folder(out).exists()
