@@ -34,7 +34,7 @@ from star_cli.families.base import LOAD_TIME_SETTINGS
 from star_cli.pipeline.estimate import Estimate
 from star_cli.pipeline.events import ProgressCallback, ignore
 from star_cli.pipeline.frames import upscale_array, upscale_stream
-from star_cli.pipeline.memory import memory_budget, run_estimate
+from star_cli.pipeline.memory import FreeMemory, free_memory, memory_budget, run_device, run_estimate
 from star_cli.pipeline.plan import Plan
 from star_cli.pipeline.prepare import prepare
 from star_cli.pipeline.request import UpscaleRequest, build_request, request_defaults
@@ -70,8 +70,12 @@ def _as_uint8(frames: Any) -> tuple[np.ndarray, bool]:
 class STARPipeline:
     """Loaded STAR models plus the settings they were loaded with; call it on frames, streams or files."""
 
-    def __init__(self, engine: FamilyEngine) -> None:
+    def __init__(self, engine: FamilyEngine, free: FreeMemory | None = None) -> None:
+        """`free`: the memory measured before `engine` loaded, what `--tile-size auto` plans against
+        (the estimate counts the weights, so memory measured with them loaded would count them twice);
+        None measures it now."""
         self.engine = engine
+        self._free = free_memory(engine.device.type) if free is None else free
 
     @classmethod
     def from_pretrained(
@@ -88,13 +92,17 @@ class STARPipeline:
         """Load STAR from a weights folder (`star download-weights`); a StarError names anything missing.
 
         `model`: the family, as `star upscale --model` names it (i2vgenxl, cogvideox).
-        `checkpoint`: None for the family's own (light; cogvideox), or for i2vgenxl light,
-        heavy, a .safetensors/.pt file or a `star train` output folder.
+        `checkpoint`: None for the family's default (i2vgenxl: light; cogvideox: cogvideox);
+        i2vgenxl also takes heavy, a .safetensors/.pt file or a `star train` output folder,
+        cogvideox a converted .safetensors file. The memory free before loading is kept:
+        `--tile-size auto` plans against it, as `star upscale` plans against the memory
+        free before its models load.
         """
         request = _request(weights_dir=None if weights_dir is None else Path(weights_dir), checkpoint=checkpoint,
                            device=device, dtype=dtype, offload=offload, model=model)
-        engine = get_family(model).load_engine(request.star, checked_weights(request.star), progress=progress)
-        return cls(engine)
+        weights = checked_weights(request.star)
+        free = free_memory(run_device(request.star))  # before the models take their share, as `star upscale` measures it
+        return cls(get_family(request.star.model).load_engine(request.star, weights, progress=progress), free)
 
     def _load_settings(self) -> dict[str, Any]:
         star = self.engine.settings
@@ -144,7 +152,7 @@ class STARPipeline:
     ) -> None:
         """Exactly what `star upscale INPUT -o OUTPUT` does (a file or a folder), with these models loaded once."""
         request, engine = self._configured({"input": Path(input), "output": Path(output), "scale": scale, **options})
-        execute(prepare(request), progress=progress, engine=engine)
+        execute(prepare(request, self._free), progress=progress, engine=engine)
 
     def plan(self, num_frames: int, height: int, width: int, *, scale: float = 4.0, **options: Any) -> PlanEstimate:
         """The plan of a clip of this size and its memory/FLOP estimate on this pipeline's device (what --dry-run shows)."""
@@ -153,8 +161,8 @@ class STARPipeline:
         return PlanEstimate(plan, run_estimate(plan, request.star, self.engine.device.type))
 
     def _budget(self, request: UpscaleRequest) -> MemoryBudget:
-        """The memory `--tile-size auto` plans against on this pipeline's device, measured now (as `star upscale` does)."""
-        return memory_budget(request.star, self.engine.device.type)
+        """What `--tile-size auto` plans against: `star upscale`'s budget for these settings, on the memory free before loading."""
+        return memory_budget(request.star, self.engine.device.type, self._free)
 
     def _plan(self, request: UpscaleRequest, num_frames: int, height: int, width: int) -> Plan:
         """The plan `star upscale` makes for a file of these frames (no scene cuts), 'auto' tiles included."""

@@ -96,13 +96,17 @@ def test_stream_of_one_window_equals_the_array_and_long_streams_yield_every_fram
 
 
 def test_auto_tiles_are_planned_against_the_memory_as_the_cli_plans_them(pipe, weights, tmp_path, monkeypatch):
-    """Under --tile-size auto, memory too small for whole frames: the API's plan and frames are the CLI's."""
+    """Memory too small for whole frames under --tile-size auto: the API's plan and frames are the CLI's.
+
+    Both plan against the memory free before the models load: the pipeline measures it in
+    `from_pretrained` and keeps it (the estimate counts the weights once).
+    """
     settings = dict(chunk_len=2, chunk_overlap=0, guidance=1.0, steps=2)
-    clip = make_video(tmp_path / "in.mp4", frames=2, width=100, height=12)  # 400 px wide: room for VAE tiles
-    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: 2**50)
-    whole = pipe.plan(2, 12, 100, scale=4, **settings).plan
-    need = memory_budget(pipe.engine.settings, "cpu").need(whole)
-    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: need)  # 90% of it is planned for
+    clip = make_video(tmp_path / "in.mp4", frames=2, width=136, height=24)  # 544 px wide: room for VAE tiles
+    whole = pipe.plan(2, 24, 136, scale=4, tile_size="none", **settings).plan
+    host = [memory_budget(pipe.engine.settings, "cpu").need(whole)]  # 90% of it is planned for: whole frames do not fit
+    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: host[0])
+    pipe = STARPipeline.from_pretrained(weights, device="cpu")
     prepared = []
     real_prepare = prepare_module.prepare
     monkeypatch.setattr(prepare_module, "prepare", lambda request: prepared.append(real_prepare(request)) or prepared[-1])
@@ -112,12 +116,15 @@ def test_auto_tiles_are_planned_against_the_memory_as_the_cli_plans_them(pipe, w
             "--guidance", "1", "--steps", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    planned = pipe.plan(2, 12, 100, scale=4, **settings).plan
+    host[0] = 2**20  # the pipeline's models took the rest since it loaded
+    planned = pipe.plan(2, 24, 136, scale=4, **settings).plan
     o = planned.options
     assert (o.tile_size, o.vae_tile, o.vae_encode_tile) != (None, None, None) and "tiled because" in planned.tiling
     assert planned == prepared[0].jobs[0].plan
     frames = np.concatenate([b.frames for b in read_batches(clip, 2)])
     np.testing.assert_array_equal(pipe(frames, scale=4, **settings), decoded(out))
+    pipe.upscale_file(clip, tmp_path / "api.mkv", scale=4, codec="ffv1", scene_detect=False, quiet=True, **settings)
+    np.testing.assert_array_equal(decoded(tmp_path / "api.mkv"), decoded(out))
 
 
 def test_errors_are_star_errors_with_the_cli_messages(pipe, tmp_path):
