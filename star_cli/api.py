@@ -133,7 +133,8 @@ class STARPipeline:
     ) -> Iterator[np.ndarray]:
         """Upscale uint8 (H, W, 3) frames from any iterable, yielding each output frame once final.
 
-        Memory stays at about one and a half windows whatever the length. Windows have a
+        Memory stays at about one and a half windows whatever the length (two for
+        cogvideox, whose windows are its native clip). Windows have a
         fixed span here (the length is unknown in advance), so the frames can differ
         slightly from a whole-array call at window seams. Tiles under 'auto' are those
         a file of one full window would get.

@@ -5,8 +5,9 @@ exactly as `star upscale` plans a file of the same frames, without scene detecti
 which reads files), so both give the same frames for the same settings. A stream's
 length is unknown until it ends, so it is cut into windows of a fixed span as frames
 arrive (each the size of a file plan's largest window, the last one taking up a short
-tail), cross-faded with their neighbours like a file plan's windows; memory stays at
-about one and a half windows (two where windows are chunks of one fixed length).
+tail, or starting earlier where windows are chunks of one fixed length), cross-faded
+with their neighbours like a file plan's windows; memory stays at about one and a half
+windows (two for fixed-length ones).
 """
 
 from __future__ import annotations
