@@ -2,7 +2,7 @@
 
     from star_cli import STARPipeline
 
-    pipe = STARPipeline.from_pretrained(checkpoint="light", device="auto")
+    pipe = STARPipeline.from_pretrained(model="i2vgenxl", device="auto")   # or model="cogvideox"
     out = pipe(frames, scale=4, prompt="", seed=0)   # uint8 (N, H, W, 3) numpy -> same
     for frame in pipe.stream(frames_iterable, scale=4):
         ...                                           # bounded memory, any length
@@ -10,7 +10,9 @@
     plan = pipe.plan(num_frames, height, width, scale=4)
 
 Every keyword of `star upscale` is a keyword here (`chunk_len=8`, `steps=10`, ...),
-validated by the same `build_request`. Errors are `StarError` subclasses
+validated by the same `build_request` for the loaded model family, and
+`--tile-size auto` is resolved against this device's memory by the CLI's own
+`plan_tiles`, so frames and plans are the CLI's. Errors are `StarError` subclasses
 (`InputError` for bad input) carrying the CLI's one-line messages; nothing here
 exits the process. `progress` takes a callback of `star_cli.pipeline.events` events.
 """
@@ -27,17 +29,18 @@ import numpy as np
 import torch
 
 from star_cli.errors import InputError
-from star_cli.families.i2vgenxl.engine import StarEngine
+from star_cli.families import DEFAULT_MODEL, FamilyEngine, get_family
+from star_cli.families.base import LOAD_TIME_SETTINGS
 from star_cli.pipeline.estimate import Estimate
 from star_cli.pipeline.events import ProgressCallback, ignore
 from star_cli.pipeline.frames import upscale_array, upscale_stream
-from star_cli.pipeline.memory import run_estimate
-from star_cli.pipeline.plan import Plan, make_plan
+from star_cli.pipeline.memory import FreeMemory, free_memory, memory_budget, run_device, run_estimate
+from star_cli.pipeline.plan import Plan
 from star_cli.pipeline.prepare import prepare
 from star_cli.pipeline.request import UpscaleRequest, build_request, request_defaults
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.pipeline.upscale import checked_weights, execute
 
-_LOAD_KEYS = ("weights_dir", "checkpoint", "device", "dtype", "offload", "model", "compile")
 _FILE_ONLY_KEYS = ("input", "output", "dry_run", "engine")
 
 
@@ -67,35 +70,46 @@ def _as_uint8(frames: Any) -> tuple[np.ndarray, bool]:
 class STARPipeline:
     """Loaded STAR models plus the settings they were loaded with; call it on frames, streams or files."""
 
-    def __init__(self, engine: StarEngine) -> None:
+    def __init__(self, engine: FamilyEngine, free: FreeMemory | None = None) -> None:
+        """`free`: the memory measured before `engine` loaded, what `--tile-size auto` plans against
+        (the estimate counts the weights, so memory measured with them loaded would count them twice);
+        None measures it now."""
         self.engine = engine
+        self._free = free_memory(engine.device.type) if free is None else free
 
     @classmethod
     def from_pretrained(
         cls,
         weights_dir: str | os.PathLike | None = None,
-        checkpoint: str = "light",
+        checkpoint: str | None = None,
         device: str = "auto",
         dtype: str | None = None,
         offload: str = "none",
+        model: str = DEFAULT_MODEL,
         *,
         progress: ProgressCallback = ignore,
     ) -> STARPipeline:
         """Load STAR from a weights folder (`star download-weights`); a StarError names anything missing.
 
-        `checkpoint`: light, heavy, a .safetensors/.pt file or a `star train` output folder.
+        `model`: the family, as `star upscale --model` names it (i2vgenxl, cogvideox).
+        `checkpoint`: None for the family's default (i2vgenxl: light; cogvideox: cogvideox);
+        i2vgenxl also takes heavy, a .safetensors/.pt file or a `star train` output folder,
+        cogvideox a converted .safetensors file. The memory free before loading is kept:
+        `--tile-size auto` plans against it, as `star upscale` plans against the memory
+        free before its models load.
         """
         request = _request(weights_dir=None if weights_dir is None else Path(weights_dir), checkpoint=checkpoint,
-                           device=device, dtype=dtype, offload=offload)
-        engine = StarEngine.load(request.star, checked_weights(request.star), progress=progress)
-        return cls(engine)
+                           device=device, dtype=dtype, offload=offload, model=model)
+        weights = checked_weights(request.star)
+        free = free_memory(run_device(request.star))  # before the models take their share, as `star upscale` measures it
+        return cls(get_family(request.star.model).load_engine(request.star, weights, progress=progress), free)
 
     def _load_settings(self) -> dict[str, Any]:
         star = self.engine.settings
-        return {key: getattr(star, key) for key in _LOAD_KEYS}
+        return {key: getattr(star, key) for key in LOAD_TIME_SETTINGS}
 
-    def _configured(self, options: dict[str, Any]) -> tuple[UpscaleRequest, StarEngine]:
-        fixed = [key for key in (*_LOAD_KEYS, *_FILE_ONLY_KEYS) if key in options and key not in ("input", "output")]
+    def _configured(self, options: dict[str, Any]) -> tuple[UpscaleRequest, FamilyEngine]:
+        fixed = [key for key in (*LOAD_TIME_SETTINGS, *_FILE_ONLY_KEYS) if key in options and key not in ("input", "output")]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change per call: load another pipeline (from_pretrained) for that")
         request = _request(**self._load_settings(), **options)
@@ -109,7 +123,7 @@ class STARPipeline:
         """
         array, was_torch = _as_uint8(frames)
         request, engine = self._configured({"scale": scale, **options})
-        out = upscale_array(engine, array, request.plan, progress)
+        out = upscale_array(engine, array, self._plan(request, *array.shape[:3]), progress)
         if was_torch:
             return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255)
         return out
@@ -119,12 +133,14 @@ class STARPipeline:
     ) -> Iterator[np.ndarray]:
         """Upscale uint8 (H, W, 3) frames from any iterable, yielding each output frame once final.
 
-        Memory stays at about one and a half windows whatever the length. Windows have a
+        Memory stays at about one and a half windows whatever the length (two for
+        cogvideox, whose windows are its native clip). Windows have a
         fixed span here (the length is unknown in advance), so the frames can differ
-        slightly from a whole-array call at window seams.
+        slightly from a whole-array call at window seams. Tiles under 'auto' are those
+        a file of one full window would get.
         """
         request, engine = self._configured({"scale": scale, **options})
-        return upscale_stream(engine, frames, request.plan, progress)
+        return upscale_stream(engine, frames, request.plan, progress, self._budget(request))
 
     def upscale_file(
         self,
@@ -137,13 +153,21 @@ class STARPipeline:
     ) -> None:
         """Exactly what `star upscale INPUT -o OUTPUT` does (a file or a folder), with these models loaded once."""
         request, engine = self._configured({"input": Path(input), "output": Path(output), "scale": scale, **options})
-        execute(prepare(request), progress=progress, engine=engine)
+        execute(prepare(request, self._free), progress=progress, engine=engine)
 
     def plan(self, num_frames: int, height: int, width: int, *, scale: float = 4.0, **options: Any) -> PlanEstimate:
         """The plan of a clip of this size and its memory/FLOP estimate on this pipeline's device (what --dry-run shows)."""
         request, _ = self._configured({"scale": scale, **options})
-        plan = make_plan(num_frames, height, width, request.plan)
+        plan = self._plan(request, num_frames, height, width)
         return PlanEstimate(plan, run_estimate(plan, request.star, self.engine.device.type))
+
+    def _budget(self, request: UpscaleRequest) -> MemoryBudget:
+        """What `--tile-size auto` plans against: `star upscale`'s budget for these settings, on the memory free before loading."""
+        return memory_budget(request.star, self.engine.device.type, self._free)
+
+    def _plan(self, request: UpscaleRequest, num_frames: int, height: int, width: int) -> Plan:
+        """The plan `star upscale` makes for a file of these frames (no scene cuts), 'auto' tiles included."""
+        return plan_tiles(num_frames, height, width, request.plan, self._budget(request))
 
 
 def _request(**options: Any) -> UpscaleRequest:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from importlib import import_module
 
 from star_cli.errors import InputError
-from star_cli.families.base import Engine, Family, FamilyDefaults
+from star_cli.families.base import Engine, Family, FamilyDefaults, FamilyEngine
 
 MODELS = ("i2vgenxl", "cogvideox")
 DEFAULT_MODEL = MODELS[0]
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "Engine", "Family", "FamilyDefaults", "get_family"]
+__all__ = ["DEFAULT_MODEL", "MODELS", "Engine", "Family", "FamilyDefaults", "FamilyEngine", "get_family"]
 
 
 def get_family(name: str) -> Family:

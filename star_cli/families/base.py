@@ -11,16 +11,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from star_cli.errors import InputError
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.grid import ModelGrid
 
 if TYPE_CHECKING:
+    import torch
+
     from star_cli.pipeline.events import ProgressCallback
 
     from star_cli.hub.layout import WeightsPaths
     from star_cli.pipeline.estimate import Estimate
     from star_cli.pipeline.plan import Plan, TileSize
     from star_cli.pipeline.request import StarSettings
+
+
+LOAD_TIME_SETTINGS = ("checkpoint", "weights_dir", "device", "dtype", "offload", "model", "compile")
+"""`StarSettings` fixed when a family's models load; the others may change from one call to the next."""
+
+
+def check_load_time(loaded: StarSettings, settings: StarSettings) -> None:
+    """Refuse (one InputError) `settings` that differ from the `loaded` ones in what only loading decides."""
+    changed = [name for name in LOAD_TIME_SETTINGS if getattr(settings, name) != getattr(loaded, name)]
+    if changed:
+        raise InputError(f"{', '.join(changed)} are fixed when the pipeline loads; load another pipeline to change them")
+
+
+class FamilyEngine(Engine, Protocol):
+    """A family's loaded STAR engine: what `star upscale` runs and the Python API keeps between calls."""
+
+    settings: StarSettings
+
+    @property
+    def device(self) -> torch.device:
+        """Where the models run (what `--tile-size auto` plans the memory of)."""
+        ...
+
+    def with_settings(self, settings: StarSettings) -> FamilyEngine:
+        """This engine (the same loaded models) for other per-call settings; `check_load_time` refuses the rest."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,6 @@ class Family(Protocol):
         """FLOPs per output frame of the reference's own policy on this video (None: not comparable)."""
         ...
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> FamilyEngine:
         """Load the weights and return the engine that restores plan windows."""
         ...

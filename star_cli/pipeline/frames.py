@@ -1,11 +1,13 @@
 """Frames in memory through an engine: a whole array (planned like a file), or a stream of any length.
 
-An array is planned exactly as `star upscale` plans a file of the same frames
-(without scene detection, which reads files), so both give the same frames for
-the same settings. A stream's length is unknown until it ends, so it is cut into
-windows of a fixed span as frames arrive (each the size of a file plan's largest
-window, the last one taking up a short tail), cross-faded with their neighbours
-like a file plan's windows; memory stays at about one and a half windows.
+An array is restored with the plan the caller made for it (the Python API plans it
+exactly as `star upscale` plans a file of the same frames, without scene detection,
+which reads files), so both give the same frames for the same settings. A stream's
+length is unknown until it ends, so it is cut into windows of a fixed span as frames
+arrive (each the size of a file plan's largest window, the last one taking up a short
+tail, or starting earlier where windows are chunks of one fixed length), cross-faded
+with their neighbours like a file plan's windows; memory stays at about one and a half
+windows (two for fixed-length ones).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import EvaluationCounter, FramesWritten, ProgressCallback, WindowFinished, ignore
 from star_cli.pipeline.plan import Chunk, Plan, PlanOptions, Window, make_plan
 from star_cli.pipeline.stream import WindowJoiner
+from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.pipeline.windows import restore_windows
 from star_cli.spans import span_weights
 from star_cli.video.reader import FrameBatch
@@ -32,9 +35,10 @@ def _batches(frames: np.ndarray) -> Iterator[FrameBatch]:
         yield FrameBatch(chunk, list(range(start, start + len(chunk))), start)
 
 
-def upscale_array(engine: Engine, frames: np.ndarray, options: PlanOptions, progress: ProgressCallback = ignore) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, out_h, out_w, 3) uint8, planned as a file of these frames would be."""
-    plan = make_plan(len(frames), frames.shape[1], frames.shape[2], options)
+def upscale_array(engine: Engine, frames: np.ndarray, plan: Plan, progress: ProgressCallback = ignore) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, out_h, out_w, 3) uint8 by `plan`, a plan of these frames."""
+    if (plan.num_frames, *plan.input_size) != frames.shape[:3]:
+        raise ValueError(f"a plan of {plan.num_frames} frames of {plan.input_size} for frames of shape {frames.shape}")
     out = np.empty((len(frames), *plan.output_size, 3), dtype=np.uint8)
     done = 0
     if engine.temporal:
@@ -59,6 +63,31 @@ def stream_span(options: PlanOptions) -> int:
     return chunks * options.chunk_len - (chunks - 1) * options.chunk_overlap
 
 
+def _reach(options: PlanOptions, span: int) -> tuple[int, int]:
+    """(frames read from a window's start before it is restored, the longest window).
+
+    A short tail (under half a span) joins the last window. Where windows are chunks of
+    one fixed length (the grid's exact chunks: a model trained on one clip length), no
+    window may be longer than a span: the stream reads far enough to see whether the next
+    window would come out short, and then starts it earlier (a larger overlap, as a file
+    plan's balanced spans do), so every window but a short stream's only one is a full span.
+    """
+    if options.grid.exact_chunks:
+        return 2 * span - options.chunk_overlap, span
+    return span + span // 2, span + span // 2 - 1
+
+
+def stream_plan(height: int, width: int, options: PlanOptions, budget: MemoryBudget | None = None) -> Plan:
+    """The plan every window of a stream of (height, width) frames shares.
+
+    Under `tile_size='auto'` its tiles are those `plan_tiles` picks against `budget` for
+    a file of one full window (None: whole frames, as `make_plan` plans 'auto').
+    """
+    if budget is not None:
+        options = plan_tiles(stream_span(options), height, width, options, budget).options
+    return make_plan(1, height, width, options)
+
+
 def _window(start: int, end: int, previous: tuple[int, int] | None, following: int | None, base: Plan, options: PlanOptions) -> Window:
     """The window [start, end) of a stream: chunks as a one-shot file plan of its length, absolute positions."""
     local = make_plan(end - start, *base.input_size, replace(options, window_chunks=None))
@@ -71,16 +100,24 @@ def _window(start: int, end: int, previous: tuple[int, int] | None, following: i
 
 
 def upscale_stream(
-    engine: Engine, frames: Iterable[np.ndarray], options: PlanOptions, progress: ProgressCallback = ignore
+    engine: Engine,
+    frames: Iterable[np.ndarray],
+    options: PlanOptions,
+    progress: ProgressCallback = ignore,
+    budget: MemoryBudget | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield each (out_h, out_w, 3) uint8 frame of an (H, W, 3) uint8 stream as soon as it is final."""
+    """Yield each (out_h, out_w, 3) uint8 frame of an (H, W, 3) uint8 stream as soon as it is final.
+
+    `budget`: the memory `tile_size='auto'` is planned against (see `stream_plan`).
+    """
     if not engine.temporal:
         plan = None
         for frame in frames:
-            plan = plan or make_plan(1, frame.shape[0], frame.shape[1], options)
+            plan = plan or stream_plan(frame.shape[0], frame.shape[1], options, budget)
             yield engine.restore(frame[None], plan)[0]
         return
     span, overlap = stream_span(options), options.chunk_overlap
+    reach, longest = _reach(options, span)
     source = iter(frames)
     held: list[np.ndarray] = []
     held_start, start, index, written = 0, 0, 0, 0
@@ -89,8 +126,8 @@ def upscale_stream(
     base: Plan | None = None
     ended = False
     while True:
-        # Read until the window and half a window beyond are here, or the stream ends.
-        while not ended and held_start + len(held) < start + span + span // 2:
+        # Read until the window and what lies beyond it (see `_reach`) are here, or the stream ends.
+        while not ended and held_start + len(held) < start + reach:
             frame = next(source, None)
             if frame is None:
                 ended = True
@@ -99,11 +136,12 @@ def upscale_stream(
         available = held_start + len(held)
         if available <= start:
             return
-        last = ended and available < start + span + span // 2
+        last = ended and available - start <= longest
         end = available if last else start + span
-        base = base or make_plan(1, *held[0].shape[:2], options)
-        window = _window(start, end, previous, None if last else end - overlap, base, options)
-        joiner.set_span(index, (start, end), None if last else end - overlap)
+        following = None if last else end - overlap if not ended else min(end - overlap, available - span)
+        base = base or stream_plan(*held[0].shape[:2], options, budget)
+        window = _window(start, end, previous, following, base, options)
+        joiner.set_span(index, (start, end), following)
         restored = engine.restore(np.stack(held[start - held_start : end - held_start]), base, window)
         progress(WindowFinished(index, 0, engine.clock.lap(), False))
         out, _ = joiner.add(index, restored, list(range(start, end)), np.asarray(window.weights))
@@ -113,7 +151,7 @@ def upscale_stream(
         progress(FramesWritten(written, 0))
         if last:
             return
-        previous, start, index = (start, end), end - overlap, index + 1
+        previous, start, index = (start, end), following, index + 1
         drop = start - held_start
         del held[:drop]
         held_start = start

@@ -75,11 +75,25 @@ def run_estimate(plan: Plan, star: StarSettings, device: str) -> Estimate:
     )
 
 
-def memory_budget(star: StarSettings, device: str) -> MemoryBudget:
-    """The memory `--tile-size auto` plans against on `device`, and how the run will use it."""
+FreeMemory = tuple[int | None, int | None]
+"""(free accelerator memory, available host memory) in bytes; None where the backend or the OS does not say."""
+
+
+def free_memory(device: str) -> FreeMemory:
+    """What is free now on `device` (None on the CPU) and in the host."""
+    return _device_memory(device), host_memory_available()
+
+
+def memory_budget(star: StarSettings, device: str, free: FreeMemory | None = None) -> MemoryBudget:
+    """The memory `--tile-size auto` plans against on `device`, and how the run will use it.
+
+    `free`: `free_memory` measured before this run's models loaded (the estimate counts
+    their weights); None measures it now, as `star upscale` does before loading them.
+    """
+    device_free, host_available = free_memory(device) if free is None else free
     return MemoryBudget(
-        _device_memory(device),
-        host_memory_available(),
+        device_free,
+        host_available,
         dtype_bytes(star, device),
         star.offload,
         star.vae_group,

@@ -16,7 +16,7 @@ from star_cli.errors import InputError
 from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.events import FileSkipped
 from star_cli.pipeline.jobs import Job, plan_jobs
-from star_cli.pipeline.memory import memory_budget, run_device, run_estimate
+from star_cli.pipeline.memory import FreeMemory, memory_budget, run_device, run_estimate
 from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import stored_tiles
@@ -107,8 +107,12 @@ def plan_job(
     return PlannedJob(job, info, plan, writer, est, segment, notes)
 
 
-def prepare(request: UpscaleRequest) -> Prepared:
-    """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal."""
+def prepare(request: UpscaleRequest, free: FreeMemory | None = None) -> Prepared:
+    """Read and plan every file of `request`; in a folder, unreadable files are set aside, not fatal.
+
+    `free`: the memory --tile-size auto plans against, measured before the models loaded
+    (the Python API keeps its models loaded); None measures it now.
+    """
     jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
     folder = request.input.is_dir()
     made = folder and not request.output.exists()
@@ -116,7 +120,7 @@ def prepare(request: UpscaleRequest) -> Prepared:
         request.output.mkdir()
     keep = False
     try:
-        prepared = _prepare_jobs(request, jobs, folder)
+        prepared = _prepare_jobs(request, jobs, folder, free)
         keep = not request.dry_run
         return prepared
     finally:
@@ -124,9 +128,9 @@ def prepare(request: UpscaleRequest) -> Prepared:
             request.output.rmdir()
 
 
-def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool) -> Prepared:
+def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool, free: FreeMemory | None) -> Prepared:
     device = run_device(request.star) if request.engine == "star" else None
-    budget = memory_budget(request.star, device) if device is not None else None
+    budget = memory_budget(request.star, device, free) if device is not None else None
     planned, skipped = [], []
     for index, job in enumerate(jobs, start=1):
         try:

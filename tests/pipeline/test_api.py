@@ -17,7 +17,9 @@ import star_cli
 from star_cli import STARPipeline
 from star_cli.cli import app
 from star_cli.errors import InputError, StarError
+from star_cli.pipeline import prepare as prepare_module
 from star_cli.pipeline.events import Evaluated, FramesWritten, WindowFinished
+from star_cli.pipeline.memory import memory_budget
 from star_cli.testing import make_tiny_weights
 from star_cli.testing.media import make_video
 from star_cli.video.reader import read_batches
@@ -91,6 +93,38 @@ def test_stream_of_one_window_equals_the_array_and_long_streams_yield_every_fram
     many = list(pipe.stream(iter(frames), scale=2, progress=windows.append, **API_SETTINGS))
     assert len(many) == FRAMES and many[0].shape == (48, 64, 3)
     assert len([e for e in windows if isinstance(e, WindowFinished)]) == 2
+
+
+def test_auto_tiles_are_planned_against_the_memory_as_the_cli_plans_them(pipe, weights, tmp_path, monkeypatch):
+    """Memory too small for whole frames under --tile-size auto: the API's plan and frames are the CLI's.
+
+    Both plan against the memory free before the models load: the pipeline measures it in
+    `from_pretrained` and keeps it (the estimate counts the weights once).
+    """
+    settings = dict(chunk_len=2, chunk_overlap=0, guidance=1.0, steps=2)
+    clip = make_video(tmp_path / "in.mp4", frames=2, width=136, height=24)  # 544 px wide: room for VAE tiles
+    whole = pipe.plan(2, 24, 136, scale=4, tile_size="none", **settings).plan
+    host = [memory_budget(pipe.engine.settings, "cpu").need(whole)]  # 90% of it is planned for: whole frames do not fit
+    monkeypatch.setattr("star_cli.pipeline.memory.host_memory_available", lambda: host[0])
+    pipe = STARPipeline.from_pretrained(weights, device="cpu")
+    prepared = []
+    real_prepare = prepare_module.prepare
+    monkeypatch.setattr(prepare_module, "prepare", lambda request: prepared.append(real_prepare(request)) or prepared[-1])
+    out = tmp_path / "out.mkv"
+    args = ["upscale", str(clip), "-o", str(out), "--scale", "4", "--weights-dir", str(weights), "--device", "cpu",
+            "--codec", "ffv1", "--no-scene-detect", "--quiet", "--chunk-len", "2", "--chunk-overlap", "0",
+            "--guidance", "1", "--steps", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    host[0] = 2**20  # the pipeline's models took the rest since it loaded
+    planned = pipe.plan(2, 24, 136, scale=4, **settings).plan
+    o = planned.options
+    assert (o.tile_size, o.vae_tile, o.vae_encode_tile) != (None, None, None) and "tiled because" in planned.tiling
+    assert planned == prepared[0].jobs[0].plan
+    frames = np.concatenate([b.frames for b in read_batches(clip, 2)])
+    np.testing.assert_array_equal(pipe(frames, scale=4, **settings), decoded(out))
+    pipe.upscale_file(clip, tmp_path / "api.mkv", scale=4, codec="ffv1", scene_detect=False, quiet=True, **settings)
+    np.testing.assert_array_equal(decoded(tmp_path / "api.mkv"), decoded(out))
 
 
 def test_errors_are_star_errors_with_the_cli_messages(pipe, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from star_cli.errors import InputError
-from star_cli.families.base import Engine, FamilyDefaults
+from star_cli.families.base import FamilyDefaults, FamilyEngine
 from star_cli.families.cogvideox.config import denoiser_path, native_size
 from star_cli.families.cogvideox.costs import CogVideoXEstimate, estimate
 from star_cli.hub.layout import COGVIDEOX_DIR, COGVIDEOX_VARIANT, WeightsPaths, safetensors_parameters
@@ -92,7 +92,7 @@ class CogVideoXFamily:
         """The reference restores one 480x720 clip of 25 frames: no policy for a whole video to compare with."""
         return None
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> FamilyEngine:
         from star_cli.families.cogvideox.engine import CogVideoXEngine
 
         return CogVideoXEngine.load(settings, weights, progress=progress)

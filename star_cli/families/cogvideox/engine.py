@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ from star_cli.diffusion.cogvideox_schedule import cogvideox_schedule
 from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.samplers import sample_vp_dpmpp_2m_sde
 from star_cli.diffusion.tiled import Region, joined_x0_fn
-from star_cli.errors import StarError
+from star_cli.errors import InputError, StarError
+from star_cli.families.base import check_load_time
 from star_cli.families.cogvideox import CogVideoXFamily
 from star_cli.families.cogvideox.config import NativeSize, read_config
 from star_cli.hub.layout import COGVIDEOX_VARIANT, WeightsPaths
@@ -110,6 +111,7 @@ class CogVideoXEngine:
     native: NativeSize
     device: torch.device
     dtype: torch.dtype
+    weights: WeightsPaths | None = None  # where a new prompt's T5 encoder is read from (None: the prompt is fixed)
     clock: StageClock = field(default_factory=StageClock)  # the stages of each window (pipeline.timing)
     on_evaluations: Callable[[int], None] | None = None  # told the model evaluations of every DiT call
     name: str = "star"
@@ -137,7 +139,22 @@ class CogVideoXEngine:
         elif settings.offload == "none":
             vae, dit = vae.to(device), dit.to(device)
         vae_device = torch.device("cpu") if vae_on_host else device
-        return cls(dit, vae, vae_device, context, settings, native, device, dtype, clock)
+        return cls(dit, vae, vae_device, context, settings, native, device, dtype, weights, clock)
+
+    def with_settings(self, settings: StarSettings) -> CogVideoXEngine:
+        """This engine (same loaded models) for other per-call settings.
+
+        A new prompt is encoded here: the T5 encoder loads again, next to the loaded models
+        (under --offload none they are on the device with it).
+        """
+        check_load_time(self.settings, settings)
+        engine = replace(self, settings=settings, clock=StageClock(self.clock.sync), on_evaluations=None)
+        if settings.prompt != self.settings.prompt:
+            if self.weights is None:
+                raise InputError("this engine was built without its weights folder, so its prompt cannot change")
+            with engine.clock.stage("text"):
+                engine.context = encode_prompt(settings.prompt, self.weights, self.device, self.dtype)
+        return engine
 
     @contextmanager
     def _working(self, module: torch.nn.Module) -> Iterator[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from star_cli.families.base import Engine, FamilyDefaults
+from star_cli.families.base import FamilyDefaults, FamilyEngine
 from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, weights_parameters
 from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.events import ProgressCallback
@@ -66,7 +66,7 @@ class I2VGenXLFamily:
         height, width = plan.input_size
         return estimate(make_plan(plan.num_frames, height, width, policy)).flops_per_output_frame
 
-    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> Engine:
+    def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> FamilyEngine:
         from star_cli.families.i2vgenxl.engine import StarEngine
 
         return StarEngine.load(settings, weights, progress=progress)

@@ -32,6 +32,7 @@ from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.errors import InputError, StarError
+from star_cli.families.base import check_load_time
 from star_cli.hub.layout import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
@@ -52,9 +53,6 @@ from star_cli.pipeline.plan import Padding, Plan, Window
 from star_cli.pipeline.events import Notice, ProgressCallback, ignore
 from star_cli.pipeline.request import StarSettings, solver_mode
 from star_cli.pipeline.timing import StageClock
-
-LOAD_TIME_SETTINGS = ("checkpoint", "weights_dir", "device", "dtype", "offload", "model", "compile")
-"""Settings fixed when the models load; the others may change from one call to the next."""
 
 FEED_FORWARD_CHUNK = 32768
 """Tokens per GEGLU feed-forward slice. The top-level feed-forward is the UNet's largest
@@ -180,9 +178,7 @@ class StarEngine:
 
     def with_settings(self, settings: StarSettings) -> StarEngine:
         """This engine (same loaded models) for other per-call settings; a new prompt is encoded here."""
-        changed = [name for name in LOAD_TIME_SETTINGS if getattr(settings, name) != getattr(self.settings, name)]
-        if changed:
-            raise InputError(f"{', '.join(changed)} are fixed when the pipeline loads; load another pipeline to change them")
+        check_load_time(self.settings, settings)
         engine = replace(self, settings=settings, clock=StageClock(self.clock.sync), on_evaluations=None)
         if settings.prompt != self.settings.prompt:
             if self.weights is None:
