@@ -79,6 +79,20 @@ FreeMemory = tuple[int | None, int | None]
 """(free accelerator memory, available host memory) in bytes; None where the backend or the OS does not say."""
 
 
+def least_free(figures: list[FreeMemory]) -> FreeMemory:
+    """The smallest device and host figures of several processes' `free_memory` (None where none says).
+
+    The ranks of a launched run plan `--tile-size auto` against this, so a GPU with less
+    free memory (another card, a desktop on GPU 0) never makes them plan apart.
+    """
+
+    def least(values: list[int | None]) -> int | None:
+        known = [v for v in values if v is not None]
+        return min(known) if known else None
+
+    return least([device for device, _ in figures]), least([host for _, host in figures])
+
+
 def free_memory(device: str) -> FreeMemory:
     """What is free now on `device` (None on the CPU) and in the host."""
     return _device_memory(device), host_memory_available()

@@ -1,6 +1,7 @@
 """`star upscale` over the ranks of a launched run (torchrun, accelerate launch, --gpus/--devices).
 
-1. Every rank plans the same jobs and checks memory (its own device; the machine's
+1. Every rank plans the same jobs (`--tile-size auto` for the least memory free on
+   any rank, so they plan alike) and checks memory (its own device; the machine's
    host memory shared by its ranks) and the weights, and rank 0 takes every output's
    lock (`pipeline.lock`, held to the end); `distributed.agree` makes any failure
    every rank's, reported once by rank 0, before any rank loads weights.
@@ -47,7 +48,7 @@ from star_cli.terminal import message
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import Event, FramesWritten, Notice, ignore
-from star_cli.pipeline.memory import check_memory
+from star_cli.pipeline.memory import FreeMemory, check_memory, free_memory, least_free, run_device
 from star_cli.pipeline.prepare import PlannedJob, prepare
 from star_cli.pipeline.upscale import (
     READ_BATCH,
@@ -69,7 +70,10 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
     shared: Shared | None = None
     held = ExitStack()
     try:
-        request, planned, weights, device = distributed.agree(ranks, lambda: _prepare(request, ranks, console))
+        request = distributed.agree(ranks, lambda: distributed.rank_device(request, ranks))
+        own = distributed.agree(ranks, lambda: free_memory(run_device(request.star)) if request.engine == "star" else (None, None))
+        free = least_free(distributed.gather(ranks, own))  # every rank plans 'auto' tiles for the tightest one
+        request, planned, weights, device = distributed.agree(ranks, lambda: _prepare(request, ranks, console, free))
         distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
         # rank 0 holds every output's lock (a second run on them is refused) until the run ends
         distributed.agree(ranks, lambda: held.enter_context(output_locks([p.job.dest for p in planned])) if ranks.is_main else None)
@@ -107,10 +111,11 @@ def _exit_for(error: BaseException, ranks: Ranks) -> BaseException:
     return error
 
 
-def _prepare(request: UpscaleRequest, ranks: Ranks, console: Console) -> tuple[UpscaleRequest, Planned, WeightsPaths | None, str]:
-    """Everything a single run checks before loading weights, on this rank's device."""
-    request = distributed.rank_device(request, ranks)
-    prepared = prepare(request)
+def _prepare(
+    request: UpscaleRequest, ranks: Ranks, console: Console, free: FreeMemory
+) -> tuple[UpscaleRequest, Planned, WeightsPaths | None, str]:
+    """Everything a single run checks before loading weights, on this rank's device (`free`: see `least_free`)."""
+    prepared = prepare(request, free)
     if prepared.skipped:
         raise InputError(f"{prepared.skipped[0].source}: {prepared.skipped[0].reason}")
     weights = None

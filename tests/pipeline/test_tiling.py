@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from star_cli.pipeline.estimate import GiB
+from star_cli.pipeline.memory import least_free
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.plan_rules import is_valid_latent_height, is_valid_latent_width
 from star_cli.pipeline.prepare import prepare
@@ -148,3 +149,9 @@ def test_resume_plans_the_tiles_the_interrupted_run_stored(tmp_path, monkeypatch
     assert (plan.options.tile_size, plan.options.vae_tile, plan.options.vae_encode_tile) == (None, 48, 64)
     assert "--resume" in plan.tiling
     assert planned(resume=False).options.vae_tile is None  # a fresh run plans for the memory free now
+
+
+def test_ranks_plan_for_the_least_free_memory_any_of_them_reports():
+    assert least_free([(40 * GiB, 100 * GiB), (12 * GiB, 90 * GiB), (None, None)]) == (12 * GiB, 90 * GiB)
+    assert least_free([(None, 64 * GiB), (None, None)]) == (None, 64 * GiB)
+    assert least_free([(None, None)]) == (None, None)
