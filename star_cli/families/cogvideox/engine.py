@@ -51,6 +51,7 @@ from star_cli.models.cogvideox.text import T5TextEncoder
 from star_cli.models.cogvideox.vae import decode_latent, encode_video
 from star_cli.pipeline.colorfix import apply_color_fix
 from star_cli.pipeline.engines.placement import resolve_device, resolve_dtype
+from star_cli.pipeline.engines.speedups import attention_priority
 from star_cli.pipeline.events import Notice, ProgressCallback, ignore
 from star_cli.pipeline.plan import VAE_FACTOR, Plan, Tile, Window
 from star_cli.pipeline.request import StarSettings
@@ -226,7 +227,7 @@ class CogVideoXEngine:
         def x0_fn(x: torch.Tensor, step: int) -> torch.Tensor:
             return joined(x.permute(0, 2, 1, 3, 4), step).permute(0, 2, 1, 3, 4)
 
-        with self._working(self.dit):
+        with self._working(self.dit), attention_priority(self.device):
             return sample_vp_dpmpp_2m_sde(x0_fn, noise(), schedule.alphas.to(self.device), noise=noise)
 
     @torch.no_grad()

@@ -191,6 +191,6 @@ def attention_warning(backend: str, device: torch.device, dtype: torch.dtype) ->
     if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and backend not in FUSED_HALF_BACKENDS:
         return (
             f"attention runs PyTorch's math kernel in {str(dtype).removeprefix('torch.')} on this GPU "
-            "(no flash or memory-efficient kernel applies): expect slow sampling and high memory"
+            "(no cuDNN, flash or memory-efficient kernel applies): expect slow sampling and high memory"
         )
     return None
