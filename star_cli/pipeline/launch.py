@@ -13,12 +13,16 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from star_cli.errors import ReportedElsewhere, StarError
 from star_cli.pipeline.claims import RERUN_HINT
 from star_cli.pipeline.request import UpscaleRequest
+
+if TYPE_CHECKING:  # imported where launching, to keep torch.distributed off the CLI's import path
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 MONITOR_INTERVAL = 0.5
 """Seconds between the launcher's looks at its workers: how soon a dead worker stops the others."""
