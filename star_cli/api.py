@@ -87,6 +87,7 @@ class STARPipeline:
         offload: str = "none",
         model: str = DEFAULT_MODEL,
         *,
+        compile: bool = False,
         progress: ProgressCallback = ignore,
     ) -> STARPipeline:
         """Load STAR from a weights folder (`star download-weights`); a StarError names anything missing.
@@ -96,10 +97,11 @@ class STARPipeline:
         i2vgenxl also takes heavy, a .safetensors/.pt file or a `star train` output folder,
         cogvideox a converted .safetensors file. The memory free before loading is kept:
         `--tile-size auto` plans against it, as `star upscale` plans against the memory
-        free before its models load.
+        free before its models load. `compile`: `star upscale --compile` (i2vgenxl; the first
+        call of each shape then pays the compilation, see README "Speed").
         """
         request = _request(weights_dir=None if weights_dir is None else Path(weights_dir), checkpoint=checkpoint,
-                           device=device, dtype=dtype, offload=offload, model=model)
+                           device=device, dtype=dtype, offload=offload, model=model, compile=compile)
         weights = checked_weights(request.star)
         free = free_memory(run_device(request.star))  # before the models take their share, as `star upscale` measures it
         return cls(get_family(request.star.model).load_engine(request.star, weights, progress=progress), free)

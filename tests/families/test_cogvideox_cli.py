@@ -114,7 +114,7 @@ def test_outputs_larger_than_the_native_frame_are_tiled(weights, tmp_path):
 @pytest.mark.parametrize(
     ("option", "named"),
     [(["--chunk-len", "8"], "--chunk-len"), (["--tile-size", "128x128"], "--tile-size"),
-     (["--solver", "heun"], "--solver"), (["--window-chunks", "2"], "--window-chunks")],
+     (["--solver", "heun"], "--solver"), (["--window-chunks", "2"], "--window-chunks"), (["--compile"], "--compile")],
 )
 def test_options_the_model_cannot_honour_are_refused_in_one_line(clip, weights, tmp_path, option, named):
     result = upscale(clip, tmp_path / "out.mp4", weights, *option)

@@ -17,6 +17,7 @@ import star_cli
 from star_cli import STARPipeline
 from star_cli.cli import app
 from star_cli.errors import InputError, StarError
+from star_cli.models.conditioning import ConditionedBlock
 from star_cli.pipeline import prepare as prepare_module
 from star_cli.pipeline.events import Evaluated, FramesWritten, WindowFinished
 from star_cli.pipeline.memory import memory_budget
@@ -139,6 +140,15 @@ def test_errors_are_star_errors_with_the_cli_messages(pipe, tmp_path):
         pipe(np.zeros((2, 8, 8, 3), np.uint8), device="cuda")
     with pytest.raises(InputError, match="uint8"):
         pipe(np.zeros((2, 8, 8, 3), np.float32))
+
+
+def test_compile_is_chosen_at_load_and_compiles_the_unet_blocks(weights, pipe):
+    compiled = STARPipeline.from_pretrained(weights, device="cpu", compile=True)  # torch.compile is lazy: nothing runs yet
+    blocks = [m for m in compiled.engine.unet.modules() if isinstance(m, ConditionedBlock)]
+    assert compiled.engine.settings.compile and blocks and all(b._compiled_call_impl is not None for b in blocks)
+    assert all(m._compiled_call_impl is None for m in pipe.engine.unet.modules() if isinstance(m, ConditionedBlock))
+    with pytest.raises(InputError, match="compile"):
+        compiled(np.zeros((2, 8, 8, 3), np.uint8), compile=False)
 
 
 def test_nothing_below_the_cli_exits_the_process():

@@ -66,6 +66,8 @@ class CogVideoXFamily:
             raise InputError("--window-chunks: the cogvideox model restores one clip per window")
         if settings.solver != SOLVER:
             raise InputError(f"--solver: the cogvideox model samples with {SOLVER} only (the reference's sampler)")
+        if settings.compile:
+            raise InputError("--compile: only the i2vgenxl model's UNet is compiled; the cogvideox DiT runs eagerly")
 
     def model_calls(self, solver: str, steps: int) -> int:
         return steps
