@@ -14,7 +14,9 @@ example's canvas), two of the UNet's video layers run far from the card's limits
   it lies instead (1.3x on the top-level shape).
 
 Both agree with the plain layers to float rounding; the UNet switches them on with
-`STARUNet.set_device_forms` (the engine does so on CUDA, where they were measured).
+`STARUNet.set_device_forms` (the engine does so on CUDA, where they were measured). They
+read the layers' weights directly, not through the layers' forward, so a UNet offloaded
+layer by layer (accelerate's hooks load weights in each forward) keeps the plain layers.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from star_cli.cli import app
+from star_cli.families.i2vgenxl.engine import uses_device_forms
 from star_cli.pipeline import upscale as upscale_module
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.resume import work_folder
@@ -158,3 +160,11 @@ def test_corrupt_weights_file_is_named(clip, weights, tmp_path):
     result = upscale(clip, tmp_path / "out.mp4", broken)
     assert result.exit_code == 1
     assert "light_deg.safetensors" in result.output and "corrupt" in result.output
+
+
+def test_device_forms_run_on_cuda_unless_the_unet_is_offloaded_layer_by_layer():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert uses_device_forms(cuda, "none") and uses_device_forms(cuda, "model")
+    # sequential offload brings a layer's weights only inside its own forward, which the forms bypass
+    assert not uses_device_forms(cuda, "sequential")
+    assert not uses_device_forms(cpu, "none")

@@ -105,6 +105,13 @@ def _sync(device: torch.device) -> Callable[[], None] | None:
     return torch.cuda.synchronize if device.type == "cuda" else None
 
 
+def uses_device_forms(device: torch.device, offload: str) -> bool:
+    """Whether the UNet runs `models.device_forms`: on CUDA, where they were measured faster, unless
+    offloaded module by module (they read the layers' weights directly, which sequential offload
+    only brings to the device inside each layer's own forward)."""
+    return device.type == "cuda" and offload != "sequential"
+
+
 def window_regions(plan: Plan, window: Window) -> list[Region]:
     """Every chunk x tile of `window` (frames relative to it), with the plan's separable join weights."""
     return [
@@ -166,7 +173,7 @@ class StarEngine:
 
     def prepare(self, progress: ProgressCallback = ignore) -> None:
         """Pick the kernels, compile if asked, name the attention kernel (warning when it is the slow one)."""
-        self.unet.set_device_forms(self.device.type == "cuda")
+        self.unet.set_device_forms(uses_device_forms(self.device, self.placement.offload))
         if self.settings.compile:
             compile_repeated_blocks(self.unet)
         config = self.unet.config
