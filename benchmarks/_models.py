@@ -20,7 +20,7 @@ from diffusers import AutoencoderKLTemporalDecoder
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from star_cli.models import STARUNet
-from star_cli.testing.weights import TINY_TEXT, TINY_UNET, TINY_VAE
+from star_cli.testing.weights import TINY_TEXT, TINY_UNET, TINY_VAE, randomise_zero_parameters
 
 # diffusers' stabilityai/stable-video-diffusion-img2vid vae/config.json (the rest are the class defaults).
 SVD_VAE = dict(
@@ -51,8 +51,12 @@ def building_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None
 
 
 def unet(device: torch.device | str, dtype: torch.dtype, *, tiny: bool = False) -> STARUNet:
+    """The UNet + ControlNet with no all-zero tensor: the released weights have none, and zero
+    branches would make its output zero (no check possible) and its GEMMs run on zeros (faster)."""
     with building_on(device, dtype):
         model = STARUNet(**(TINY_UNET if tiny else {}))
+        if device != "meta" and torch.device(device).type != "meta":
+            randomise_zero_parameters(model)
     return model.to(device, dtype).eval().requires_grad_(False)
 
 

@@ -238,7 +238,8 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
         baseline = out if baseline is None else baseline
         tflops = flop / ms / 1e9
         row = {"variant": label, "ms": ms, "tflops": tflops, "mfu": tflops / peak if peak else None,
-               "max_diff": (out.float() - baseline.float()).abs().max().item(), "speedup": rows[0]["ms"] / ms if rows else 1.0}
+               "max_diff": (out.float() - baseline.float()).abs().max().item(), "speedup": rows[0]["ms"] / ms if rows else 1.0,
+               "output_abs_max": out.float().abs().max().item()}  # a zero output would make max_diff say nothing
         rows.append(row)
         log(f"{label:<30} {ms:9.1f} ms  {tflops:7.2f} TFLOP/s  MFU {row['mfu'] or 0:6.1%}  x{row['speedup']:.3f}  "
             f"max|diff| {row['max_diff']:.2e}")

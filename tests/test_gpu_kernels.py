@@ -21,7 +21,8 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
     variants = result["forward"]["variants"]
     assert [row["variant"] for row in variants][0] == "torch defaults"
     assert all("error" not in row for row in variants), variants
-    assert all(row["max_diff"] < 1e-4 for row in variants)  # every variant computes the same forward
+    assert all(row["max_diff"] < 1e-4 for row in variants)  # every variant computes the same forward ...
+    assert variants[0]["output_abs_max"] > 1e-3  # ... and that forward is not zero (no zero-initialised branch)
     assert result["forward"]["tflop"] > 0 and result["ceilings"]["gemm_tflops"] > 0
     assert set(result["forward"]["profile"]) == {"torch defaults", "+ device forms (engine)"}
     assert result["video_layers"]["conv max_diff"] < 1e-4 and result["video_layers"]["group_norm max_diff"] < 1e-4

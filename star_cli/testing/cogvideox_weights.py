@@ -33,6 +33,7 @@ from star_cli.hub.convert_sat import convert_sat_checkpoint
 from star_cli.hub.layout import COGVIDEOX_DENOISER, COGVIDEOX_DIR
 from star_cli.models.cogvideox import STARCogVideoXTransformer
 from star_cli.models.cogvideox.sat import SAT_PREFIX, star_to_sat
+from star_cli.testing.weights import randomise_zero_parameters
 
 TINY_NATIVE = {"height": 64, "width": 96, "frames": 9}
 TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
@@ -53,22 +54,11 @@ _WORDS = (
     "a the man woman dog cat walks runs on beach street city night day red blue green old film video "
     "sharp clear detailed high quality camera moving slowly fast light dark"
 ).split()
-_ZERO_INIT_STD = 0.02
-
-
-def _randomise_zero_parameters(model: torch.nn.Module) -> None:
-    """Give every all-zero parameter small random values, so zero-initialised paths (adaLN gates) matter."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.any():
-                parameter.normal_(0.0, _ZERO_INIT_STD)
-
-
 def sat_checkpoint(config: dict[str, Any] = TINY_DIT) -> dict[str, Any]:
     """A random tiny DiT as DeepSpeed saves SAT models: `module` holds SAT names (LoRA merged) plus the
     conditioner and VAE entries the converter must ignore, beside run state."""
     model = STARCogVideoXTransformer(**config)
-    _randomise_zero_parameters(model)
+    randomise_zero_parameters(model)
     module = {SAT_PREFIX + name: tensor.clone() for name, tensor in star_to_sat(model.state_dict())}
     module["conditioner.embedders.0.transformer.shared.weight"] = torch.randn(8, 4)
     module["first_stage_model.encoder.conv_in.conv.weight"] = torch.randn(4, 3, 3, 3, 3)

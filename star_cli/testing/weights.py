@@ -110,8 +110,9 @@ def write_vae(folder: Path) -> None:
     AutoencoderKLTemporalDecoder(**TINY_VAE).save_pretrained(folder)
 
 
-def _randomise_zero_parameters(model: torch.nn.Module) -> None:
-    """Give every all-zero parameter small random values, so zero-initialised paths matter."""
+def randomise_zero_parameters(model: torch.nn.Module) -> None:
+    """Give every all-zero parameter small random values, so zero-initialised paths (residual branches,
+    adaLN gates) matter: in tests they must change the output, in benchmarks no GEMM may run on zeros."""
     with torch.no_grad():
         for parameter in model.parameters():
             if not parameter.any():
@@ -121,7 +122,7 @@ def _randomise_zero_parameters(model: torch.nn.Module) -> None:
 def write_star_unet(path: Path) -> None:
     """Write a tiny UNet + ControlNet as fp16 safetensors with its config in metadata `star_config`."""
     model = STARUNet(**TINY_UNET)
-    _randomise_zero_parameters(model)
+    randomise_zero_parameters(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_star_unet(model, path, dtype=torch.float16)
 

@@ -28,14 +28,14 @@ from star_cli.pipeline.engines.speedups import (
 )
 from star_cli.pipeline.estimate import GiB, estimate
 from star_cli.pipeline.plan import PlanOptions, make_plan
-from star_cli.testing.weights import TINY_UNET, _randomise_zero_parameters
+from star_cli.testing.weights import TINY_UNET, randomise_zero_parameters
 
 
 @pytest.fixture(scope="module")
 def unet() -> STARUNet:
     torch.manual_seed(0)
     model = STARUNet(**TINY_UNET).eval()
-    _randomise_zero_parameters(model)
+    randomise_zero_parameters(model)
     return model
 
 
