@@ -13,8 +13,9 @@ whole-frame canvas), measured in one run:
    (`attention_priority`), + `device_forms` (video GroupNorm statistics by reductions,
    temporal convolutions as GEMMs: the engine's default), + `--compile` (regional; its
    warm-up is the compilation and is not timed);
-3. torch.profiler's device time of one forward, by kernel class (attention, GEMM,
-   convolution, normalisation, elementwise, copies), for the defaults and the engine;
+3. torch.profiler's device time of one forward by kernel class (attention, GEMM,
+   convolution, normalisation, elementwise, copies), by kernel (full names) and by the
+   torch op that launched it, for the defaults and the engine;
 4. the parts behind the differences alone: SDPA kernels on the top-level spatial
    attention shape; GroupNorm and the 3x1x1 convolution, torch's against `device_forms`',
    on the top-level video.
@@ -123,12 +124,17 @@ def classify(name: str) -> str:
     return next((label for label, pattern in KERNEL_CLASSES if re.search(pattern, lowered)), "other")
 
 
-def profile_forward(forward: Callable[[], object], device: torch.device, out: Path, label: str) -> dict[str, float]:
-    """Milliseconds of one forward by kernel class (device kernels; CPU ops on a CPU); the table goes to `out`."""
+def profile_forward(forward: Callable[[], object], device: torch.device, out: Path, label: str) -> dict[str, object]:
+    """One forward's time by kernel class, by kernel and by torch op (device time on a GPU, CPU time on a CPU).
+
+    Kernels are recorded with their full names and the ops that launched them (their
+    device time), so the next change can aim at an op, not a truncated kernel name. The
+    table goes to `out` too.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
         forward()
         if cuda:
             torch.cuda.synchronize(device)
@@ -139,15 +145,27 @@ def profile_forward(forward: Callable[[], object], device: torch.device, out: Pa
         key = "self_device_time_total"
     else:
         key = "self_cuda_time_total"
+    total = "device_time_total" if hasattr(averages[0], "device_time_total") else "cuda_time_total"
     classes: dict[str, float] = {}
+    kernels, ops = [], []
     for event in averages:
         micros = getattr(event, key, 0) or 0
-        if micros:
+        op = event.key.startswith("aten::")
+        if op:
+            launched = (getattr(event, total, 0) or 0) if cuda else micros
+            ops.append({"op": event.key, "calls": event.count, "ms": launched / 1e3})
+        if micros and not (op and cuda):  # on a GPU the kernels carry the time; on a CPU the ops do
             classes[classify(event.key)] = classes.get(classify(event.key), 0.0) + micros / 1e3
+            kernels.append({"kernel": event.key, "calls": event.count, "ms": micros / 1e3})
     table = averages.table(sort_by=key, row_limit=40)
     (out / f"profile_{re.sub(r'[^a-z]+', '_', label.lower()).strip('_')}.txt").write_text(table)
-    print(f"profile, {label}: top kernels\n" + "\n".join(table.splitlines()[:18]), flush=True)
-    return dict(sorted(classes.items(), key=lambda kv: -kv[1]))
+    top = sorted(ops, key=lambda row: -row["ms"])[:12]
+    print(f"profile, {label}: ops by time\n" + "\n".join(f"  {r['op']:<40} {r['calls']:6d} calls {r['ms']:9.1f} ms" for r in top), flush=True)
+    return {
+        "classes": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
+        "kernels": sorted(kernels, key=lambda row: -row["ms"])[:60],
+        "ops": sorted(ops, key=lambda row: -row["ms"])[:60],
+    }
 
 
 def sdpa_backends(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int]) -> dict[str, object]:
@@ -223,7 +241,7 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
             return unet(x, t, y, hint)
 
     rows: list[dict] = []
-    profiles: dict[str, dict[str, float]] = {}
+    profiles: dict[str, dict[str, object]] = {}
     baseline = None
     for label in VARIANTS:
         try:
@@ -243,8 +261,8 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
         rows.append(row)
         log(f"{label:<30} {ms:9.1f} ms  {tflops:7.2f} TFLOP/s  MFU {row['mfu'] or 0:6.1%}  x{row['speedup']:.3f}  "
             f"max|diff| {row['max_diff']:.2e}")
-    for label, classes in profiles.items():
-        log(f"by class, {label}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in classes.items()))
+    for label, profiled in profiles.items():
+        log(f"by class, {label}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in profiled["classes"].items()))
     return {"tflop": flop / 1e12, "variants": rows, "profile": profiles}
 
 

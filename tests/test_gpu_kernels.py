@@ -24,7 +24,11 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
     assert all(row["max_diff"] < 1e-4 for row in variants)  # every variant computes the same forward ...
     assert variants[0]["output_abs_max"] > 1e-3  # ... and that forward is not zero (no zero-initialised branch)
     assert result["forward"]["tflop"] > 0 and result["ceilings"]["gemm_tflops"] > 0
-    assert set(result["forward"]["profile"]) == {"torch defaults", "+ device forms (engine)"}
+    profiles = result["forward"]["profile"]
+    assert set(profiles) == {"torch defaults", "+ device forms (engine)"}
+    for profiled in profiles.values():
+        assert profiled["classes"] and profiled["kernels"]
+        assert {row["op"] for row in profiled["ops"]} >= {"aten::native_group_norm", "aten::scaled_dot_product_attention"}
     assert result["video_layers"]["conv max_diff"] < 1e-4 and result["video_layers"]["group_norm max_diff"] < 1e-4
     assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict)
     assert list(tmp_path.glob("profile_*.txt"))
