@@ -7,13 +7,15 @@ a family imports its models only in `load_engine`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from star_cli.errors import InputError
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.grid import ModelGrid
+from star_cli.pipeline.timing import StageClock
 
 if TYPE_CHECKING:
     import torch
@@ -37,10 +39,32 @@ def check_load_time(loaded: StarSettings, settings: StarSettings) -> None:
         raise InputError(f"{', '.join(changed)} are fixed when the pipeline loads; load another pipeline to change them")
 
 
+E = TypeVar("E", bound="FamilyEngine")
+
+
+def engine_for_call(engine: E, settings: StarSettings, encode_prompt: Callable[[E], None]) -> E:
+    """`engine` (a dataclass engine: the same loaded models) with per-call `settings`.
+
+    Load-time settings are refused (`check_load_time`); a new prompt is encoded on the
+    returned engine by `encode_prompt`, timed as the "text" stage. Both families' engines
+    rebind this way.
+    """
+    check_load_time(engine.settings, settings)
+    rebound = replace(engine, settings=settings, clock=StageClock(engine.clock.sync), on_evaluations=None)
+    if settings.prompt != engine.settings.prompt:
+        if engine.weights is None:
+            raise InputError("this engine was built without its weights folder, so its prompt cannot change")
+        with rebound.clock.stage("text"):
+            encode_prompt(rebound)
+    return rebound
+
+
 class FamilyEngine(Engine, Protocol):
-    """A family's loaded STAR engine: what `star upscale` runs and the Python API keeps between calls."""
+    """A family's loaded STAR engine (a dataclass): what `star upscale` runs and the Python API keeps between calls."""
 
     settings: StarSettings
+    weights: WeightsPaths | None  # None: built without its folder (its prompt cannot change)
+    clock: StageClock
 
     @property
     def device(self) -> torch.device:

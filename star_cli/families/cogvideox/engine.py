@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,8 @@ from star_cli.diffusion.cogvideox_schedule import cogvideox_schedule
 from star_cli.diffusion.noise import derive_seed
 from star_cli.diffusion.samplers import sample_vp_dpmpp_2m_sde
 from star_cli.diffusion.tiled import Region, joined_x0_fn
-from star_cli.errors import InputError, StarError
-from star_cli.families.base import check_load_time
+from star_cli.errors import StarError
+from star_cli.families.base import engine_for_call
 from star_cli.families.cogvideox import CogVideoXFamily
 from star_cli.families.cogvideox.config import NativeSize, read_config
 from star_cli.hub.layout import COGVIDEOX_VARIANT, WeightsPaths
@@ -148,14 +148,10 @@ class CogVideoXEngine:
         A new prompt is encoded here: the T5 encoder loads again, next to the loaded models
         (under --offload none they are on the device with it).
         """
-        check_load_time(self.settings, settings)
-        engine = replace(self, settings=settings, clock=StageClock(self.clock.sync), on_evaluations=None)
-        if settings.prompt != self.settings.prompt:
-            if self.weights is None:
-                raise InputError("this engine was built without its weights folder, so its prompt cannot change")
-            with engine.clock.stage("text"):
-                engine.context = encode_prompt(settings.prompt, self.weights, self.device, self.dtype)
-        return engine
+        def encode(engine: CogVideoXEngine) -> None:
+            engine.context = encode_prompt(settings.prompt, engine.weights, engine.device, engine.dtype)
+
+        return engine_for_call(self, settings, encode)
 
     @contextmanager
     def _working(self, module: torch.nn.Module) -> Iterator[None]:

@@ -31,8 +31,8 @@ from star_cli.diffusion.noise import NoiseSource, SeededNoise
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
-from star_cli.errors import InputError, StarError
-from star_cli.families.base import check_load_time
+from star_cli.errors import StarError
+from star_cli.families.base import engine_for_call
 from star_cli.hub.layout import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
 from star_cli.models import STARUNet
@@ -185,15 +185,11 @@ class StarEngine:
 
     def with_settings(self, settings: StarSettings) -> StarEngine:
         """This engine (same loaded models) for other per-call settings; a new prompt is encoded here."""
-        check_load_time(self.settings, settings)
-        engine = replace(self, settings=settings, clock=StageClock(self.clock.sync), on_evaluations=None)
-        if settings.prompt != self.settings.prompt:
-            if self.weights is None:
-                raise InputError("this engine was built without its weights folder, so its prompt cannot change")
-            with engine.clock.stage("text"):
-                context, negative = _encode_prompts(self.weights, settings.prompt, self.placement)
-            engine.context, engine.negative_context = context.to(self.device), negative.to(self.device)
-        return engine
+        def encode(engine: StarEngine) -> None:
+            context, negative = _encode_prompts(engine.weights, settings.prompt, engine.placement)
+            engine.context, engine.negative_context = context.to(engine.device), negative.to(engine.device)
+
+        return engine_for_call(self, settings, encode)
 
     @property
     def device(self) -> torch.device:
