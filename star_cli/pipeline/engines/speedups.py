@@ -25,6 +25,7 @@ same operations are scheduled on the device.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -61,10 +62,14 @@ HALF_ONLY_BACKENDS = ("cudnn", "flash")
 FUSED_HALF_BACKENDS = ("cudnn", "flash", "efficient")
 
 
+SDPA_PRIORITY = "set_priority" in inspect.signature(sdpa_kernel).parameters
+"""Whether this torch can order the SDPA kernels (2.6 on); older ones keep their own order."""
+
+
 @contextmanager
 def attention_priority(device: torch.device) -> Iterator[None]:
-    """`ATTENTION_ORDER` for the SDPA calls inside the block on CUDA; elsewhere nothing changes."""
-    if device.type != "cuda":
+    """`ATTENTION_ORDER` for the SDPA calls inside the block on CUDA; elsewhere (or on an older torch) nothing changes."""
+    if device.type != "cuda" or not SDPA_PRIORITY:
         yield
         return
     with sdpa_kernel(list(ATTENTION_ORDER), set_priority=True):
@@ -150,7 +155,7 @@ def attention_backend(device: torch.device, dtype: torch.dtype, heads: int, head
         "cuda",
         dtype,
         {
-            "cudnn": cuda.cudnn_sdp_enabled() and cuda.can_use_cudnn_attention(params),
+            "cudnn": SDPA_PRIORITY and cuda.cudnn_sdp_enabled() and cuda.can_use_cudnn_attention(params),
             "flash": cuda.flash_sdp_enabled() and cuda.can_use_flash_attention(params),
             "efficient": cuda.mem_efficient_sdp_enabled() and cuda.can_use_efficient_attention(params),
         },
