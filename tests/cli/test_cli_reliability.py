@@ -154,44 +154,34 @@ def test_a_folder_of_bracketed_names_is_upscaled_whole(base_clip, tmp_path, run_
 # ---------------------------------------------------------------- fail before the expensive part
 
 
-def _six_channel_pcm(path: Path) -> Path:
-    """64x48 video with 6-channel PCM audio of unordered layout (Matroska): MP4 takes it, then fails at the trailer."""
+def _clip_with_audio(path: Path, codec: str, layout: str, silence: np.ndarray, sample_format: str) -> Path:
+    """12 frames of 64x48 H.264 and 24 frames of silent `codec` audio (`silence`: one frame's samples)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=24)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = container.add_stream("pcm_s16le", rate=48000)
-        audio.layout = "5.1"
+        audio = container.add_stream(codec, rate=48000)
+        audio.layout = layout
         for i in range(12):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 16, np.uint8), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, 24)
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         for k in range(24):
-            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024 * 6), np.int16), format="s16", layout="5.1")
+            sound = av.AudioFrame.from_ndarray(silence, format=sample_format, layout=layout)
             sound.sample_rate, sound.pts = 48000, k * 1024
             container.mux(audio.encode(sound))
         container.mux(audio.encode(None))
     return path
 
 
+def _six_channel_pcm(path: Path) -> Path:
+    """64x48 video with 6-channel PCM audio of unordered layout (Matroska): MP4 takes it, then fails at the trailer."""
+    return _clip_with_audio(path, "pcm_s16le", "5.1", np.zeros((1, 1024 * 6), np.int16), "s16")
+
+
 def _concatenated_ts(path: Path) -> Path:
     """Two MPEG-TS clips joined byte for byte (`cat a.ts b.ts`): every timeline starts over halfway."""
-    part = path.with_name("part.ts")
-    with av.open(str(part), "w") as container:
-        video = container.add_stream("libx264", rate=24)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = container.add_stream("aac", rate=48000)
-        audio.layout = "stereo"
-        for i in range(12):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 16, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 24)
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        for k in range(24):
-            sound = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-            sound.sample_rate, sound.pts = 48000, k * 1024
-            container.mux(audio.encode(sound))
-        container.mux(audio.encode(None))
+    part = _clip_with_audio(path.with_name("part.ts"), "aac", "stereo", np.zeros((2, 1024), np.float32), "fltp")
     path.write_bytes(part.read_bytes() * 2)
     part.unlink()
     return path
