@@ -140,6 +140,12 @@ def make_audio(path: str | os.PathLike, *, seconds: float = 1.0) -> Path:
     return path
 
 
+def decode_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of `path`'s first video stream as uint8 RGB (N, H, W, 3): what tests compare outputs by."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
 def faststart_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Remux an MP4 with its index first: the layout whose truncation still leaves a readable head."""
     with av.open(str(src)) as inp, av.open(str(dest), "w", options={"movflags": "faststart"}) as out:

@@ -23,7 +23,7 @@ from star_cli import atomic
 from star_cli.pipeline import upscale as upscale_module
 from star_cli.pipeline.resume import work_folder
 from star_cli.testing import make_tiny_weights
-from star_cli.testing.media import make_video
+from star_cli.testing.media import decode_rgb, make_video
 
 MULTI_WINDOW = ("--chunk-len", "8", "--chunk-overlap", "2", "--window-chunks", "1", "--guidance", "1", "--codec", "ffv1")
 STAR_SCRIPT = str(Path(sys.executable).with_name("star"))
@@ -58,11 +58,6 @@ def upscale(run_cli, clip: Path, out: Path, weights: Path, *extra: object):
     return run_cli("upscale", clip, "-o", out, "--scale", "2", "--weights-dir", weights, "--quiet", *MULTI_WINDOW, *extra)
 
 
-def decoded(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 @pytest.fixture(scope="module")
 def reference(short_clip, weights, tmp_path_factory) -> np.ndarray:
     """The frames of one uninterrupted run."""
@@ -74,7 +69,7 @@ def reference(short_clip, weights, tmp_path_factory) -> np.ndarray:
     args = ["upscale", str(short_clip), "-o", str(out), "--scale", "2", "--weights-dir", str(weights), "--quiet", *MULTI_WINDOW]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return decoded(out)
+    return decode_rgb(out)
 
 
 def interrupted_run(run_cli, monkeypatch, clip: Path, out: Path, weights: Path, *extra: object) -> Path:
@@ -114,7 +109,7 @@ def test_resume_with_other_weights_or_options_is_refused_and_keeps_the_windows(
     # What does not change frames may change: device, offload, the encoder.
     result = upscale(run_cli, short_clip, out, weights, "--resume", "--offload", "model", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(decoded(out), reference)
+    np.testing.assert_array_equal(decode_rgb(out), reference)
     assert not folder.exists()
 
 
@@ -158,7 +153,7 @@ def test_damaged_work_folder_is_recomputed_with_a_warning(damage, warning, run_c
     assert result.exit_code == 0, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: ") and lines[0].endswith(warning), lines
-    np.testing.assert_array_equal(decoded(out), reference)
+    np.testing.assert_array_equal(decode_rgb(out), reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv"]
 
 
@@ -182,7 +177,7 @@ def test_disk_full_while_saving_a_window_is_one_line_and_the_folder_stays_resuma
     assert not out.exists() and partial_files(tmp_path) == []
     result = upscale(run_cli, short_clip, out, weights, "--resume")
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(decoded(out), reference)
+    np.testing.assert_array_equal(decode_rgb(out), reference)
 
 
 # ---------------------------------------------------------------- one run per output
@@ -229,7 +224,7 @@ def test_sigterm_keeps_the_finished_windows_for_resume(run_cli, weights, tmp_pat
     assert finished
     result = upscale(run_cli, clip, out, weights, "--resume")
     assert result.exit_code == 0, result.output
-    assert len(decoded(out)) == 24 and not work_folder(out).exists()
+    assert len(decode_rgb(out)) == 24 and not work_folder(out).exists()
 
 
 # ---------------------------------------------------------------- tiny and flat frames
@@ -259,7 +254,7 @@ def test_one_pixel_and_flat_frames_keep_their_colour(size, fix, run_cli, weights
     result = run_cli("upscale", clip, "-o", out, "--weights-dir", weights, "--quiet", "--guidance", "1",
                      "--codec", "ffv1", "--color-fix", fix)
     assert (result.exit_code, result.stderr) == (0, ""), result.output
-    frames = decoded(out)
+    frames = decode_rgb(out)
     assert frames.shape == (4, size[1] * 4, size[0] * 4, 3)
     pixels = frames.reshape(len(frames), -1, 3).astype(float)
     # AdaIN gives each frame the reference's mean and spread (flat: ~1 level, the reference's eps);

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +14,7 @@ from star_cli.pipeline import upscale as upscale_module
 from star_cli.pipeline.resume import work_folder
 from star_cli.testing import make_tiny_weights
 from star_cli.testing.cogvideox_weights import TINY_NATIVE
-from star_cli.testing.media import make_video
+from star_cli.testing.media import decode_rgb, make_video
 from star_cli.video.probe import probe
 
 runner = CliRunner()
@@ -39,11 +38,6 @@ def upscale(clip: Path, out: Path, weights: Path, *extra: str):
     return runner.invoke(app, args)
 
 
-def decoded(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 @pytest.fixture(scope="module")
 def reference_run(clip, weights, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "out.mkv"
@@ -58,15 +52,15 @@ def test_output_has_the_size_every_frame_and_the_audio(reference_run, clip):
     assert info.num_frames == probe(clip).num_frames == FRAMES
     assert [s.kind for s in info.streams] == ["audio"]
     assert not work_folder(reference_run).exists()
-    assert decoded(reference_run).std() > 0
+    assert decode_rgb(reference_run).std() > 0
 
 
 def test_same_seed_gives_same_frames_and_other_seed_differs(reference_run, clip, weights, tmp_path):
     again, other = tmp_path / "again.mkv", tmp_path / "other.mkv"
     assert upscale(clip, again, weights, *FAST).exit_code == 0
     assert upscale(clip, other, weights, *FAST, "--seed", "1").exit_code == 0
-    np.testing.assert_array_equal(decoded(again), decoded(reference_run))
-    assert not np.array_equal(decoded(other), decoded(reference_run))
+    np.testing.assert_array_equal(decode_rgb(again), decode_rgb(reference_run))
+    assert not np.array_equal(decode_rgb(other), decode_rgb(reference_run))
 
 
 def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, clip, weights, tmp_path, monkeypatch):
@@ -89,7 +83,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, clip, we
     result = upscale(clip, out, weights, *FAST, "--resume")
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
-    np.testing.assert_array_equal(decoded(out), decoded(reference_run))
+    np.testing.assert_array_equal(decode_rgb(out), decode_rgb(reference_run))
 
 
 @pytest.mark.parametrize("offload", ["model", "sequential"])
@@ -97,7 +91,7 @@ def test_offload_modes_give_identical_frames(reference_run, clip, weights, tmp_p
     out = tmp_path / "out.mkv"
     result = upscale(clip, out, weights, *FAST, "--offload", offload)
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(decoded(out), decoded(reference_run))
+    np.testing.assert_array_equal(decode_rgb(out), decode_rgb(reference_run))
 
 
 def test_outputs_larger_than_the_native_frame_are_tiled(weights, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -16,7 +15,7 @@ from star_cli.pipeline import upscale as upscale_module
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.resume import work_folder
 from star_cli.testing import make_tiny_weights
-from star_cli.testing.media import make_video
+from star_cli.testing.media import decode_rgb, make_video
 from star_cli.video.probe import probe
 
 runner = CliRunner()
@@ -46,11 +45,6 @@ def upscale(clip: Path, out: Path, weights: Path, *extra: str):
     return runner.invoke(app, args)
 
 
-def decoded(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 @pytest.fixture(scope="module")
 def reference_run(short_clip, weights, tmp_path_factory) -> Path:
     """One uninterrupted two-window run with guidance off (half the UNet calls)."""
@@ -77,8 +71,8 @@ def test_same_seed_gives_same_frames_and_other_seed_differs(reference_run, short
     common = [*MULTI_WINDOW, "--guidance", "1", "--codec", "ffv1"]
     assert upscale(short_clip, again, weights, *common).exit_code == 0
     assert upscale(short_clip, other, weights, *common, "--seed", "1").exit_code == 0
-    np.testing.assert_array_equal(decoded(again), decoded(reference_run))
-    assert not np.array_equal(decoded(other), decoded(reference_run))
+    np.testing.assert_array_equal(decode_rgb(again), decode_rgb(reference_run))
+    assert not np.array_equal(decode_rgb(other), decode_rgb(reference_run))
 
 
 def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, short_clip, weights, tmp_path, monkeypatch):
@@ -109,7 +103,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run(reference_run, short_cl
     monkeypatch.setattr(StarEngine, "restore", lambda self, *a, **k: calls.append(1) or real_engine_restore(self, *a, **k))
     result = upscale(short_clip, out, weights, *common, "--resume")
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(decoded(out), decoded(reference_run))
+    np.testing.assert_array_equal(decode_rgb(out), decode_rgb(reference_run))
     plan = make_plan(SHORT_FRAMES, 24, 32, PlanOptions(scale=2, chunk_len=8, chunk_overlap=2, window_chunks=1))
     assert len(calls) == len(plan.windows) - len(finished) > 0
     assert not work_folder(out).exists()
@@ -129,7 +123,7 @@ def test_offload_modes_give_identical_frames(reference_run, short_clip, weights,
     out = tmp_path / "out.mkv"
     result = upscale(short_clip, out, weights, *MULTI_WINDOW, "--guidance", "1", "--codec", "ffv1", "--offload", offload)
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(decoded(out), decoded(reference_run))
+    np.testing.assert_array_equal(decode_rgb(out), decode_rgb(reference_run))
 
 
 def test_missing_weights_name_the_file_and_the_fix(clip, weights, tmp_path):

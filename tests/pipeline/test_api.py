@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -22,7 +21,7 @@ from star_cli.pipeline import prepare as prepare_module
 from star_cli.pipeline.events import Evaluated, FramesWritten, WindowFinished
 from star_cli.pipeline.memory import memory_budget
 from star_cli.testing import make_tiny_weights
-from star_cli.testing.media import make_video
+from star_cli.testing.media import decode_rgb, make_video
 from star_cli.video.reader import read_batches
 
 FRAMES = 12
@@ -45,11 +44,6 @@ def pipe(weights) -> STARPipeline:
     return STARPipeline.from_pretrained(weights, device="cpu")
 
 
-def decoded(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
 @pytest.fixture(scope="module")
 def cli_frames(clip, weights, tmp_path_factory) -> np.ndarray:
     out = tmp_path_factory.mktemp("cli") / "out.mkv"
@@ -57,7 +51,7 @@ def cli_frames(clip, weights, tmp_path_factory) -> np.ndarray:
             "--codec", "ffv1", "--no-scene-detect", "--quiet", *CLI_SETTINGS]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return decoded(out)
+    return decode_rgb(out)
 
 
 def test_frames_in_memory_equal_the_cli_and_report_progress(pipe, clip, cli_frames):
@@ -74,7 +68,7 @@ def test_frames_in_memory_equal_the_cli_and_report_progress(pipe, clip, cli_fram
 def test_upscale_file_is_the_cli(pipe, clip, cli_frames, tmp_path):
     out = tmp_path / "api.mkv"
     pipe.upscale_file(clip, out, scale=2, codec="ffv1", scene_detect=False, quiet=True, **API_SETTINGS)
-    np.testing.assert_array_equal(decoded(out), cli_frames)
+    np.testing.assert_array_equal(decode_rgb(out), cli_frames)
 
 
 def test_torch_frames_in_torch_frames_out(pipe, clip):
@@ -123,9 +117,9 @@ def test_auto_tiles_are_planned_against_the_memory_as_the_cli_plans_them(pipe, w
     assert (o.tile_size, o.vae_tile, o.vae_encode_tile) != (None, None, None) and "tiled because" in planned.tiling
     assert planned == prepared[0].jobs[0].plan
     frames = np.concatenate([b.frames for b in read_batches(clip, 2)])
-    np.testing.assert_array_equal(pipe(frames, scale=4, **settings), decoded(out))
+    np.testing.assert_array_equal(pipe(frames, scale=4, **settings), decode_rgb(out))
     pipe.upscale_file(clip, tmp_path / "api.mkv", scale=4, codec="ffv1", scene_detect=False, quiet=True, **settings)
-    np.testing.assert_array_equal(decoded(tmp_path / "api.mkv"), decoded(out))
+    np.testing.assert_array_equal(decode_rgb(tmp_path / "api.mkv"), decode_rgb(out))
 
 
 def test_errors_are_star_errors_with_the_cli_messages(pipe, tmp_path):

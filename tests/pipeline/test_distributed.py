@@ -28,7 +28,7 @@ from star_cli.pipeline.lock import OutputLock
 from star_cli.pipeline.plan import PlanOptions, make_plan
 from star_cli.pipeline.resume import work_folder
 from star_cli.testing import make_tiny_weights
-from star_cli.testing.media import make_video
+from star_cli.testing.media import decode_rgb, make_video
 
 STAR = str(Path(sys.executable).with_name("star"))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--monitor-interval", "0.2"]
@@ -65,7 +65,7 @@ def reference(clip, weights, tmp_path_factory) -> np.ndarray:
 def decoded(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         assert [s.type for s in container.streams][:1] == ["video"]
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return decode_rgb(path)
 
 
 def star_args(source: Path, out: Path | str, weights: Path, *extra: str) -> list[str]:
