@@ -128,9 +128,8 @@ TILE_FIELDS = ("tile_size", "vae_tile", "vae_encode_tile")
 
 
 def tile_choice(options: PlanOptions) -> dict[str, object]:
-    """The tile fields of a planned run's options, JSON-ready (what `--resume` restores under 'auto')."""
-    return {name: list(value) if isinstance(value, tuple) else value for name, value in
-            ((name, getattr(options, name)) for name in TILE_FIELDS)}
+    """The tile fields of a planned run's options (what `--resume` restores under 'auto'); JSON keeps tuples as lists."""
+    return {name: getattr(options, name) for name in TILE_FIELDS}
 
 
 def restore_tiles(options: PlanOptions, choice: object) -> PlanOptions | None:
