@@ -11,19 +11,23 @@ whole-frame canvas), measured in one run:
    `--repeats` after a warm-up) and compared with the first variant's output (max |diff|):
    torch's defaults (what the reference runs), + the engine's SDPA order
    (`attention_priority`), + `device_forms` (video GroupNorm statistics by reductions,
-   temporal convolutions as GEMMs: the engine's default), + `--compile` (regional; its
-   warm-up is the compilation and is not timed);
+   temporal convolutions as GEMMs, memory-efficient attention for the temporal
+   attentions' short sequences: the engine's default), + `--compile` (regional; its
+   warm-up is the compilation and is not timed; `--no-compile` leaves it out);
 3. torch.profiler's device time of one forward by kernel class (attention, GEMM,
    convolution, normalisation, elementwise, copies), by kernel (full names) and by the
    torch op that launched it, for the defaults and the engine;
 4. the parts behind the differences alone: SDPA kernels on the top-level spatial
-   attention shape; GroupNorm and the 3x1x1 convolution, torch's against `device_forms`',
+   and temporal attention shapes; GroupNorm and the 3x1x1 convolution, torch's against `device_forms`',
    on the top-level video.
 
 Measured choices left out of the engine (benchmarks/gpu_kernels.py of 2026-11-26 on an
 H200, forward speed-up over the engine then): cuDNN autotuning x1.00, channels-last 2-D
 convolutions x0.95, unsliced feed-forwards x1.01 (at the cost of the memory bound), one
-launch per temporal attention x1.01.
+launch per temporal attention x1.01. On an H100 (same day): the memory-bound steps between
+the layers (LIEM + LayerNorm, GroupNorm + SiLU, GEGLU, residual adds, layout moves) as
+small torch.compile'd functions with dynamic shapes, about x1.04 for ~95 s of compilation
+on a cold cache: their dynamic-shape Triton kernels ran far below the card's bandwidth.
 
 Writes gpu_kernels.json and the profiler tables to --out ($OUT). Needs no weights file.
 `--tiny --device cpu` runs the same steps on tiny shapes (host clock, CPU profile): the smoke
@@ -220,6 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--tiny", action="store_true", help="tiny model and shapes: a smoke test (CPU)")
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default: inductor; eager when --tiny)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the regional --compile variant (~150 s on an H200)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = parser.parse_args(argv)
     if args.tiny:
@@ -243,8 +248,9 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
     rows: list[dict] = []
     profiles: dict[str, dict[str, object]] = {}
     baseline = None
-    for label in VARIANTS:
+    for label in VARIANTS[:-1] if args.no_compile else VARIANTS:
         try:
+            started = time.perf_counter()
             with variant(unet, device, label, args.compile_backend):
                 ms, out = timed_ms(forward, args.repeats, device)
                 if label in PROFILED:
@@ -257,10 +263,11 @@ def time_variants(unet: torch.nn.Module, device: torch.device, dtype: torch.dtyp
         tflops = flop / ms / 1e9
         row = {"variant": label, "ms": ms, "tflops": tflops, "mfu": tflops / peak if peak else None,
                "max_diff": (out.float() - baseline.float()).abs().max().item(), "speedup": rows[0]["ms"] / ms if rows else 1.0,
-               "output_abs_max": out.float().abs().max().item()}  # a zero output would make max_diff say nothing
+               "output_abs_max": out.float().abs().max().item(),  # a zero output would make max_diff say nothing
+               "seconds": time.perf_counter() - started}  # warm-up (compilation) and any profile included
         rows.append(row)
         log(f"{label:<30} {ms:9.1f} ms  {tflops:7.2f} TFLOP/s  MFU {row['mfu'] or 0:6.1%}  x{row['speedup']:.3f}  "
-            f"max|diff| {row['max_diff']:.2e}")
+            f"max|diff| {row['max_diff']:.2e}  ({row['seconds']:.0f} s with warm-up)")
     for label, profiled in profiles.items():
         log(f"by class, {label}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in profiled["classes"].items()))
     return {"tflop": flop / 1e12, "variants": rows, "profile": profiles}
@@ -294,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
     spatial = (args.batch * args.frames, config.dim // config.head_dim, args.height * args.width, config.head_dim)
     result["sdpa_spatial"] = sdpa_backends(device, dtype, spatial)
     log(f"SDPA {spatial}: {json.dumps(result['sdpa_spatial'])}")
+    temporal = (args.batch * args.height * args.width // 16, spatial[1], args.frames, config.head_dim)
+    result["sdpa_temporal"] = sdpa_backends(device, dtype, temporal)
+    log(f"SDPA {temporal}: {json.dumps(result['sdpa_temporal'])}")
     result["video_layers"] = video_layers(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
     log(f"video layers, top level: {json.dumps(result['video_layers'])}")
     result["seconds"] = time.perf_counter() - started

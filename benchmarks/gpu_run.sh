@@ -10,6 +10,7 @@
 # default 240 s, of which --compile's variant takes ~150 on an H200; GPU_BENCH_TIMEOUT,
 # default 330 s; 0 skips that step) together stay below the device call's 600 s limit,
 # so a hung run still returns its log. Measured on an H200: about 180 + 170 s.
+# GPU_KERNELS_ARGS passes options to the kernel study (e.g. --no-compile: ~35 s instead of ~180).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/bench-out}"
@@ -37,7 +38,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limi
 cat "$OUT/nvidia-smi.txt"
 status=0
 if [ "${GPU_KERNELS_TIMEOUT:-240}" != 0 ]; then
-  timeout -k 10 "${GPU_KERNELS_TIMEOUT:-240}" "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT" 2>&1 | tee "$OUT/gpu_kernels.log"
+  timeout -k 10 "${GPU_KERNELS_TIMEOUT:-240}" "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT" ${GPU_KERNELS_ARGS:-} 2>&1 | tee "$OUT/gpu_kernels.log"
   status=${PIPESTATUS[0]}
   [ "$status" = 124 ] && echo "gpu_kernels.py stopped by the ${GPU_KERNELS_TIMEOUT:-240} s guard: the log above is partial"
 fi

@@ -19,7 +19,7 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "gpu_kernels.json").read_text())
     variants = result["forward"]["variants"]
-    assert [row["variant"] for row in variants][0] == "torch defaults"
+    assert [row["variant"] for row in variants][0] == "torch defaults" and len(variants) == 4
     assert all("error" not in row for row in variants), variants
     assert all(row["max_diff"] < 1e-4 for row in variants)  # every variant computes the same forward ...
     assert variants[0]["output_abs_max"] > 1e-3  # ... and that forward is not zero (no zero-initialised branch)
@@ -30,5 +30,5 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
         assert profiled["classes"] and profiled["kernels"]
         assert {row["op"] for row in profiled["ops"]} >= {"aten::native_group_norm", "aten::scaled_dot_product_attention"}
     assert result["video_layers"]["conv max_diff"] < 1e-4 and result["video_layers"]["group_norm max_diff"] < 1e-4
-    assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict)
+    assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict) and isinstance(result["sdpa_temporal"]["FLASH_ATTENTION"], dict)
     assert list(tmp_path.glob("profile_*.txt"))

@@ -12,10 +12,29 @@ inputs, and its math fallback upcasts, so no manual "force fp32" step is needed.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 MAX_BATCH_HEADS = 16384
+
+SDPA_PRIORITY = "set_priority" in inspect.signature(sdpa_kernel).parameters
+"""Whether this torch can order the SDPA kernels (2.6 on); older ones keep their own order."""
+
+
+@contextmanager
+def kernel_order(order: Sequence[SDPBackend]) -> Iterator[None]:
+    """Ask SDPA for the kernels in `order` inside the block (each skipped where it cannot run); the
+    previous order is restored on exit. On a torch that cannot order them, nothing changes."""
+    if not SDPA_PRIORITY:
+        yield
+        return
+    with sdpa_kernel(list(order), set_priority=True):
+        yield
 
 
 def multi_head_attention(

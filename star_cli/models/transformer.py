@@ -9,14 +9,16 @@ Module and parameter names follow the checkpoint: `norm`, `proj_in`,
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from star_cli.models.attention import Attention
+from star_cli.models.attention import Attention, kernel_order
 from star_cli.models.blocks import zero_init
 from star_cli.models.conditioning import Conditioning, ConditionedBlock
-from star_cli.models.device_forms import group_norm_by_reductions
+from star_cli.models.device_forms import SHORT_SEQUENCE_ORDER, group_norm_by_reductions
 from star_cli.models.liem import SpatialLIEM, TemporalLIEM
 
 
@@ -139,7 +141,8 @@ class SpatialTransformer(ConditionedBlock):
 class TemporalTransformer(ConditionedBlock):
     """GroupNorm over (channels, frames, pixels) -> 1x1 in -> temporal block -> 1x1 out, residual.
 
-    `device_forms` takes the norm's statistics by `group_norm_by_reductions` (faster on CUDA).
+    `device_forms` takes the norm's statistics by `group_norm_by_reductions` and asks for
+    `SHORT_SEQUENCE_ORDER` for its attention (both faster on CUDA).
     """
 
     device_forms: bool = False
@@ -163,7 +166,8 @@ class TemporalTransformer(ConditionedBlock):
         # (the normed clip is a temporary: the token copy below is all that stays alive)
         tokens = self._norm(video).permute(0, 3, 4, 2, 1).reshape(-1, frames, c)
         tokens = self.proj_in(tokens)
-        for block in self.transformer_blocks:
-            tokens = block(tokens)
+        with kernel_order(SHORT_SEQUENCE_ORDER) if self.device_forms else nullcontext():
+            for block in self.transformer_blocks:
+                tokens = block(tokens)
         out = self.proj_out(tokens).view(bf // frames, h, w, frames, c).permute(0, 3, 4, 1, 2)
         return (x.unflatten(0, (bf // frames, frames)) + out).reshape(bf, c, h, w)

@@ -97,6 +97,42 @@ def test_device_forms_give_the_same_output() -> None:
     torch.testing.assert_close(forms, plain, rtol=0, atol=1e-5)
 
 
+def test_device_forms_ask_for_the_short_sequence_kernels_around_temporal_attention_only(monkeypatch) -> None:
+    from contextlib import contextmanager
+
+    from star_cli.models import transformer
+    from star_cli.models.device_forms import SHORT_SEQUENCE_ORDER
+
+    attention_orders: list[list] = []
+    depth = [0]
+    seen: list[tuple[bool, bool]] = []  # (frame-long sequence, inside the order) per SDPA call
+    original_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    @contextmanager
+    def recording_order(order):
+        attention_orders.append(list(order))
+        depth[0] += 1
+        yield
+        depth[0] -= 1
+
+    def sdpa(q, k, *args, **kwargs):
+        seen.append((q.shape[-2] == k.shape[-2] == 3, depth[0] > 0))  # 3 frames; frames hold 24 tokens
+        return original_sdpa(q, k, *args, **kwargs)
+
+    monkeypatch.setattr(transformer, "kernel_order", recording_order)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
+    model = small_model()
+    inputs = small_inputs()
+    with torch.no_grad():
+        model(*inputs[:3], hint=inputs[3])
+        assert attention_orders == [] and not any(inside for _, inside in seen)
+        seen.clear()
+        model.set_device_forms(True)
+        model(*inputs[:3], hint=inputs[3])
+    assert all(temporal == inside for temporal, inside in seen) and any(inside for _, inside in seen)
+    assert all(order == list(SHORT_SEQUENCE_ORDER) for order in attention_orders)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_group_norm_by_reductions_matches_torch_on_a_video(dtype) -> None:
     g = torch.Generator().manual_seed(4)

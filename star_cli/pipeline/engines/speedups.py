@@ -25,7 +25,6 @@ same operations are scheduled on the device.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from star_cli.models.attention import SDPA_PRIORITY, kernel_order
 from star_cli.models.conditioning import ConditionedBlock
 from star_cli.pipeline.estimate import Offload, estimate
 from star_cli.pipeline.plan import Plan
@@ -62,17 +62,13 @@ HALF_ONLY_BACKENDS = ("cudnn", "flash")
 FUSED_HALF_BACKENDS = ("cudnn", "flash", "efficient")
 
 
-SDPA_PRIORITY = "set_priority" in inspect.signature(sdpa_kernel).parameters
-"""Whether this torch can order the SDPA kernels (2.6 on); older ones keep their own order."""
-
-
 @contextmanager
 def attention_priority(device: torch.device) -> Iterator[None]:
     """`ATTENTION_ORDER` for the SDPA calls inside the block on CUDA; elsewhere (or on an older torch) nothing changes."""
-    if device.type != "cuda" or not SDPA_PRIORITY:
+    if device.type != "cuda":
         yield
         return
-    with sdpa_kernel(list(ATTENTION_ORDER), set_priority=True):
+    with kernel_order(ATTENTION_ORDER):
         yield
 
 
