@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -158,7 +159,10 @@ def profile_forward(forward: Callable[[], object], device: torch.device, out: Pa
         if op:
             launched = (getattr(event, total, 0) or 0) if cuda else micros
             ops.append({"op": event.key, "calls": event.count, "ms": launched / 1e3})
-        if micros and not (op and cuda):  # on a GPU the kernels carry the time; on a CPU the ops do
+        # On a GPU the kernels carry the time (a CPU-side range, such as a compiled kernel's launcher,
+        # repeats its kernel's; "Command Buffer Full" marks a stalled launch queue); on a CPU the ops do.
+        host_range = cuda and (op or event.device_type == DeviceType.CPU or event.key == "Command Buffer Full")
+        if micros and not host_range:
             classes[classify(event.key)] = classes.get(classify(event.key), 0.0) + micros / 1e3
             kernels.append({"kernel": event.key, "calls": event.count, "ms": micros / 1e3})
     table = averages.table(sort_by=key, row_limit=40)
