@@ -15,6 +15,7 @@ from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.models import STARUNet
 from star_cli.models.blocks import ResBlock
 from star_cli.models.conditioning import Conditioning, ConditionedBlock
+from star_cli.models.transformer import TemporalTransformer
 from star_cli.pipeline.engines.speedups import (
     ATTENTION_ORDER,
     BACKEND_NAMES,
@@ -112,6 +113,31 @@ def test_compile_wraps_every_repeated_block_once_per_shape_and_matches_eager():
     assert all(block._compiled_call_impl is not None for block in (blocks[0], blocks[2]))
     torch.testing.assert_close(run(), eager, rtol=0, atol=1e-5)
     assert len(graphs) == 1  # the second block of the same class and shapes reuses the first one's graph
+
+
+def test_compiled_temporal_transformer_traces_its_attention_kernel_order_in_one_graph():
+    """Device forms ask for an SDPA order inside the temporal transformer: `--compile` must
+    capture it (one graph, no break) and compute the same."""
+    torch.manual_seed(0)
+    blocks = nn.ModuleList([TemporalTransformer(32, 2, 16)]).eval()
+    for parameter in blocks.parameters():
+        nn.init.normal_(parameter, 0.0, 0.2)
+    blocks[0].device_forms = True
+    cond = Conditioning(torch.randn(1, 128), torch.randn(1, 77, 8), frames=3)
+    x = torch.randn(3, 32, 4, 4)
+    with torch.no_grad():
+        eager = blocks[0](x, cond)
+    graphs: list[int] = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(len(graph_module.graph.nodes))
+        return graph_module.forward
+
+    compile_repeated_blocks(blocks, backend=counting_backend)
+    with torch.no_grad():
+        compiled = blocks[0](x, cond)
+    assert len(graphs) == 1
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
 
 
 @pytest.mark.skipif(
