@@ -19,7 +19,8 @@ whole-frame canvas), measured in one run:
    torch op that launched it, for the defaults and the engine;
 4. the parts behind the differences alone: SDPA kernels on the top-level spatial
    and temporal attention shapes; GroupNorm and the 3x1x1 convolution, torch's against `device_forms`',
-   on the top-level video.
+   on the top-level video; and a candidate for the next change, the spatial transformers'
+   moves between frames and tokens as matrix products on the layouts as they lie.
 
 Measured choices left out of the engine (benchmarks/gpu_kernels.py of 2026-11-26 on an
 H200, forward speed-up over the engine then): cuDNN autotuning x1.00, channels-last 2-D
@@ -217,6 +218,32 @@ def video_layers(device: torch.device, dtype: torch.dtype, shape: tuple[int, int
     return results
 
 
+def token_moves(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int, int]) -> dict:
+    """The transformers' moves between frames (N, C, H, W) and tokens (N, H*W, C), on one top-level
+    video: as the UNet does them (a permute copy, a strided residual add) against matrix products
+    that read and write the layouts directly. For the next change: ms of each and max |diff|."""
+    batch, channels, frames, height, width = shape
+    n, pixels = batch * frames, height * width
+    frames_in, normed = (torch.randn(n, channels, height, width, device=device, dtype=dtype) for _ in range(2))
+    tokens = torch.randn(n, pixels, channels, device=device, dtype=dtype)
+    weight = torch.randn(channels, channels, device=device, dtype=dtype) / channels**0.5
+    bias = torch.randn(channels, device=device, dtype=dtype)
+    pairs = {
+        "in": (lambda: F.linear(normed.permute(0, 2, 3, 1).reshape(n, pixels, channels), weight, bias),
+               lambda: torch.baddbmm(bias, normed.view(n, channels, pixels).transpose(1, 2), weight.t().expand(n, -1, -1))),
+        "out": (lambda: frames_in + F.linear(tokens, weight, bias).view(n, height, width, channels).permute(0, 3, 1, 2),
+                lambda: torch.baddbmm(frames_in.view(n, channels, pixels), weight.expand(n, -1, -1), tokens.transpose(1, 2))
+                .add_(bias[:, None]).view(n, channels, height, width)),
+    }
+    results: dict[str, object] = {}
+    with torch.no_grad():
+        for name, (as_now, direct) in pairs.items():
+            now_ms, expected = timed_ms(as_now, 5, device)
+            direct_ms, got = timed_ms(direct, 5, device)
+            results[name] = {"now_ms": now_ms, "direct_ms": direct_ms, "max_diff": (got.float() - expected.float()).abs().max().item()}
+    return results
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -310,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"SDPA {temporal}: {json.dumps(result['sdpa_temporal'])}")
     result["video_layers"] = video_layers(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
     log(f"video layers, top level: {json.dumps(result['video_layers'])}")
+    result["token_moves"] = token_moves(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
+    log(f"token moves, top level: {json.dumps(result['token_moves'])}")
     result["seconds"] = time.perf_counter() - started
     (args.out / "gpu_kernels.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out / 'gpu_kernels.json'}")

@@ -30,5 +30,6 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
         assert profiled["classes"] and profiled["kernels"]
         assert {row["op"] for row in profiled["ops"]} >= {"aten::native_group_norm", "aten::scaled_dot_product_attention"}
     assert result["video_layers"]["conv max_diff"] < 1e-4 and result["video_layers"]["group_norm max_diff"] < 1e-4
+    assert all(move["max_diff"] < 1e-4 and move["direct_ms"] > 0 for move in result["token_moves"].values())
     assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict) and isinstance(result["sdpa_temporal"]["FLASH_ATTENTION"], dict)
     assert list(tmp_path.glob("profile_*.txt"))
