@@ -19,8 +19,9 @@ whole-frame canvas), measured in one run:
    torch op that launched it, for the defaults and the engine;
 4. the parts behind the differences alone: SDPA kernels on the top-level spatial
    and temporal attention shapes; GroupNorm and the 3x1x1 convolution, torch's against `device_forms`',
-   on the top-level video; and a candidate for the next change, the spatial transformers'
-   moves between frames and tokens as matrix products on the layouts as they lie.
+   on the top-level video; and candidates for the next change: the spatial transformers'
+   moves between frames and tokens as matrix products on the layouts as they lie, and the
+   VAE decoder in channels-last memory format.
 
 Measured choices left out of the engine (benchmarks/gpu_kernels.py of 2026-11-26 on an
 H200, forward speed-up over the engine then): cuDNN autotuning x1.00, channels-last 2-D
@@ -244,6 +245,21 @@ def token_moves(device: torch.device, dtype: torch.dtype, shape: tuple[int, int,
     return results
 
 
+def vae_decode_formats(device: torch.device, dtype: torch.dtype, frames: int, height: int, width: int, tiny: bool) -> dict:
+    """One group of `frames` latents through the temporal VAE's decoder (random SVD-size weights) in
+    torch's default memory format and in channels-last: decoding is about a tenth of a run and
+    runs at 7-10% MFU, mostly 2-D convolutions, which cuDNN reorders to channels-last and back."""
+    vae = models.vae(device, dtype, tiny=tiny)
+    latent = torch.randn(frames, 4, height, width, device=device, dtype=dtype)
+    with torch.no_grad():
+        default_ms, expected = timed_ms(lambda: vae.decode(latent, num_frames=frames).sample, 3, device)
+        for conv in (module for module in vae.modules() if isinstance(module, torch.nn.Conv2d)):  # 2-D only
+            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+        last = latent.contiguous(memory_format=torch.channels_last)
+        last_ms, got = timed_ms(lambda: vae.decode(last, num_frames=frames).sample, 3, device)
+    return {"default_ms": default_ms, "channels_last_ms": last_ms, "max_diff": (got.float() - expected.float()).abs().max().item()}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -339,6 +355,8 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"video layers, top level: {json.dumps(result['video_layers'])}")
     result["token_moves"] = token_moves(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
     log(f"token moves, top level: {json.dumps(result['token_moves'])}")
+    result["vae_decode"] = vae_decode_formats(device, dtype, 3, args.height, args.width, args.tiny)
+    log(f"VAE decode, 3 frames: {json.dumps(result['vae_decode'])}")
     result["seconds"] = time.perf_counter() - started
     (args.out / "gpu_kernels.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out / 'gpu_kernels.json'}")

@@ -31,5 +31,6 @@ def test_tiny_cpu_run_times_every_variant_and_writes_the_json(tmp_path):
         assert {row["op"] for row in profiled["ops"]} >= {"aten::native_group_norm", "aten::scaled_dot_product_attention"}
     assert result["video_layers"]["conv max_diff"] < 1e-4 and result["video_layers"]["group_norm max_diff"] < 1e-4
     assert all(move["max_diff"] < 1e-4 and move["direct_ms"] > 0 for move in result["token_moves"].values())
+    assert result["vae_decode"]["max_diff"] < 1e-3 and result["vae_decode"]["channels_last_ms"] > 0
     assert isinstance(result["sdpa_spatial"]["FLASH_ATTENTION"], dict) and isinstance(result["sdpa_temporal"]["FLASH_ATTENTION"], dict)
     assert list(tmp_path.glob("profile_*.txt"))
