@@ -127,6 +127,7 @@ def upscale(
     preset: str = typer.Option("medium", help="Encoder speed preset."),
     pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format.", show_default="the source's chroma and depth where the codec allows"),
     exact_size: bool = typer.Option(False, "--exact-size", help="Keep an odd output size exactly (4:4:4, which many players refuse) instead of dropping its last row/column."),
+    deinterlace: str = typer.Option("auto", help="auto (rebuild the interlaced frames of a source coded interlaced, with ffmpeg's bwdif), on (every frame: for transfers that lost their flags) or off."),
     start: Optional[str] = typer.Option(None, "--start", help="Begin here: a time (90, 1:30, 1:02:03.5) or a frame (2160f); the audio is cut to match.", show_default="the first frame"),
     end: Optional[str] = typer.Option(None, "--end", help="Stop before this time or frame.", show_default="the last frame"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

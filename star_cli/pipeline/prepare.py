@@ -10,6 +10,7 @@ read. What it returns is what `--dry-run` shows and what `pipeline.upscale.execu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from star_cli.errors import InputError
@@ -23,10 +24,15 @@ from star_cli.pipeline.resume import stored_tiles
 from star_cli.pipeline.tiling import MemoryBudget, plan_tiles, restore_tiles
 from star_cli.video.encoding import even_size
 from star_cli.video.probe import VideoInfo, probe
-from star_cli.video.reader import count_decodable_frames
+from star_cli.video.deinterlace import bwdif_frames
+from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
 from star_cli.video.segment import Segment, find_segment
 from star_cli.video.writer import VideoWriter
+
+
+READ_BATCH = 16
+"""Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
 
 
 @dataclass
@@ -41,6 +47,13 @@ class PlannedJob:
     segment: Segment | None = None
     notes: list[str] = field(default_factory=list)  # warnings about the input or the output format
     index: int = 1  # 1-based position among the files of the call (skipped ones count too)
+    deinterlace: str | None = None  # the frames bwdif rebuilds (video.deinterlace.bwdif_frames)
+
+    def batches(self, ignore_errors: bool) -> Iterator[FrameBatch]:
+        """The source's frames as the plan counts them: its segment, deinterlaced as planned."""
+        return read_batches(
+            self.job.source, READ_BATCH, ignore_errors=ignore_errors, segment=self.segment, deinterlace=self.deinterlace
+        )
 
 
 @dataclass
@@ -69,8 +82,10 @@ def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment 
     return info, segment, frames, [c for c in cuts if 0 < c < frames]
 
 
-def _input_notes(info: VideoInfo) -> list[str]:
-    return [f"{info.path}: the video is interlaced; it is upscaled as progressive frames (deinterlace it first for clean motion)"] if info.interlaced else []
+def _input_notes(info: VideoInfo, deinterlace: str | None) -> list[str]:
+    if deinterlace is not None or not info.interlaced:
+        return []
+    return [f"{info.path}: the video is interlaced and --deinterlace off keeps its fields: moving edges stay combed"]
 
 
 def plan_job(
@@ -93,7 +108,8 @@ def plan_job(
     out_h, out_w = plan.output_size
     options = encode_options_for(job.dest, request.encode)
     width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
-    notes = _input_notes(info)
+    deinterlace = bwdif_frames(request.deinterlace, info.interlaced)
+    notes = _input_notes(info, deinterlace)
     if (width, height) != (out_w, out_h):
         notes.append(
             f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "
@@ -104,7 +120,7 @@ def plan_job(
     writer = VideoWriter(job.dest, info, width, height, options, start_pts=start, end_seconds=end)
     writer.rehearse()
     est = run_estimate(plan, request.star, device) if device is not None else estimate(plan)
-    return PlannedJob(job, info, plan, writer, est, segment, notes)
+    return PlannedJob(job, info, plan, writer, est, segment, notes, deinterlace=deinterlace)
 
 
 def prepare(request: UpscaleRequest, free: FreeMemory | None = None) -> Prepared:

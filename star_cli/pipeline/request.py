@@ -44,6 +44,9 @@ SOLVERS = ("dpmpp_2m_sde", "heun")
 BATCH_GUIDANCE = ("auto", "on", "off")
 QUANTIZE_MODES = ("round", "truncate")
 
+DEINTERLACE_MODES = ("auto", "on", "off")
+"""auto: bwdif on a source coded interlaced (its flagged frames); on: every frame; off: none (video/deinterlace.py)."""
+
 
 FAST_STEPS = 15
 """The reference's step count; with it the sampler uses the reference's 'fast' spacing."""
@@ -111,6 +114,7 @@ class UpscaleRequest:
     start: Position | None = None
     end: Position | None = None
     exact_size: bool = False
+    deinterlace: str = "auto"  # DEINTERLACE_MODES
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -224,6 +228,7 @@ def build_request(
     start: str | None = None,
     end: str | None = None,
     exact_size: bool = False,
+    deinterlace: str = "auto",
 ) -> UpscaleRequest:
     """Validate raw CLI values into an `UpscaleRequest` (InputError on the first bad one).
 
@@ -247,6 +252,7 @@ def build_request(
     _choice("codec", codec, CODECS)
     _choice("batch_guidance", batch_guidance, BATCH_GUIDANCE)
     _choice("quantize", quantize, QUANTIZE_MODES)
+    _choice("deinterlace", deinterlace, DEINTERLACE_MODES)
     if dtype is not None:
         _choice("dtype", dtype, DTYPES)
     if steps < MIN_STEPS:
@@ -327,6 +333,7 @@ def build_request(
         start=positions.get("start"),
         end=positions.get("end"),
         exact_size=exact_size,
+        deinterlace=deinterlace,
     )
 
 
@@ -345,5 +352,5 @@ def request_defaults() -> dict[str, object]:
         offload=star.offload, vae_group=star.vae_group, quantize=star.quantize, resume=star.resume,
         batch_guidance=star.batch_guidance, compile=star.compile, codec=CODECS[0], crf=None,
         preset=encode.preset, pix_fmt=encode.pix_fmt, quiet=False, verbose=False, gpus=None, devices=None,
-        start=None, end=None, exact_size=False,
+        start=None, end=None, exact_size=False, deinterlace="auto",
     )

@@ -51,14 +51,12 @@ from star_cli.pipeline.events import Event, FramesWritten, Notice, ignore
 from star_cli.pipeline.memory import FreeMemory, check_memory, free_memory, least_free, run_device
 from star_cli.pipeline.prepare import PlannedJob, prepare
 from star_cli.pipeline.upscale import (
-    READ_BATCH,
     checked_weights,
     make_engine,
     open_store,
     upscale_one,
     warner,
 )
-from star_cli.video.reader import read_batches
 
 Planned = list[PlannedJob]
 
@@ -201,10 +199,10 @@ def _claimed_windows(
     request: UpscaleRequest, planned: PlannedJob, engine: _LazyEngine, store: WindowStore, shared: Shared, talk: Console
 ) -> Iterator[int]:
     """Restore and store every window this rank can claim, in order; yields each one's index when stored."""
-    job, plan, segment = planned.job, planned.plan, planned.segment
+    plan = planned.plan
     claims = WindowClaims(store.folder / "claims", shared.beat.owner)
     spans = [(w.start, w.end) for w in plan.windows]
-    for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=segment), spans):
+    for frames in gather_windows(planned.batches(request.ignore_errors), spans):
         shared.raise_failure()
         if store.has(frames.index) or not claims.take(frames.index):
             continue
@@ -236,7 +234,7 @@ def _one_video(
     spans = [(w.start, w.end) for w in plan.windows]
     joiner = WindowJoiner(spans)
     with writer:
-        for frames in gather_windows(read_batches(job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=planned.segment), spans):
+        for frames in gather_windows(planned.batches(request.ignore_errors), spans):
             while not store.has(frames.index):
                 if worker is not None and next(worker, None) is None:
                     worker = None

@@ -41,19 +41,16 @@ from star_cli.pipeline.identity import run_identity
 from star_cli.pipeline.lock import output_locks, sweep_stale_locks
 from star_cli.pipeline.memory import check_memory, run_dtype_name
 from star_cli.pipeline.prefetch import WriteBehind, prefetched
-from star_cli.pipeline.prepare import PlannedJob, Prepared, prepare
+from star_cli.pipeline.prepare import READ_BATCH, PlannedJob, Prepared, prepare
 from star_cli.pipeline.request import StarSettings, UpscaleRequest
 from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.tiling import tile_choice
 from star_cli.pipeline.timing import StageClock
 from star_cli.pipeline.windows import restore_windows, window_evaluations
 from star_cli.video.probe import VideoInfo
-from star_cli.video.reader import read_batches, read_frames
+from star_cli.video.reader import read_frames
 from star_cli.video.resize import LanczosResizer
 from star_cli.video.writer import VideoWriter
-
-READ_BATCH = 16
-"""Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
 
 WeightsResolver = Callable[[StarSettings], WeightsPaths]
 """Finds (or fetches) the checked weights of a STAR run; the CLI's may offer a download."""
@@ -252,7 +249,7 @@ def _restore_rgb(
 ) -> None:
     """Decode ahead and encode behind the engine, each on its own thread (pipeline.prefetch)."""
     plan, clock = planned.plan, engine.clock
-    reader = prefetched(read_batches(planned.job.source, READ_BATCH, ignore_errors=request.ignore_errors, segment=planned.segment))
+    reader = prefetched(planned.batches(request.ignore_errors))
     with closing(reader), WriteBehind(writer.write) as write_behind:
         batches = _timed(reader, clock, "io")
         if engine.temporal:
@@ -270,7 +267,9 @@ def _restore_rgb(
 def _resize_yuv(planned: PlannedJob, writer: VideoWriter, request: UpscaleRequest, clock: StageClock, progress: ProgressCallback) -> None:
     """Decode and resize on a worker thread, one batch ahead of the encoder (the resize is timed on that thread)."""
     resize = LanczosResizer(writer.width, writer.height, writer.pix_fmt, writer.matrix, writer.color_range)
-    frames = read_frames(planned.job.source, ignore_errors=request.ignore_errors, segment=planned.segment)
+    frames = read_frames(
+        planned.job.source, ignore_errors=request.ignore_errors, segment=planned.segment, deinterlace=planned.deinterlace
+    )
 
     def resized(frame: object) -> object:
         with clock.stage("resize"):

@@ -100,18 +100,24 @@ def make_video(
     vfr: bool = False,
     seed: int = 0,
     cut_at: Sequence[int] = (),
+    interlaced: bool = False,
 ) -> Path:
     """Write a synthetic clip to `path` (container chosen by its extension) and return it.
 
     `rotation` is stored as a display matrix, counter-clockwise degrees (the
     convention of PyAV's `VideoFrame.rotation`); pixels are stored unrotated.
+    `interlaced` (libx264 only) codes top-field-first interlaced frames whose two fields
+    are the pattern half a frame apart: its moving square is combed, as on tape transfers.
     """
+    if interlaced and codec != "libx264":
+        raise ValueError(f"interlaced clips are written with libx264, not {codec}")
     path = Path(path)
     suffix = path.suffix.lower()
     time_base = 1 / (2 * Fraction(fps))
     ticks = frame_ticks(frames, vfr)
     with av.open(str(path), "w") as container:
-        video = container.add_stream(codec, rate=Fraction(fps), options=dict(_VIDEO_OPTIONS.get(codec, {})))
+        options = dict(_VIDEO_OPTIONS.get(codec, {}), **({"x264-params": "tff=1"} if interlaced else {}))
+        video = container.add_stream(codec, rate=Fraction(fps), options=options)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.codec_context.time_base = time_base
         if rotation:
@@ -119,7 +125,10 @@ def make_video(
         sound = _add_audio(container, suffix) if audio else None
         text = _add_subtitles(container, suffix) if subtitles else None
         for index, tick in enumerate(ticks):
-            rgb = pattern_frame(index, width, height, seed=seed, shot=shot_index(index, cut_at))
+            shot = shot_index(index, cut_at)
+            rgb = pattern_frame(2 * index if interlaced else index, width, height, seed=seed, shot=shot)
+            if interlaced:  # the bottom field, half a frame later
+                rgb[1::2] = pattern_frame(2 * index + 1, width, height, seed=seed, shot=shot)[1::2]
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = tick, time_base
             container.mux(video.encode(frame))

@@ -18,6 +18,7 @@ from av.video.reformatter import ColorRange, VideoReformatter
 
 from star_cli.errors import InputError
 from star_cli.video.colour import decode_matrix, decode_range, tags_of
+from star_cli.video.deinterlace import deinterlaced
 from star_cli.video.probe import Declared, open_input, truncated_message, video_stream
 from star_cli.video.segment import Segment
 
@@ -134,6 +135,15 @@ def _segment_frames(
         yield frame
 
 
+def _source_frames(
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path, *,
+    ignore_errors: bool, segment: Segment | None, deinterlace: str | None,
+) -> Iterator[av.VideoFrame]:
+    """`decoded_frames`, deinterlaced where asked (`deinterlace`: which frames, see `bwdif_frames`)."""
+    frames = decoded_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment)
+    return frames if deinterlace is None else deinterlaced(frames, stream.time_base, deinterlace)
+
+
 def count_decodable_frames(path: str | os.PathLike) -> int:
     """How many frames `read_batches(path, ..., ignore_errors=True)` will yield.
 
@@ -147,7 +157,8 @@ def count_decodable_frames(path: str | os.PathLike) -> int:
 
 
 def read_batches(
-    path: str | os.PathLike, batch_size: int, *, ignore_errors: bool = False, segment: Segment | None = None
+    path: str | os.PathLike, batch_size: int, *, ignore_errors: bool = False, segment: Segment | None = None,
+    deinterlace: str | None = None,
 ) -> Iterator[FrameBatch]:
     """Yield the video at `path` as FrameBatch-es of up to `batch_size` frames.
 
@@ -157,7 +168,8 @@ def read_batches(
     writer that keeps them reproduces the source timing (VFR included); they
     strictly increase (a damaged file's repeated stamp is nudged one tick on, and
     a timeline that starts over, as in concatenated files, is continued).
-    With a `segment`, only its frames are read (`start` counts from its first).
+    With a `segment`, only its frames are read (`start` counts from its first). `deinterlace`
+    names the frames bwdif rebuilds ('interlaced' or 'all'; None: none), one for one.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -169,7 +181,8 @@ def read_batches(
         batch: np.ndarray | None = None
         pts: list[int] = []
         start, last, offset = 0, None, 0
-        for frame in decoded_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment):
+        frames = _source_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment, deinterlace=deinterlace)
+        for frame in frames:
             if convert is None:
                 convert = RgbConverter(frame)
             if batch is None:
@@ -210,7 +223,8 @@ def _nominal_step(stream: av.VideoStream) -> int:
 
 
 def read_frames(
-    path: str | os.PathLike, *, ignore_errors: bool = False, segment: Segment | None = None
+    path: str | os.PathLike, *, ignore_errors: bool = False, segment: Segment | None = None,
+    deinterlace: str | None = None,
 ) -> Iterator[tuple[av.VideoFrame, int]]:
     """The decoded frames as they are (source pixel format, coded size) with `read_batches`' timestamps.
 
@@ -222,6 +236,7 @@ def read_frames(
         stream = video_stream(container, path)
         step = _nominal_step(stream)
         last, offset = None, 0
-        for frame in decoded_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment):
+        frames = _source_frames(container, stream, path, ignore_errors=ignore_errors, segment=segment, deinterlace=deinterlace)
+        for frame in frames:
             last, offset = _next_pts(frame.pts, last, step, offset)
             yield frame, last

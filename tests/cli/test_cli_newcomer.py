@@ -130,15 +130,3 @@ def test_output_folder_parent_must_exist(base_clip, tmp_path, run_cli):
     shutil.copy(base_clip, inputs / "a.mp4")
     line = error_line(run_cli("upscale", inputs, "-o", tmp_path / "no" / "out", *LANCZOS))
     assert "no" in line and not Path(tmp_path / "no").exists()
-
-
-def test_interlaced_input_gets_a_warning(clip, tmp_path, run_cli, monkeypatch):
-    from dataclasses import replace
-
-    from star_cli.pipeline import prepare as prepare_module
-
-    real_probe = prepare_module.probe
-    monkeypatch.setattr(prepare_module, "probe", lambda *a, **k: replace(real_probe(*a, **k), interlaced=True))
-    result = run_cli("upscale", clip, "-o", tmp_path / "o.mp4", *LANCZOS)
-    assert result.exit_code == 0, result.output
-    assert "warning:" in result.stderr and "interlaced" in result.stderr

@@ -1,0 +1,50 @@
+"""`star upscale --deinterlace auto|on|off`: interlaced sources come out without combs unless asked otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cli_checks import error_line, snapshot
+from star_cli.testing.media import decode_rgb, make_video
+
+LANCZOS = ("--engine", "lanczos", "--preset", "ultrafast", "--scale", "2", "--crf", "10")
+
+
+def comb(frames: np.ndarray) -> float:
+    """Neighbouring rows' difference beyond what rows two apart show: the fields disagreeing."""
+    frames = frames.astype(np.float32)
+    return float(np.abs(frames[:, 1:] - frames[:, :-1]).mean() - 0.5 * np.abs(frames[:, 2:] - frames[:, :-2]).mean())
+
+
+@pytest.fixture
+def tape(tmp_path):
+    return make_video(tmp_path / "tape.mp4", frames=10, interlaced=True)
+
+
+def test_an_interlaced_source_is_deinterlaced_by_default_and_kept_combed_when_off(tape, tmp_path, run_cli):
+    auto, off = tmp_path / "auto.mp4", tmp_path / "off.mp4"
+    result = run_cli("upscale", tape, "-o", auto, *LANCZOS)
+    assert result.exit_code == 0, result.output
+    assert "keeps its fields" not in result.stderr.replace("\n", "")
+    result = run_cli("upscale", tape, "-o", off, *LANCZOS, "--deinterlace", "off")
+    assert result.exit_code == 0, result.output
+    assert "interlaced and --deinterlace off keeps its fields" in result.stderr.replace("\n", "")
+    rebuilt, combed = decode_rgb(auto), decode_rgb(off)
+    assert rebuilt.shape == combed.shape == (10, 96, 128, 3)
+    assert comb(rebuilt) < 0.6 * comb(combed)
+
+
+def test_on_rebuilds_a_source_not_flagged_interlaced(tmp_path, run_cli):
+    clip = make_video(tmp_path / "progressive.mp4", frames=6, audio=False)
+    plain, forced = tmp_path / "plain.mp4", tmp_path / "forced.mp4"
+    assert run_cli("upscale", clip, "-o", plain, *LANCZOS).exit_code == 0
+    assert run_cli("upscale", clip, "-o", forced, *LANCZOS, "--deinterlace", "on").exit_code == 0
+    assert len(decode_rgb(forced)) == 6 and not np.array_equal(decode_rgb(forced), decode_rgb(plain))
+
+
+def test_a_bad_mode_is_one_line_before_any_work(clip, tmp_path, run_cli):
+    before = snapshot(tmp_path)
+    line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out.mp4", *LANCZOS, "--deinterlace", "yes"))
+    assert "--deinterlace must be one of auto, on, off" in line
+    assert snapshot(tmp_path) == before
