@@ -83,9 +83,13 @@ def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment 
 
 
 def _input_notes(info: VideoInfo, deinterlace: str | None) -> list[str]:
-    if deinterlace is not None or not info.interlaced:
-        return []
-    return [f"{info.path}: the video is interlaced and --deinterlace off keeps its fields: moving edges stay combed"]
+    """What the user should know about the source before their frames change (or stay combed)."""
+    if deinterlace == "interlaced":
+        return [f"{info.path}: the video is interlaced: its fields are rebuilt into whole frames (bwdif) before "
+                "upscaling (--deinterlace off keeps them)"]
+    if deinterlace is None and info.interlaced:
+        return [f"{info.path}: the video is interlaced and --deinterlace off keeps its fields: moving edges stay combed"]
+    return []
 
 
 def plan_job(
