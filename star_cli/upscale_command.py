@@ -61,6 +61,7 @@ def run_upscale_command(options: dict[str, Any], console: Console) -> tuple[Cons
 def _run_here(request: UpscaleRequest, ranks: Ranks, console: Console, report: ConsoleReport) -> None:
     """`prepare`, the plans shown (and, for a dry run of several ranks, who takes which video), then `execute`."""
     from star_cli.families import get_family
+    from star_cli.pipeline.events import Notice
     from star_cli.pipeline.render import jobs_table, plan_summary
     from star_cli.pipeline.prepare import prepare
     from star_cli.pipeline.upscale import execute
@@ -85,6 +86,8 @@ def _run_here(request: UpscaleRequest, ranks: Ranks, console: Console, report: C
     if request.dry_run:
         if world > 1 and request.input.is_dir():
             shown.print(jobs_table([(p.job, p.plan) for p in prepared.jobs], world))
+        for note in (note for planned in prepared.jobs for note in planned.notes):  # a run says them as it starts each file
+            report(Notice(note, "warning"))
         for skipped in prepared.skipped:
             report(skipped)
         return

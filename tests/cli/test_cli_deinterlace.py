@@ -36,6 +36,13 @@ def test_an_interlaced_source_is_deinterlaced_by_default_and_kept_combed_when_of
     assert comb(rebuilt) < 0.6 * comb(combed)
 
 
+def test_a_dry_run_says_what_will_happen_to_the_fields(tape, tmp_path, run_cli):
+    result = run_cli("upscale", tape, "-o", tmp_path / "out.mp4", *LANCZOS, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "fields are rebuilt into whole frames (bwdif)" in result.stderr.replace("\n", "")
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_on_rebuilds_a_source_not_flagged_interlaced(tmp_path, run_cli):
     clip = make_video(tmp_path / "progressive.mp4", frames=6, audio=False)
     plain, forced = tmp_path / "plain.mp4", tmp_path / "forced.mp4"
