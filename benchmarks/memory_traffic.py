@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,9 +30,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flops import forward_flops  # noqa: E402
+from flops import forward_flops, meta_unet  # noqa: E402
 
-from star_cli.models import STARUNet  # noqa: E402
 from star_cli.models.attention import Attention  # noqa: E402
 from star_cli.models.config import STARConfig  # noqa: E402
 from star_cli.testing.weights import TINY_UNET  # noqa: E402
@@ -62,7 +63,8 @@ class TrafficCounter(TorchDispatchMode):
         self.bytes[name] += sum(t.numel() * t.element_size() for t in tensors)
         return out
 
-    def watch(self, model: torch.nn.Module) -> None:
+    @contextmanager
+    def watching(self, model: torch.nn.Module) -> Iterator[None]:
         """Leave out everything inside an attention (q/k/v projections and SDPA: measured as attention)."""
         def enter(*_: object) -> None:
             self.attention_depth += 1
@@ -70,23 +72,24 @@ class TrafficCounter(TorchDispatchMode):
         def leave(*_: object) -> None:
             self.attention_depth -= 1
 
-        for module in model.modules():
-            if isinstance(module, Attention):
-                module.register_forward_pre_hook(enter)
-                module.register_forward_hook(leave)
+        attentions = [module for module in model.modules() if isinstance(module, Attention)]
+        hooks = [hook for module in attentions for hook in (module.register_forward_pre_hook(enter), module.register_forward_hook(leave))]
+        try:
+            yield
+        finally:
+            for hook in hooks:  # the model is `flops.meta_unet`'s shared one
+                hook.remove()
 
 
 def forward_traffic(config: STARConfig, batch: int, frames: int, height: int, width: int, chunk: int | None) -> Counter[str]:
     """Bytes per memory-bound op of one fp16 forward on a batch x frames x height x width latent."""
-    with torch.device("meta"):
-        model = STARUNet(**config.to_dict()).to(torch.float16).eval()
-    model.set_feed_forward_chunk(chunk)
+    model = meta_unet(config)  # the one `forward_flops` counts on (built once per config)
+    model.set_feed_forward_chunk(chunk)  # same FLOPs, other temporaries
     counter = TrafficCounter()
-    counter.watch(model)
     x = torch.empty(batch, 4, frames, height, width, dtype=torch.float16, device="meta")
     y = torch.empty(batch, 77, config.context_dim, dtype=torch.float16, device="meta")
     t = torch.zeros(batch, dtype=torch.long, device="meta")
-    with torch.no_grad(), counter:
+    with torch.no_grad(), counter.watching(model), counter:
         model(x, t, y, x.clone())
     return counter.bytes
 
