@@ -59,6 +59,7 @@ from _card import card_name, card_peak  # noqa: E402
 from flops import forward_flops  # noqa: E402
 
 from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK  # noqa: E402
+from star_cli.models.attention import MAX_BATCH_HEADS  # noqa: E402
 from star_cli.models.device_forms import group_norm_by_reductions, temporal_conv_as_matmuls  # noqa: E402
 from star_cli.pipeline.engines.speedups import attention_priority, compile_repeated_blocks  # noqa: E402
 
@@ -348,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
     spatial = (args.batch * args.frames, config.dim // config.head_dim, args.height * args.width, config.head_dim)
     result["sdpa_spatial"] = sdpa_backends(device, dtype, spatial)
     log(f"SDPA {spatial}: {json.dumps(result['sdpa_spatial'])}")
-    temporal = (args.batch * args.height * args.width // 16, spatial[1], args.frames, config.head_dim)
+    heads = spatial[1]  # one launch of the top-level temporal attention, as `multi_head_attention` splits it
+    temporal = (min(args.batch * args.height * args.width, MAX_BATCH_HEADS // heads), heads, args.frames, config.head_dim)
     result["sdpa_temporal"] = sdpa_backends(device, dtype, temporal)
     log(f"SDPA {temporal}: {json.dumps(result['sdpa_temporal'])}")
     result["video_layers"] = video_layers(device, dtype, (args.batch, config.dim, args.frames, args.height, args.width))
