@@ -5,8 +5,9 @@ per frame, taken half a frame apart. Upscaled as they are, moving edges keep the
 alternate lines, and a restoration model takes the comb for texture and sharpens it.
 bwdif rebuilds each frame from its own fields and its neighbours' in `send_frame` mode:
 one frame out per frame in, timestamps unchanged (bwdif stamps in half ticks, for field
-rate; they are stamped back), so plans, audio and resume are untouched. It runs on the decoded frames in their own pixel format, before any RGB
-conversion, and keeps their colour tags and rotation.
+rate; they are stamped back), so plans, audio and resume are untouched. It runs on the
+decoded frames in their own pixel format where bwdif takes it (ffmpeg converts packed RGB
+to planar), before any RGB conversion, and keeps their colour tags and rotation.
 
 `--deinterlace auto` (default) deinterlaces a video whose first frame is coded as
 interlaced, and then only its frames flagged interlaced; `on` deinterlaces every frame

@@ -226,7 +226,8 @@ def read_frames(
     path: str | os.PathLike, *, ignore_errors: bool = False, segment: Segment | None = None,
     deinterlace: str | None = None,
 ) -> Iterator[tuple[av.VideoFrame, int]]:
-    """The decoded frames as they are (source pixel format, coded size) with `read_batches`' timestamps.
+    """The decoded frames as they are (source pixel format, coded size; deinterlaced where asked,
+    see `read_batches`) with `read_batches`' timestamps.
 
     For work that stays in the source's YUV planes (the Lanczos preview): no RGB
     conversion happens here, and the caller applies any rotation itself.
