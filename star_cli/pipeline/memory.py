@@ -49,18 +49,17 @@ def run_device(star: StarSettings) -> str:
     return resolve_device("auto").type
 
 
-def dtype_bytes(star: StarSettings, device: str) -> int:
-    """Bytes per weight/activation of the run: the family's half precision on accelerators, fp32 on the CPU, unless --dtype says."""
-    if star.dtype is not None:
-        return _DTYPE_BYTES[star.dtype]
-    return 4 if device == "cpu" else _DTYPE_BYTES[get_family(star.model).accelerator_dtype]
-
-
 def run_dtype_name(star: StarSettings, device: str) -> str:
-    """The run's dtype as --dtype names it (what a resumed run must repeat)."""
+    """The run's dtype as --dtype names it (what a resumed run must repeat): the family's half
+    precision on accelerators, fp32 on the CPU, unless --dtype says."""
     if star.dtype is not None:
         return star.dtype
     return "fp32" if device == "cpu" else get_family(star.model).accelerator_dtype
+
+
+def dtype_bytes(star: StarSettings, device: str) -> int:
+    """Bytes per weight/activation of the run (`run_dtype_name`'s dtype)."""
+    return _DTYPE_BYTES[run_dtype_name(star, device)]
 
 
 def _model_params(star: StarSettings) -> int | None:
