@@ -20,18 +20,18 @@ import numpy as np
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import EvaluationCounter, FramesWritten, ProgressCallback, WindowFinished, ignore
 from star_cli.pipeline.plan import Chunk, Plan, PlanOptions, Window, make_plan
+from star_cli.pipeline.prepare import READ_BATCH
 from star_cli.pipeline.stream import WindowJoiner
 from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.pipeline.windows import restore_windows
 from star_cli.spans import span_weights
 from star_cli.video.reader import FrameBatch
 
-BATCH = 16
-
 
 def _batches(frames: np.ndarray) -> Iterator[FrameBatch]:
-    for start in range(0, len(frames), BATCH):
-        chunk = frames[start : start + BATCH]
+    """The array in the batches a file of these frames is read in."""
+    for start in range(0, len(frames), READ_BATCH):
+        chunk = frames[start : start + READ_BATCH]
         yield FrameBatch(chunk, list(range(start, start + len(chunk))), start)
 
 
