@@ -61,7 +61,8 @@ from flops import forward_flops  # noqa: E402
 from star_cli.families.i2vgenxl.engine import FEED_FORWARD_CHUNK  # noqa: E402
 from star_cli.models.attention import MAX_BATCH_HEADS  # noqa: E402
 from star_cli.models.device_forms import group_norm_by_reductions, temporal_conv_as_matmuls  # noqa: E402
-from star_cli.pipeline.engines.speedups import attention_priority, compile_repeated_blocks  # noqa: E402
+from star_cli.pipeline.engines.compiling import compile_repeated_blocks  # noqa: E402
+from star_cli.pipeline.engines.speedups import attention_priority  # noqa: E402
 
 # Kernel classes for the profile, matched in order against the kernel's name (cuDNN's
 # convolutions are implicit GEMMs: they are matched before plain GEMMs).

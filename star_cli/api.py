@@ -87,7 +87,7 @@ class STARPipeline:
         offload: str = "none",
         model: str = DEFAULT_MODEL,
         *,
-        compile: bool = False,
+        compile: bool | None = None,
         progress: ProgressCallback = ignore,
     ) -> STARPipeline:
         """Load STAR from a weights folder (`star download-weights`); a StarError names anything missing.
@@ -97,8 +97,9 @@ class STARPipeline:
         i2vgenxl also takes heavy, a .safetensors/.pt file or a `star train` output folder,
         cogvideox a converted .safetensors file. The memory free before loading is kept:
         `--tile-size auto` plans against it, as `star upscale` plans against the memory
-        free before its models load. `compile`: `star upscale --compile` (i2vgenxl; the first
-        call of each shape then pays the compilation, see README "Speed").
+        free before its models load. `compile`: `star upscale --compile` (True) / `--no-compile`
+        (False); None decides per call, as the CLI decides per run: compiled (for good) on CUDA
+        when the call's sampling repays the compilation (i2vgenxl; see README "Speed").
         """
         request = _request(weights_dir=None if weights_dir is None else Path(weights_dir), checkpoint=checkpoint,
                            device=device, dtype=dtype, offload=offload, model=model, compile=compile)
@@ -125,7 +126,9 @@ class STARPipeline:
         """
         array, was_torch = _as_uint8(frames)
         request, engine = self._configured({"scale": scale, **options})
-        out = upscale_array(engine, array, self._plan(request, *array.shape[:3]), progress)
+        plan = self._plan(request, *array.shape[:3])
+        engine.expect([plan], progress=progress)
+        out = upscale_array(engine, array, plan, progress)
         if was_torch:
             return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255)
         return out
@@ -139,7 +142,8 @@ class STARPipeline:
         cogvideox, whose windows are its native clip). Windows have a
         fixed span here (the length is unknown in advance), so the frames can differ
         slightly from a whole-array call at window seams. Tiles under 'auto' are those
-        a file of one full window would get.
+        a file of one full window would get; `compile` None leaves the UNet as earlier
+        calls left it (the stream's length cannot repay a compilation it cannot foresee).
         """
         request, engine = self._configured({"scale": scale, **options})
         return upscale_stream(engine, frames, request.plan, progress, self._budget(request))

@@ -86,6 +86,11 @@ def _run_here(request: UpscaleRequest, ranks: Ranks, console: Console, report: C
     if request.dry_run:
         if world > 1 and request.input.is_dir():
             shown.print(jobs_table([(p.job, p.plan) for p in prepared.jobs], world))
+        if request.engine == "star" and prepared.jobs:
+            family = get_family(request.star.model)
+            note = family.compile_note(request.star, [p.plan for p in prepared.jobs], prepared.device or "cpu", 1 / world)
+            if note is not None:
+                report(Notice(note))
         for note in (note for planned in prepared.jobs for note in planned.notes):  # a run says them as it starts each file
             report(Notice(note, "warning"))
         for skipped in prepared.skipped:

@@ -7,7 +7,7 @@ a family imports its models only in `load_engine`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -75,6 +75,11 @@ class FamilyEngine(Engine, Protocol):
         """This engine (the same loaded models) for other per-call settings; `check_load_time` refuses the rest."""
         ...
 
+    def expect(self, plans: Sequence[Plan], *, share: float = 1.0, progress: ProgressCallback) -> None:
+        """Told the plans of a run before its first window (`share`: the part of their windows this
+        process takes), so it can prepare for the run's whole work (i2vgenxl: `--compile` auto)."""
+        ...
+
 
 @dataclass(frozen=True)
 class FamilyDefaults:
@@ -136,4 +141,8 @@ class Family(Protocol):
 
     def load_engine(self, settings: StarSettings, weights: WeightsPaths, *, progress: ProgressCallback) -> FamilyEngine:
         """Load the weights and return the engine that restores plan windows."""
+        ...
+
+    def compile_note(self, settings: StarSettings, plans: Sequence[Plan], device: str, share: float = 1.0) -> str | None:
+        """What `--dry-run` says of compilation for `plans` on `device` (None: this family never compiles)."""
         ...

@@ -91,7 +91,7 @@ class StarSettings:
     quantize: str = "round"
     resume: bool = False
     batch_guidance: str = "auto"  # cond + uncond as one batch of 2: auto (when it fits), on, off
-    compile: bool = False  # torch.compile the UNet's repeated blocks
+    compile: bool | None = None  # torch.compile the UNet's repeated blocks; None: when the run repays it
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def build_request(
     vae_group: int,
     resume: bool,
     batch_guidance: str = "auto",
-    compile: bool = False,
+    compile: bool | None = None,
     quantize: str = "round",
     codec: str,
     crf: int | None,

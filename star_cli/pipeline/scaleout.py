@@ -52,6 +52,7 @@ from star_cli.pipeline.memory import FreeMemory, check_memory, free_memory, leas
 from star_cli.pipeline.prepare import PlannedJob, prepare
 from star_cli.pipeline.upscale import (
     checked_weights,
+    engine_for,
     make_engine,
     open_store,
     upscale_one,
@@ -159,11 +160,10 @@ def _folder(
             written[0] = event.done
             shared.raise_failure()
 
+    mine = [p for p, owner in zip(planned, owners) if owner == ranks.rank]
     engine: Engine | None = None
-    for p, owner in zip(planned, owners):
-        if owner != ranks.rank:
-            continue
-        engine = engine or make_engine(request, weights, _printer(talk) if ranks.is_main and not request.quiet else ignore)
+    for p in mine:
+        engine = engine or engine_for([m.plan for m in mine], request, weights, _printer(talk) if ranks.is_main and not request.quiet else ignore)
         store = open_store(p, request, weights, device, _printer(talk)) if weights is not None else None
         written[0] = 0
         upscale_one(p, engine, request, on_event, store=store)
@@ -185,13 +185,14 @@ def _printer(console: Console) -> Callable[[Event], None]:
 class _LazyEngine:
     """The engine, loaded on the first window this rank claims (a rank with nothing to do loads nothing)."""
 
-    def __init__(self, request: UpscaleRequest, console: Console, weights: WeightsPaths | None) -> None:
-        self.request, self.console, self.weights = request, console, weights
+    def __init__(self, request: UpscaleRequest, console: Console, weights: WeightsPaths | None, share: float) -> None:
+        self.request, self.console, self.weights, self.share = request, console, weights, share
         self.engine: Engine | None = None
 
     def restore(self, frames: np.ndarray, plan: Plan, window: Window) -> np.ndarray:
         if self.engine is None:
-            self.engine = make_engine(self.request, self.weights, ignore if self.request.quiet else _printer(self.console))
+            progress = ignore if self.request.quiet else _printer(self.console)
+            self.engine = engine_for([plan], self.request, self.weights, progress, share=self.share)
         return self.engine.restore(frames, plan, window)
 
 
@@ -226,7 +227,7 @@ def _one_video(
         if ranks.is_main:
             upscale_one(planned, make_engine(request, weights, ignore), request, ignore)
         return
-    worker = _claimed_windows(request, planned, _LazyEngine(engine_request, talk, weights), store, shared, talk)
+    worker = _claimed_windows(request, planned, _LazyEngine(engine_request, talk, weights, 1 / ranks.world), store, shared, talk)
     if not ranks.is_main:
         for _ in worker:
             pass

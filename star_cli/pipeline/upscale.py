@@ -14,16 +14,17 @@ events (pipeline.events) through the caller's callback.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import replace
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 
 from star_cli.atomic import sweep_orphans
 from star_cli.errors import InputError, StarError
 from star_cli.families import get_family
+from star_cli.families.base import FamilyEngine
 from star_cli.hub.layout import MANIFEST, WeightsPaths, check_weights_dir, download_command, resolve_weights_dir, star_relpath
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import (
@@ -43,6 +44,7 @@ from star_cli.pipeline.memory import check_memory, run_dtype_name
 from star_cli.pipeline.prefetch import WriteBehind, prefetched
 from star_cli.pipeline.prepare import READ_BATCH, PlannedJob, Prepared, prepare
 from star_cli.pipeline.request import StarSettings, UpscaleRequest
+from star_cli.pipeline.plan import Plan
 from star_cli.pipeline.resume import WindowStore, work_folder
 from star_cli.pipeline.tiling import tile_choice
 from star_cli.pipeline.timing import StageClock
@@ -82,6 +84,26 @@ def make_engine(request: UpscaleRequest, weights: WeightsPaths | None, progress:
     if weights is None:
         raise ValueError("the STAR engine is made from a checked weights folder")
     return get_family(request.star.model).load_engine(request.star, weights, progress=progress)
+
+
+def engine_for(
+    plans: Sequence[Plan],
+    request: UpscaleRequest,
+    weights: WeightsPaths | None,
+    progress: ProgressCallback,
+    *,
+    engine: Engine | None = None,
+    share: float = 1.0,
+) -> Engine:
+    """The run's engine (made from `weights` unless given), told the `plans` it will restore.
+
+    A STAR engine prepares for the run's whole work there (`FamilyEngine.expect`:
+    `--compile` auto weighs the sampling of all `plans`, `share` of it in this process).
+    """
+    engine = engine or make_engine(request, weights, progress)
+    if request.engine == "star":
+        cast(FamilyEngine, engine).expect(plans, share=share, progress=progress)
+    return engine
 
 
 def open_store(planned: PlannedJob, request: UpscaleRequest, weights: WeightsPaths, device: str, progress: ProgressCallback) -> WindowStore:
@@ -141,8 +163,10 @@ def _execute_jobs(
     skipped = list(prepared.skipped)
     folder = request.input.is_dir()
     spent: dict[str, float] = {}  # stage totals before the file (the first file's include loading's text stage)
+    told = False  # the engine is made (or told the plans) at the first file: an empty folder loads nothing
     for planned in prepared.jobs:
-        engine = engine or make_engine(request, paths, progress)
+        if not told:
+            engine, told = engine_for([p.plan for p in prepared.jobs], request, paths, progress, engine=engine), True
         for note in planned.notes:
             progress(Notice(note, "warning"))
         try:

@@ -156,6 +156,14 @@ def test_dry_run_prints_the_plan_and_needs_no_weights(clip, tmp_path, run_cli):
     assert snapshot(tmp_path) == before
 
 
+def test_dry_run_says_whether_the_unet_compiles(clip, tmp_path, run_cli):
+    auto = run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--dry-run", "--device", "cpu")
+    assert auto.exit_code == 0 and "compile: off (auto compiles on CUDA only; --compile forces it)" in auto.output
+    forced = run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--dry-run", "--device", "cpu", "--compile")
+    assert forced.exit_code == 0 and "compile: on (--compile)" in forced.output
+    assert "compile" not in run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--dry-run", *LANCZOS).output
+
+
 def test_console_script_runs_in_a_subprocess(clip, tmp_path):
     script = Path(sys.executable).with_name("star")
     dest = tmp_path / "out.mkv"

@@ -1,21 +1,16 @@
-"""Exact speed-ups: batched guidance and compiled blocks give the eager, two-pass result; kernel checks."""
+"""Exact speed-ups: batched guidance gives the eager, two-pass result; attention kernel checks."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
-from torch import nn
 from torch.nn.attention import SDPBackend
 
 from star_cli.diffusion.guidance import guided_v
 from star_cli.diffusion.tiled import grid_regions
 from star_cli.diffusion.window import SamplerSettings, sample_window
 from star_cli.models import STARUNet
-from star_cli.models.blocks import ResBlock
-from star_cli.models.conditioning import Conditioning, ConditionedBlock
-from star_cli.models.transformer import TemporalTransformer
 from star_cli.pipeline.engines.speedups import (
     ATTENTION_ORDER,
     BACKEND_NAMES,
@@ -23,7 +18,6 @@ from star_cli.pipeline.engines.speedups import (
     attention_priority,
     attention_warning,
     batch_guidance,
-    compile_repeated_blocks,
     fused_attention_error,
     pick_attention_backend,
 )
@@ -90,74 +84,6 @@ def test_auto_batches_guidance_only_when_the_estimate_fits_with_its_margin():
     assert not batch_guidance("off", usable_bytes=1000 * GiB, **fits)
     single = make_plan(72, 240, 426, PlanOptions(guidance_branches=1))
     assert not batch_guidance("auto", single, usable_bytes=1000 * GiB, dtype_bytes=2)
-
-
-def test_compile_wraps_every_repeated_block_once_per_shape_and_matches_eager():
-    torch.manual_seed(0)
-    blocks = nn.ModuleList([ResBlock(32, 128), nn.Identity(), ResBlock(32, 128)]).eval()
-    cond = Conditioning(torch.randn(1, 128), torch.randn(1, 77, 8), frames=2)
-    x = torch.randn(2, 32, 6, 8)
-
-    def run() -> torch.Tensor:
-        with torch.no_grad():
-            return blocks[2](blocks[0](x, cond), cond)
-
-    eager = run()
-    graphs: list[int] = []
-
-    def counting_backend(graph_module, example_inputs):
-        graphs.append(len(graph_module.graph.nodes))
-        return graph_module.forward
-
-    assert compile_repeated_blocks(blocks, backend=counting_backend) == 2
-    assert all(block._compiled_call_impl is not None for block in (blocks[0], blocks[2]))
-    torch.testing.assert_close(run(), eager, rtol=0, atol=1e-5)
-    assert len(graphs) == 1  # the second block of the same class and shapes reuses the first one's graph
-
-
-def test_compiled_temporal_transformer_traces_its_attention_kernel_order_in_one_graph():
-    """Device forms ask for an SDPA order inside the temporal transformer: `--compile` must
-    capture it (one graph, no break) and compute the same."""
-    torch.manual_seed(0)
-    blocks = nn.ModuleList([TemporalTransformer(32, 2, 16)]).eval()
-    for parameter in blocks.parameters():
-        nn.init.normal_(parameter, 0.0, 0.2)
-    blocks[0].device_forms = True
-    cond = Conditioning(torch.randn(1, 128), torch.randn(1, 77, 8), frames=3)
-    x = torch.randn(3, 32, 4, 4)
-    with torch.no_grad():
-        eager = blocks[0](x, cond)
-    graphs: list[int] = []
-
-    def counting_backend(graph_module, example_inputs):
-        graphs.append(len(graph_module.graph.nodes))
-        return graph_module.forward
-
-    compile_repeated_blocks(blocks, backend=counting_backend)
-    with torch.no_grad():
-        compiled = blocks[0](x, cond)
-    assert len(graphs) == 1
-    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
-
-
-@pytest.mark.skipif(
-    not os.environ.get("STAR_TEST_INDUCTOR"),
-    reason="inductor compiles the tiny UNet in about 160 s on a shared 2-core CPU; set STAR_TEST_INDUCTOR=1",
-)
-def test_inductor_compiled_unet_matches_eager_within_1e_5(unet, inputs):
-    hint, context, _ = inputs
-    t = torch.tensor([500])
-    with torch.no_grad():
-        eager = unet(hint, t, context, hint)
-    compile_repeated_blocks(unet)
-    try:
-        with torch.no_grad():
-            compiled = unet(hint, t, context, hint)
-    finally:
-        for block in unet.modules():
-            if isinstance(block, ConditionedBlock):
-                block._compiled_call_impl = None
-    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(

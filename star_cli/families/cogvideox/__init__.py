@@ -10,6 +10,7 @@ decoding, tiles feathered in latent space at every sampling step. Its engine
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from star_cli.errors import InputError
@@ -66,7 +67,7 @@ class CogVideoXFamily:
             raise InputError("--window-chunks: the cogvideox model restores one clip per window")
         if settings.solver != SOLVER:
             raise InputError(f"--solver: the cogvideox model samples with {SOLVER} only (the reference's sampler)")
-        if settings.compile:
+        if settings.compile:  # None (auto) and False leave the DiT eager
             raise InputError("--compile: only the i2vgenxl model's UNet is compiled; the cogvideox DiT runs eagerly")
 
     def model_calls(self, solver: str, steps: int) -> int:
@@ -98,6 +99,9 @@ class CogVideoXFamily:
         from star_cli.families.cogvideox.engine import CogVideoXEngine
 
         return CogVideoXEngine.load(settings, weights, progress=progress)
+
+    def compile_note(self, settings: StarSettings, plans: Sequence[Plan], device: str, share: float = 1.0) -> None:
+        """The DiT is never compiled: nothing to say."""
 
 
 FAMILY = CogVideoXFamily()

@@ -23,7 +23,7 @@ repeats an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +152,9 @@ class CogVideoXEngine:
             engine.context = encode_prompt(settings.prompt, engine.weights, engine.device, engine.dtype)
 
         return engine_for_call(self, settings, encode)
+
+    def expect(self, plans: Sequence[Plan], *, share: float = 1.0, progress: ProgressCallback = ignore) -> None:
+        """The DiT always runs eagerly (`--compile` is refused for it), so a run's length changes nothing here."""
 
     @contextmanager
     def _working(self, module: torch.nn.Module) -> Iterator[None]:

@@ -6,6 +6,7 @@ is `star_cli.pipeline.estimate`. Defaults, and why, are documented on `PlanOptio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,6 +71,14 @@ class I2VGenXLFamily:
         from star_cli.families.i2vgenxl.engine import StarEngine
 
         return StarEngine.load(settings, weights, progress=progress)
+
+    def compile_note(self, settings: StarSettings, plans: Sequence[Plan], device: str, share: float = 1.0) -> str:
+        """The choice the engine makes when told these plans (`StarEngine.expect`)."""
+        import torch
+
+        from star_cli.pipeline.engines.compiling import compile_choice
+
+        return str(compile_choice(settings.compile, plans, torch.device(device), share))
 
 
 FAMILY = I2VGenXLFamily()

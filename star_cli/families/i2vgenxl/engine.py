@@ -19,7 +19,7 @@ dtype; the solver's arithmetic is float32. VAE and UNet tiles come from the plan
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from star_cli.diffusion.noise import NoiseSource, SeededNoise
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
-from star_cli.errors import StarError
+from star_cli.errors import InputError, StarError
 from star_cli.families.base import engine_for_call
 from star_cli.hub.layout import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
@@ -40,13 +40,21 @@ from star_cli.models.loading import load_star_unet
 from star_cli.models.text import TextEncoder
 from star_cli.models.vae import VideoVAE, to_uint8, to_vae_range
 from star_cli.pipeline.colorfix import apply_color_fix
+from star_cli.pipeline.engines.compiling import (
+    auto_compile,
+    compile_choice,
+    compile_failed,
+    compile_repeated_blocks,
+    compile_unavailable,
+    eager_on_compile_error,
+    is_compiled,
+)
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
 from star_cli.pipeline.engines.speedups import (
     attention_backend,
     attention_priority,
     attention_warning,
     batch_guidance,
-    compile_repeated_blocks,
     usable_device_bytes,
 )
 from star_cli.pipeline.plan import Padding, Plan, Window
@@ -145,6 +153,7 @@ class StarEngine:
     weights: WeightsPaths | None = None
     clock: StageClock = field(default_factory=StageClock)
     on_evaluations: Callable[[int], None] | None = None
+    notices: ProgressCallback = ignore  # where a warning met mid-run goes (the run's progress, from `expect`)
     name: str = "star"
     temporal: bool = True
 
@@ -153,6 +162,9 @@ class StarEngine:
         """Load every component from the checked `weights` folder and encode the prompts once."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
+        unavailable = compile_unavailable(device) if settings.compile else None
+        if unavailable is not None:
+            raise InputError(f"--compile: {unavailable}; run without it (or --no-compile)")
         custom = settings.checkpoint not in STAR_VARIANTS
         checkpoint = Path(settings.checkpoint).expanduser() if custom else weights.star
         if not checkpoint.is_file():
@@ -181,7 +193,28 @@ class StarEngine:
         warning = attention_warning(backend, self.device, self.dtype)
         if warning:
             progress(Notice(warning, "warning"))
-        progress(Notice(f"attention kernel: {backend}; compile: {'on' if self.settings.compile else 'off'}"))
+        progress(Notice(f"attention kernel: {backend}; {self._compile_text()}"))
+
+    def _compile_text(self) -> str:
+        if self.settings.compile is None and self.device.type == "cuda":
+            return "compile: auto (decided from the run's length)"
+        return str(compile_choice(self.settings.compile, (), self.device))
+
+    def expect(self, plans: Sequence[Plan], *, share: float = 1.0, progress: ProgressCallback = ignore) -> None:
+        """Told a run's plans before its first window (`share`: the part this process takes).
+
+        Under `--compile` auto on CUDA, the UNet's blocks are compiled here when the run's
+        sampling repays it (`compiling.auto_compile`); once compiled they stay compiled.
+        Warnings met later in the run go to `progress`.
+        """
+        self.notices = progress
+        if self.settings.compile is not None or is_compiled(self.unet) or compile_failed(self.unet):
+            return
+        choice = auto_compile(plans, self.device, share)
+        if choice.on:
+            compile_repeated_blocks(self.unet)
+        if self.device.type == "cuda":  # elsewhere auto is always off, as the load line said
+            progress(Notice(str(choice)))
 
     def with_settings(self, settings: StarSettings) -> StarEngine:
         """This engine (same loaded models) for other per-call settings; a new prompt is encoded here."""
@@ -214,8 +247,11 @@ class StarEngine:
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
         """The UNet's v-prediction (float32) for float32 inputs: the sampler's `Denoiser`."""
+        def forward() -> torch.Tensor:
+            return self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
+
         with torch.no_grad(), attention_priority(self.device):
-            v = self.unet(x_t.to(self.device, self.dtype), t.to(self.device), context.to(self.dtype), hint=hint.to(self.device, self.dtype))
+            v = eager_on_compile_error(self.unet, forward, lambda text: self.notices(Notice(text, "warning")))
         if self.on_evaluations is not None:
             self.on_evaluations(len(x_t))  # a batched-guidance call is two evaluations
         return v.float()

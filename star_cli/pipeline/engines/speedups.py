@@ -1,4 +1,4 @@
-"""Exact speed-ups of the STAR engine: batched guidance, regional compilation, fused attention.
+"""Exact speed-ups of the STAR engine: batched guidance and fused attention (compilation: `compiling`).
 
 None of these changes the arithmetic beyond float noise; each only decides how the
 same operations are scheduled on the device.
@@ -9,10 +9,6 @@ same operations are scheduled on the device.
   use on the device (free + already reserved by torch), with a margin for the
   estimator's error; on a CPU (or an accelerator that does not report its memory) it
   stays off: nothing is waiting to be filled there.
-- `compile_repeated_blocks` compiles every ResBlock and transformer of the UNet
-  (`ConditionedBlock`s) on its own: "regional" compilation. Blocks of one class share
-  their compiled code, so compiling costs a few distinct graphs instead of one whole
-  UNet, and shapes stay static per chunk x tile (a plan has at most a few).
 - `attention_priority` wraps the engine's CUDA work in the SDPA kernel order
   `ATTENTION_ORDER`, cuDNN's fused attention first: 1.28x flash's speed on the UNet's
   top-level attention on an H200 (409 vs 318 TFLOP/s, benchmarks/gpu_kernels.py). torch
@@ -25,24 +21,19 @@ same operations are scheduled on the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from star_cli.models.attention import SDPA_PRIORITY, kernel_order
-from star_cli.models.conditioning import ConditionedBlock
 from star_cli.pipeline.estimate import Offload, estimate
 from star_cli.pipeline.plan import Plan
 
 ESTIMATE_MARGIN = 1.15
 """Batch guidance only when 1.15 x the estimated peak fits: the estimator's target is +-15%."""
-
-COMPILE_RECOMPILE_LIMIT = 64
-"""Compiled variants allowed per block class: widths x region shapes of a plan (torch's default, 8, is too few)."""
 
 ATTENTION_ORDER = (
     SDPBackend.CUDNN_ATTENTION,
@@ -105,27 +96,6 @@ def batch_guidance(
     )
     need = batched.device_bytes - batched.weights_bytes
     return need * ESTIMATE_MARGIN <= usable_bytes
-
-
-def _raise_recompile_limit(limit: int) -> None:
-    import torch._dynamo
-
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(config, name):
-            setattr(config, name, max(getattr(config, name), limit))
-
-
-def compile_repeated_blocks(model: nn.Module, backend: str | Callable = "inductor") -> int:
-    """Compile each ResBlock and transformer of `model` in place (static shapes); returns how many.
-
-    `backend` is torch.compile's: 'inductor' for speed, 'eager'/'aot_eager' to check the capture.
-    """
-    _raise_recompile_limit(COMPILE_RECOMPILE_LIMIT)
-    blocks = [module for module in model.modules() if isinstance(module, ConditionedBlock)]
-    for block in blocks:
-        block.compile(backend=backend, dynamic=False)
-    return len(blocks)
 
 
 def pick_attention_backend(device_type: str, dtype: torch.dtype, usable: Mapping[str, bool]) -> str:
