@@ -119,6 +119,8 @@ def test_auto_compiles_long_runs_on_cuda_only(monkeypatch):
     assert auto_compile([film], CUDA).on
     assert auto_compile([TOY] * 100, CUDA).on  # a folder of short clips together repays what one does not
     assert not auto_compile([film], CUDA, share=1 / 64).on  # one of 64 ranks samples too little of it
+    streamed = auto_compile([film], CUDA, offload="sequential")
+    assert not streamed.on and "--offload sequential" in streamed.reason
     cpu = auto_compile([film], torch.device("cpu"))
     assert not cpu.on and "CUDA only" in cpu.reason
 
@@ -198,7 +200,7 @@ def test_the_engine_compiles_when_auto_says_so_and_falls_back_once(weights, monk
         attempts.append(1)
         return compile_repeated_blocks(model, backend=_failing_backend)
 
-    monkeypatch.setattr(engine_module, "auto_compile", lambda plans, device, share=1.0: CompileChoice(True, "auto: test"))
+    monkeypatch.setattr(engine_module, "auto_compile", lambda plans, device, **_: CompileChoice(True, "auto: test"))
     monkeypatch.setattr(engine_module, "compile_repeated_blocks", failing_compile)
     events: list[object] = []
     out = pipe(frames, **settings, progress=events.append)

@@ -78,7 +78,7 @@ class I2VGenXLFamily:
 
         from star_cli.pipeline.engines.compiling import compile_choice
 
-        return str(compile_choice(settings.compile, plans, torch.device(device), share))
+        return str(compile_choice(settings.compile, plans, torch.device(device), share=share, offload=settings.offload))
 
 
 FAMILY = I2VGenXLFamily()

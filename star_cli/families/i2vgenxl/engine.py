@@ -210,7 +210,7 @@ class StarEngine:
         self.notices = progress
         if self.settings.compile is not None or is_compiled(self.unet) or compile_failed(self.unet):
             return
-        choice = auto_compile(plans, self.device, share)
+        choice = auto_compile(plans, self.device, share=share, offload=self.placement.offload)
         if choice.on:
             compile_repeated_blocks(self.unet)
         if self.device.type == "cuda":  # elsewhere auto is always off, as the load line said

@@ -84,10 +84,16 @@ def region_shapes(plans: Iterable[Plan]) -> set[tuple[int, int, int]]:
     return {(chunk.length, tile.height, tile.width) for plan in plans for chunk in plan.chunks for tile in plan.tiles}
 
 
-def auto_compile(plans: Iterable[Plan], device: torch.device, share: float = 1.0) -> CompileChoice:
-    """`--compile` auto: compile when this process's part (`share`) of the plans' sampling repays it twice."""
+def auto_compile(plans: Iterable[Plan], device: torch.device, *, share: float = 1.0, offload: str = "none") -> CompileChoice:
+    """`--compile` auto: compile when this process's part (`share`) of the plans' sampling repays it twice.
+
+    Not under `--offload sequential`: its forwards wait on weights streamed layer by layer,
+    which compiled kernels do not speed up.
+    """
     if device.type != "cuda":
         return CompileChoice(False, "auto compiles on CUDA only; --compile forces it")
+    if offload == "sequential":
+        return CompileChoice(False, "auto: the UNet's weights stream in under --offload sequential; --compile forces it")
     unavailable = compile_unavailable(device)
     if unavailable is not None:
         return CompileChoice(False, f"auto: {unavailable}")
@@ -110,11 +116,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def compile_choice(setting: bool | None, plans: Iterable[Plan], device: torch.device, share: float = 1.0) -> CompileChoice:
+def compile_choice(
+    setting: bool | None, plans: Iterable[Plan], device: torch.device, *, share: float = 1.0, offload: str = "none"
+) -> CompileChoice:
     """A run's choice: `--compile` (True) / `--no-compile` (False) as given, else (None) `auto_compile`."""
     if setting is not None:
         return CompileChoice(setting, "--compile" if setting else "--no-compile")
-    return auto_compile(plans, device, share)
+    return auto_compile(plans, device, share=share, offload=offload)
 
 
 def _raise_recompile_limit(limit: int) -> None:
