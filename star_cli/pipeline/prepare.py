@@ -22,9 +22,9 @@ from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
 from star_cli.pipeline.resume import stored_tiles
 from star_cli.pipeline.tiling import MemoryBudget, plan_tiles, restore_tiles
+from star_cli.video.deinterlace import bwdif_frames, bwdif_refusal
 from star_cli.video.encoding import even_size
 from star_cli.video.probe import VideoInfo, probe
-from star_cli.video.deinterlace import bwdif_frames
 from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
 from star_cli.video.segment import Segment, find_segment
@@ -82,8 +82,20 @@ def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment 
     return info, segment, frames, [c for c in cuts if 0 < c < frames]
 
 
+def _deinterlacing(info: VideoInfo, mode: str) -> tuple[str | None, list[str]]:
+    """The frames bwdif rebuilds under `--deinterlace mode` (see `bwdif_frames`), and what the user
+    should know before their frames change (or stay combed). A frame too small for bwdif is
+    refused under `on` and keeps its fields under `auto`."""
+    which = bwdif_frames(mode, info.interlaced)
+    refusal = bwdif_refusal(info.coded_width, info.coded_height, info.pix_fmt) if which else None
+    if refusal is not None and mode == "on":
+        raise InputError(f"{info.path}: --deinterlace on: {refusal}")
+    if refusal is not None:
+        return None, [f"{info.path}: the video is interlaced, but {refusal}: its fields are kept"]
+    return which, _input_notes(info, which)
+
+
 def _input_notes(info: VideoInfo, deinterlace: str | None) -> list[str]:
-    """What the user should know about the source before their frames change (or stay combed)."""
     if deinterlace == "interlaced":
         return [f"{info.path}: the video is interlaced: its fields are rebuilt into whole frames (bwdif) before "
                 "upscaling (--deinterlace off keeps them)"]
@@ -112,8 +124,7 @@ def plan_job(
     out_h, out_w = plan.output_size
     options = encode_options_for(job.dest, request.encode)
     width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
-    deinterlace = bwdif_frames(request.deinterlace, info.interlaced)
-    notes = _input_notes(info, deinterlace)
+    deinterlace, notes = _deinterlacing(info, request.deinterlace)
     if (width, height) != (out_w, out_h):
         notes.append(
             f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "

@@ -56,3 +56,15 @@ def test_a_bad_mode_is_one_line_before_any_work(clip, tmp_path, run_cli):
     line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out.mp4", *LANCZOS, "--deinterlace", "yes"))
     assert "--deinterlace must be one of auto, on, off" in line
     assert snapshot(tmp_path) == before
+
+
+def test_a_frame_too_small_for_bwdif_is_refused_under_on_and_kept_under_auto(tmp_path, run_cli):
+    tiny = make_video(tmp_path / "tiny.mp4", frames=4, width=4, height=16, audio=False, interlaced=True)
+    before = snapshot(tmp_path)
+    line = error_line(run_cli("upscale", tiny, "-o", tmp_path / "on.mp4", *LANCZOS, "--deinterlace", "on"))
+    assert "--deinterlace on: bwdif refuses 4x16 yuv420p" in line
+    assert snapshot(tmp_path) == before
+    kept = run_cli("upscale", tiny, "-o", tmp_path / "auto.mp4", *LANCZOS)
+    assert kept.exit_code == 0, kept.output
+    assert "interlaced, but bwdif refuses 4x16 yuv420p" in kept.stderr.replace("\n", "") and "fields are kept" in kept.stderr
+    assert len(decode_rgb(tmp_path / "auto.mp4")) == 4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from star_cli.testing.media import make_video
-from star_cli.video.deinterlace import bwdif_frames, deinterlaced
+from star_cli.video.deinterlace import bwdif_frames, bwdif_refusal, deinterlaced
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches, read_frames
 
@@ -72,3 +72,25 @@ def test_a_size_change_midway_gets_a_new_filter_without_losing_frames():
     sizes = [32, 32, 32, 48, 48]
     out = list(deinterlaced((frame(w, i) for i, w in enumerate(sizes)), Fraction(1, 25), "all"))
     assert [f.width for f in out] == sizes and [f.pts for f in out] == list(range(5))
+
+
+@pytest.mark.parametrize("pix_fmt", ["uyvy422", "nv12", "yuv420p"])
+def test_colour_tags_survive_the_repacking_of_packed_and_semi_planar_frames(pix_fmt):
+    """bwdif takes planar formats only; ffmpeg repacks the others on the way in and drops their tags."""
+    def frame(pts: int) -> av.VideoFrame:
+        made = av.VideoFrame(32, 16, pix_fmt)
+        made.pts, made.colorspace, made.color_range = pts, 1, 2  # BT.709, full range
+        made.color_primaries, made.color_trc = 1, 1
+        return made
+
+    out = list(deinterlaced((frame(i) for i in range(3)), Fraction(1, 25), "all"))
+    assert len(out) == 3
+    for rebuilt in out:
+        assert (rebuilt.colorspace, rebuilt.color_range, rebuilt.color_primaries, rebuilt.color_trc) == (1, 2, 1, 1)
+
+
+def test_frames_too_small_for_bwdif_are_named_before_any_is_read():
+    assert bwdif_refusal(32, 7, "yuv420p") is None and bwdif_refusal(3, 4, "yuv444p") is None
+    for width, height, pix_fmt in [(16, 6, "yuv420p"), (4, 16, "yuv420p"), (2, 2, "yuv444p")]:
+        reason = bwdif_refusal(width, height, pix_fmt)
+        assert reason is not None and f"{width}x{height} {pix_fmt}" in reason and "3x4 pixels" in reason
