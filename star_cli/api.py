@@ -143,9 +143,10 @@ class STARPipeline:
         fixed span here (the length is unknown in advance), so the frames can differ
         slightly from a whole-array call at window seams. Tiles under 'auto' are those
         a file of one full window would get; `compile` None leaves the UNet as earlier
-        calls left it (the stream's length cannot repay a compilation it cannot foresee).
+        calls left it (a stream's length is unknown, so nothing can say a compilation pays).
         """
         request, engine = self._configured({"scale": scale, **options})
+        engine.expect((), progress=progress)
         return upscale_stream(engine, frames, request.plan, progress, self._budget(request))
 
     def upscale_file(

@@ -84,6 +84,8 @@ def _run_here(request: UpscaleRequest, ranks: Ranks, console: Console, report: C
                 )
             )
     if request.dry_run:
+        if not ranks.is_main:
+            return
         if world > 1 and request.input.is_dir():
             shown.print(jobs_table([(p.job, p.plan) for p in prepared.jobs], world))
         if request.engine == "star" and prepared.jobs:

@@ -75,9 +75,10 @@ class FamilyEngine(Engine, Protocol):
         """This engine (the same loaded models) for other per-call settings; `check_load_time` refuses the rest."""
         ...
 
-    def expect(self, plans: Sequence[Plan], *, share: float = 1.0, progress: ProgressCallback) -> None:
+    def expect(self, plans: Sequence[Plan], *, share: float = 1.0, progress: ProgressCallback = ...) -> None:
         """Told the plans of a run before its first window (`share`: the part of their windows this
-        process takes), so it can prepare for the run's whole work (i2vgenxl: `--compile` auto)."""
+        process takes), so it can prepare for the run's whole work (i2vgenxl: `--compile` auto);
+        none for a stream of unknown length. Warnings met during the run go to `progress`."""
         ...
 
 
@@ -113,6 +114,11 @@ class Family(Protocol):
 
     def check(self, settings: StarSettings, given: dict[str, object], defaults: FamilyDefaults) -> None:
         """Refuse (InputError, one line) options the family cannot honour; `given` holds those the user set."""
+        ...
+
+    def check_device(self, settings: StarSettings, device: str) -> None:
+        """Refuse (InputError, one line) settings the machine cannot honour on `device` (a type:
+        'cuda', 'cpu', 'mps'), before any file is read."""
         ...
 
     def model_calls(self, solver: str, steps: int) -> int:

@@ -39,10 +39,11 @@ EXCLUDED_FIELDS = frozenset(
         "star.resume",
         "star.device",  # the resolved dtype is part of the options instead
         "star.offload",  # offload modes give identical frames (tests/families/test_i2vgenxl_engine.py)
-        "star.weights_dir",
+        "star.weights_dir",  # the weights' content is the `weights` part; their folder may move
         "star.batch_guidance",  # the same maths batched: windows agree to float rounding (tests/pipeline)
         "star.compile",  # compiled blocks equal eager ones to float rounding
-        "devices",  # how many processes share the windows: the picture never depends on it  # the weights' content is the `weights` part; their folder may move
+        "devices",  # how many processes share the windows: the picture never depends on it
+        "deinterlace",  # the mode; the frames it rebuilds for this source are compared instead (`run_identity`)
         "plan.model_steps",  # derived from star.steps and star.solver, which are compared (and named)
         "plan.guidance_branches",  # derived from star.guidance
     }
@@ -102,13 +103,25 @@ def source_identity(source: Path) -> dict[str, str]:
 
 
 def run_identity(
-    request: UpscaleRequest, source: Path, plan: Plan, weights: WeightsPaths | None, *, dtype: str | None = None
+    request: UpscaleRequest,
+    source: Path,
+    plan: Plan,
+    weights: WeightsPaths | None,
+    *,
+    dtype: str | None = None,
+    deinterlace: str | None = None,
 ) -> Identity:
-    """The identity of one job's run; see the module doc."""
+    """The identity of one job's run; see the module doc.
+
+    `deinterlace`: the frames bwdif rebuilds in this source (`PlannedJob.deinterlace`), not the
+    `--deinterlace` mode: `auto` and `off` on a progressive video give the same frames.
+    """
+    options = frame_options(request, dtype=dtype)
+    options["deinterlace"] = repr(deinterlace)
     return {
         "version": __version__,
         "input": source_identity(source),
-        "options": frame_options(request, dtype=dtype),
+        "options": options,
         "plan": hashlib.sha256(repr(plan).encode()).hexdigest(),
         "weights": {} if weights is None else weights_identity(weights, request.star.checkpoint, get_family(request.star.model).weights_variant(request.star.checkpoint)),
     }

@@ -1,6 +1,7 @@
 """The first step of `star upscale`: read and plan every file before any model loads.
 
-`prepare` probes each source (segment, frame count, scene cuts), plans it (tiles
+`prepare` checks what the run's device cannot do (the model family's `check_device`),
+probes each source (segment, frame count, scene cuts), plans it (tiles
 sized to the device's memory under --tile-size auto), and sets up and rehearses its
 writer, so a bad setting, an unreadable file (in a folder: set aside, not fatal) or
 an output the encoder refuses is found here, in one line, before the weights are
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from star_cli.errors import InputError
+from star_cli.families import get_family
 from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.events import FileSkipped
 from star_cli.pipeline.jobs import Job, plan_jobs
@@ -161,6 +163,8 @@ def prepare(request: UpscaleRequest, free: FreeMemory | None = None) -> Prepared
 
 def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool, free: FreeMemory | None) -> Prepared:
     device = run_device(request.star) if request.engine == "star" else None
+    if device is not None:
+        get_family(request.star.model).check_device(request.star, device)
     budget = memory_budget(request.star, device, free) if device is not None else None
     planned, skipped = [], []
     for index, job in enumerate(jobs, start=1):

@@ -76,6 +76,9 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
         distributed.agree(ranks, lambda: _same_everywhere(ranks, request, planned))
         # rank 0 holds every output's lock (a second run on them is refused) until the run ends
         distributed.agree(ranks, lambda: held.enter_context(output_locks([p.job.dest for p in planned])) if ranks.is_main else None)
+        if ranks.is_main:  # what a single run says as it starts each file, said once for the run
+            for note in (note for p in planned for note in p.notes):
+                _printer(console)(Notice(note, "warning"))
         if request.verbose and ranks.is_main:
             for p in planned:
                 console.print(plan_summary(p.plan, p.estimate, source=p.job.source, engine=request.engine, family=get_family(request.star.model), ranks=1 if request.input.is_dir() else ranks.world))

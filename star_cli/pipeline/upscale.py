@@ -110,7 +110,9 @@ def open_store(planned: PlannedJob, request: UpscaleRequest, weights: WeightsPat
     """`planned`'s work folder, opened (and --resume's identity checked) before any model loads."""
     # the tiling note holds memory figures of this machine, not frame settings
     plan = replace(planned.plan, tiling="")
-    identity = run_identity(request, planned.job.source, plan, weights, dtype=run_dtype_name(request.star, device))
+    identity = run_identity(
+        request, planned.job.source, plan, weights, dtype=run_dtype_name(request.star, device), deinterlace=planned.deinterlace
+    )
     return WindowStore(
         work_folder(planned.job.dest), identity, resume=request.star.resume, warn=warner(progress),
         tiles=tile_choice(planned.plan.options),

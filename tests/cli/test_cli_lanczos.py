@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from cli_checks import packet_times, partial_files, same_times, snapshot
+from cli_checks import error_line, packet_times, partial_files, same_times, snapshot
 from star_cli.testing.media import make_video
 from star_cli.video.probe import probe
 from star_cli.video.reader import read_batches
@@ -162,6 +162,20 @@ def test_dry_run_says_whether_the_unet_compiles(clip, tmp_path, run_cli):
     forced = run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--dry-run", "--device", "cpu", "--compile")
     assert forced.exit_code == 0 and "compile: on (--compile)" in forced.output
     assert "compile" not in run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--dry-run", *LANCZOS).output
+
+
+def test_a_compile_the_machine_cannot_do_is_refused_before_any_file_is_read(clip, tmp_path, run_cli, monkeypatch):
+    from star_cli.pipeline.engines import compiling
+    from star_cli.video import probe as probe_module
+
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda device: "no C++ compiler here")
+    opened: list[object] = []
+    monkeypatch.setattr(probe_module, "open_input", lambda path: opened.append(path))
+    before = snapshot(tmp_path)
+    for extra in ((), ("--dry-run",)):
+        line = error_line(run_cli("upscale", clip, "-o", tmp_path / "out.mp4", "--device", "cpu", "--compile", *extra))
+        assert line == "error: --compile: no C++ compiler here; run without it (or with --no-compile)"
+    assert snapshot(tmp_path) == before and not opened
 
 
 def test_console_script_runs_in_a_subprocess(clip, tmp_path):

@@ -115,7 +115,9 @@ def test_auto_compiles_long_runs_on_cuda_only(monkeypatch):
     monkeypatch.setattr(compiling, "compile_unavailable", lambda device: None)
     film = make_plan(7200, 240, 426, PlanOptions())  # 5 minutes at 24 fps
     off = auto_compile([TOY], CUDA)
-    assert not off.on and "a short run" in off.reason and "--compile forces it" in off.reason
+    assert not off.on and "under 2x the 140 s of compiling 1 region shape" in off.reason and "--compile forces it" in off.reason
+    assert "over 2x the 140 s" in auto_compile([make_plan(7200, 240, 426, PlanOptions())], CUDA).reason
+    assert not auto_compile([], CUDA).on
     assert auto_compile([film], CUDA).on
     assert auto_compile([TOY] * 100, CUDA).on  # a folder of short clips together repays what one does not
     assert not auto_compile([film], CUDA, share=1 / 64).on  # one of 64 ranks samples too little of it
@@ -211,8 +213,19 @@ def test_the_engine_compiles_when_auto_says_so_and_falls_back_once(weights, monk
     assert len(attempts) == 1 and not is_compiled(pipe.engine.unet)
 
 
+def test_the_stream_api_gets_the_fallback_warning_too(weights, monkeypatch):
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda device: None)
+    monkeypatch.setattr(engine_module, "compile_repeated_blocks", lambda model: compile_repeated_blocks(model, backend=_failing_backend))
+    pipe = STARPipeline.from_pretrained(weights, device="cpu", compile=True)
+    frames = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    events: list[object] = []
+    out = list(pipe.stream(iter(frames), scale=2, steps=2, guidance=1.0, progress=events.append))
+    assert len(out) == 4
+    assert [e.text for e in events if isinstance(e, Notice) and e.level == "warning" and "compiling the UNet failed" in e.text]
+
+
 def test_an_explicit_compile_that_cannot_run_is_refused_before_loading(weights, monkeypatch):
-    monkeypatch.setattr(engine_module, "compile_unavailable", lambda device: "no C++ compiler")
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda device: "no C++ compiler")
     loads: list[object] = []
     monkeypatch.setattr(engine_module, "load_star_unet", lambda *a, **k: loads.append(a))
     with pytest.raises(InputError, match=r"^--compile: no C\+\+ compiler"):

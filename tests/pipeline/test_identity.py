@@ -12,6 +12,7 @@ from star_cli.pipeline.identity import (
     file_sample_hash,
     frame_options,
     identity_difference,
+    run_identity,
 )
 from star_cli.pipeline.request import StarSettings, UpscaleRequest, build_request
 
@@ -63,6 +64,19 @@ def test_frame_affecting_options_change_the_identity(change, named):
 )
 def test_options_that_do_not_change_frames_are_left_out(change):
     assert frame_options(request(**change)) == frame_options(request())
+
+
+def test_deinterlacing_is_compared_by_the_frames_it_rebuilds_not_the_mode(tmp_path):
+    source = tmp_path / "in.mp4"
+    source.write_bytes(b"video")
+    plan = "a plan"
+
+    def identity(mode: str, rebuilt: str | None) -> dict:
+        return run_identity(request(deinterlace=mode), source, plan, None, deinterlace=rebuilt)
+
+    assert identity("auto", None) == identity("off", None)  # a progressive source: the same frames
+    changed = identity_difference(identity("off", None), identity("auto", "interlaced"))
+    assert changed is not None and "--deinterlace" in changed
 
 
 def test_a_new_option_is_covered_without_touching_the_identity_code():

@@ -70,6 +70,9 @@ class CogVideoXFamily:
         if settings.compile:  # None (auto) and False leave the DiT eager
             raise InputError("--compile: only the i2vgenxl model's UNet is compiled; the cogvideox DiT runs eagerly")
 
+    def check_device(self, settings: StarSettings, device: str) -> None:
+        """Its settings run on any device (`check` already refused `--compile`)."""
+
     def model_calls(self, solver: str, steps: int) -> int:
         return steps
 

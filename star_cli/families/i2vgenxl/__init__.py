@@ -44,6 +44,15 @@ class I2VGenXLFamily:
     def check(self, settings: StarSettings, given: dict[str, object], defaults: FamilyDefaults) -> None:
         """Every option applies to this family."""
 
+    def check_device(self, settings: StarSettings, device: str) -> None:
+        """`--compile` where torch cannot compile (no Triton for the GPU, no C++ compiler on the CPU)."""
+        if settings.compile:
+            import torch
+
+            from star_cli.pipeline.engines.compiling import refuse_uncompilable
+
+            refuse_uncompilable(torch.device(device))
+
     def model_calls(self, solver: str, steps: int) -> int:
         return model_calls(solver, steps)
 

@@ -31,7 +31,7 @@ from star_cli.diffusion.noise import NoiseSource, SeededNoise
 from star_cli.diffusion.tiled import Region
 from star_cli.diffusion.samplers import StepCallback
 from star_cli.diffusion.window import SamplerSettings, sample_window
-from star_cli.errors import InputError, StarError
+from star_cli.errors import StarError
 from star_cli.families.base import engine_for_call
 from star_cli.hub.layout import WeightsPaths
 from star_cli.hub.layout import STAR_VARIANTS
@@ -45,9 +45,9 @@ from star_cli.pipeline.engines.compiling import (
     compile_choice,
     compile_failed,
     compile_repeated_blocks,
-    compile_unavailable,
     eager_on_compile_error,
     is_compiled,
+    refuse_uncompilable,
 )
 from star_cli.pipeline.engines.placement import Placement, resolve_device, resolve_dtype
 from star_cli.pipeline.engines.speedups import (
@@ -162,9 +162,8 @@ class StarEngine:
         """Load every component from the checked `weights` folder and encode the prompts once."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        unavailable = compile_unavailable(device) if settings.compile else None
-        if unavailable is not None:
-            raise InputError(f"--compile: {unavailable}; run without it (or --no-compile)")
+        if settings.compile:  # the Python API loads without `prepare`, which checks it for the CLI
+            refuse_uncompilable(device)
         custom = settings.checkpoint not in STAR_VARIANTS
         checkpoint = Path(settings.checkpoint).expanduser() if custom else weights.star
         if not checkpoint.is_file():
@@ -204,11 +203,12 @@ class StarEngine:
         """Told a run's plans before its first window (`share`: the part this process takes).
 
         Under `--compile` auto on CUDA, the UNet's blocks are compiled here when the run's
-        sampling repays it (`compiling.auto_compile`); once compiled they stay compiled.
-        Warnings met later in the run go to `progress`.
+        sampling repays it (`compiling.auto_compile`); once compiled they stay compiled. No
+        plans (a stream of unknown length) leaves them as they are. Warnings met later in the
+        run go to `progress`.
         """
         self.notices = progress
-        if self.settings.compile is not None or is_compiled(self.unet) or compile_failed(self.unet):
+        if not plans or self.settings.compile is not None or is_compiled(self.unet) or compile_failed(self.unet):
             return
         choice = auto_compile(plans, self.device, share=share, offload=self.placement.offload)
         if choice.on:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from star_cli.errors import InputError
 from star_cli.models.conditioning import ConditionedBlock
 from star_cli.pipeline.estimate import estimate
 from star_cli.pipeline.plan import Plan
@@ -66,9 +67,12 @@ def compile_unavailable(device: torch.device) -> str | None:
     once instead of at the first forward.
     """
     if device.type == "cuda":
-        from torch.utils._triton import has_triton
+        from torch.utils._triton import has_triton, has_triton_package
 
-        return None if has_triton() else "torch.compile needs Triton on GPUs, and it is not installed (pip install triton)"
+        if not has_triton_package():
+            return "torch.compile needs Triton on GPUs, and it is not installed (pip install triton)"
+        if not has_triton():
+            return "Triton does not run on this GPU (it needs compute capability 7.0 or newer)"
     if device.type == "cpu":
         try:
             from torch._inductor.cpp_builder import get_cpp_compiler
@@ -77,6 +81,13 @@ def compile_unavailable(device: torch.device) -> str | None:
         except Exception as error:  # noqa: BLE001 - whatever stops torch finding a compiler
             return f"torch.compile needs a C++ compiler on the CPU ({str(error).splitlines()[0] if str(error) else 'none found'})"
     return None
+
+
+def refuse_uncompilable(device: torch.device) -> None:
+    """An InputError when `--compile` cannot work on `device` here (see `compile_unavailable`)."""
+    unavailable = compile_unavailable(device)
+    if unavailable is not None:
+        raise InputError(f"--compile: {unavailable}; run without it (or with --no-compile)")
 
 
 def region_shapes(plans: Iterable[Plan]) -> set[tuple[int, int, int]]:
@@ -98,18 +109,21 @@ def auto_compile(plans: Iterable[Plan], device: torch.device, *, share: float = 
     if unavailable is not None:
         return CompileChoice(False, f"auto: {unavailable}")
     plans = list(plans)
-    saved = share * sum(estimate(plan).flops for plan in plans) / 1e12 * SAVED_SECONDS_PER_TFLOP
     shapes = len(region_shapes(plans))
+    if not shapes:
+        return CompileChoice(False, "auto: nothing to sample")
+    saved = share * sum(estimate(plan).flops for plan in plans) / 1e12 * SAVED_SECONDS_PER_TFLOP
     cost = COMPILE_SECONDS * shapes
-    plural = "s" if shapes > 1 else ""
-    figures = f"about {_duration(saved)} of sampling saved for {_duration(cost)} of compiling {shapes} region shape{plural}"
+    compiling = f"{_duration(cost)} of compiling {shapes} region shape{'s' if shapes > 1 else ''}"
     if saved >= PAYBACK * cost:
-        return CompileChoice(True, f"auto: {figures}")
-    return CompileChoice(False, f"auto: a short run, {figures}; --compile forces it")
+        return CompileChoice(True, f"auto: saves about {_duration(saved)} of sampling, over {PAYBACK:g}x the {compiling}")
+    return CompileChoice(
+        False, f"auto: would save about {_duration(saved)} of sampling, under {PAYBACK:g}x the {compiling}; --compile forces it"
+    )
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 120:
+    if seconds < 600:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
