@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -55,14 +54,9 @@ def forward_flops(frames: int, height: int, width: int, config: STARConfig = STA
     return counter.get_total_flops()
 
 
-def region_counts(plan: Plan) -> Counter[tuple[int, int, int]]:
-    """How many times per step and branch the plan runs the UNet on each (frames, h, w)."""
-    return Counter((c.length, t.height, t.width) for c in plan.chunks for t in plan.tiles)
-
-
 def step_flops(plan: Plan, config: STARConfig = STARConfig()) -> int:
     """UNet FLOPs of one model step of one guidance branch: every region of every window."""
-    return sum(count * forward_flops(*shape, config) for shape, count in region_counts(plan).items())
+    return sum(count * forward_flops(*shape, config) for shape, count in plan.region_counts.items())
 
 
 def plan_flops(plan: Plan) -> int:
@@ -73,7 +67,7 @@ def plan_flops(plan: Plan) -> int:
 def report(name: str, plan: Plan) -> float:
     total = plan_flops(plan)
     per_frame = total / plan.num_frames
-    regions = ", ".join(f"{n} x {'x'.join(map(str, s))}" for s, n in sorted(region_counts(plan).items()))
+    regions = ", ".join(f"{n} x {'x'.join(map(str, s))}" for s, n in sorted(plan.region_counts.items()))
     analytic = estimate(plan).flops_per_output_frame
     print(f"  {name:<10} regions per step: {regions}")
     print(f"  {'':<10} frame-evaluations {plan.frame_evaluations}, total {total / 1e15:7.2f} PFLOP, "

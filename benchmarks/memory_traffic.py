@@ -13,7 +13,7 @@ it, no eager schedule reaches the target; only fusing this work into the matrix 
 and attention (or faster attention) can.
 
 Each op is counted as it runs: inputs read once, outputs written once (caches and fusion
-would lower it; broadcast operands count their own size). Views cost nothing.
+would lower it; broadcast operands count their own size). Views and allocations cost nothing.
 """
 
 from __future__ import annotations

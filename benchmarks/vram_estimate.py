@@ -350,7 +350,7 @@ def main() -> None:
 
     calibration()
     plans = [make_plan(n, args.height, args.width, PlanOptions()) for n in (args.frames, args.long_frames)]
-    region_shapes = sorted({(c.length, t.height, t.width) for p in plans for c in p.chunks for t in p.tiles})
+    region_shapes = sorted({shape for p in plans for shape in p.region_counts})
     sweep_shapes = [region_shapes[-1], (32, 90, 160), (32, 122, 216)]  # ours, the largest default tile, untiled
     feed_forward_sweep(sweep_shapes, [None, 131072, 65536, args.ff_chunk, 16384])
     lengths = (args.frames, args.long_frames, 10 * args.long_frames, 100 * args.long_frames)

@@ -20,7 +20,7 @@ import numpy as np
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import EvaluationCounter, FramesWritten, ProgressCallback, WindowFinished, ignore
 from star_cli.pipeline.plan import Chunk, Plan, PlanOptions, Window, make_plan
-from star_cli.pipeline.prepare import READ_BATCH
+from star_cli.video.reader import READ_BATCH
 from star_cli.pipeline.stream import WindowJoiner
 from star_cli.pipeline.tiling import MemoryBudget, plan_tiles
 from star_cli.pipeline.windows import restore_windows

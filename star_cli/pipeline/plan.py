@@ -15,6 +15,7 @@ may be, and the UNet's size rule with its derivation: `star_cli.pipeline.plan_ru
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -186,6 +187,11 @@ class Plan:
     def frame_evaluations(self) -> int:
         """Frames fed to the UNet per sampling step and guidance branch (tiles not counted)."""
         return sum(c.length for c in self.chunks)
+
+    @property
+    def region_counts(self) -> Counter[tuple[int, int, int]]:
+        """(frames, latent height, latent width) -> how many chunk x tile regions of a step have that shape."""
+        return Counter((c.length, t.height, t.width) for c in self.chunks for t in self.tiles)
 
     @property
     def unet_evaluations(self) -> int:

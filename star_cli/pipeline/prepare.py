@@ -27,14 +27,10 @@ from star_cli.pipeline.tiling import MemoryBudget, plan_tiles, restore_tiles
 from star_cli.video.deinterlace import bwdif_frames, bwdif_refusal
 from star_cli.video.encoding import even_size
 from star_cli.video.probe import VideoInfo, probe
-from star_cli.video.reader import FrameBatch, count_decodable_frames, read_batches
+from star_cli.video.reader import READ_BATCH, FrameBatch, count_decodable_frames, read_batches
 from star_cli.video.scenes import detect_scene_cuts
 from star_cli.video.segment import Segment, find_segment
 from star_cli.video.writer import VideoWriter
-
-
-READ_BATCH = 16
-"""Frames per reader batch: large enough to amortise Python overhead, small enough to stream."""
 
 
 @dataclass

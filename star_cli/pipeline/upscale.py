@@ -42,7 +42,7 @@ from star_cli.pipeline.identity import run_identity
 from star_cli.pipeline.lock import output_locks, sweep_stale_locks
 from star_cli.pipeline.memory import check_memory, run_dtype_name
 from star_cli.pipeline.prefetch import WriteBehind, prefetched
-from star_cli.pipeline.prepare import READ_BATCH, PlannedJob, Prepared, prepare
+from star_cli.pipeline.prepare import PlannedJob, Prepared, prepare
 from star_cli.pipeline.request import StarSettings, UpscaleRequest
 from star_cli.pipeline.plan import Plan
 from star_cli.pipeline.resume import WindowStore, work_folder
@@ -50,7 +50,7 @@ from star_cli.pipeline.tiling import tile_choice
 from star_cli.pipeline.timing import StageClock
 from star_cli.pipeline.windows import restore_windows, window_evaluations
 from star_cli.video.probe import VideoInfo
-from star_cli.video.reader import read_frames
+from star_cli.video.reader import READ_BATCH, read_frames
 from star_cli.video.resize import LanczosResizer
 from star_cli.video.writer import VideoWriter
 

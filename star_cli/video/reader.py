@@ -22,6 +22,9 @@ from star_cli.video.deinterlace import deinterlaced
 from star_cli.video.probe import Declared, open_input, truncated_message, video_stream
 from star_cli.video.segment import Segment
 
+READ_BATCH = 16
+"""Frames per reader batch the pipeline asks for: large enough to amortise Python overhead, small enough to stream."""
+
 
 @dataclass(frozen=True)
 class FrameBatch:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli_checks import error_line, partial_files, snapshot
-from star_cli.pipeline.prepare import READ_BATCH
+from star_cli.video.reader import READ_BATCH
 from star_cli.video.resize import LanczosResizer
 from star_cli.testing.media import make_video
 

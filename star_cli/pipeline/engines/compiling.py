@@ -92,7 +92,7 @@ def refuse_uncompilable(device: torch.device) -> None:
 
 def region_shapes(plans: Iterable[Plan]) -> set[tuple[int, int, int]]:
     """The distinct (frames, latent height, latent width) regions the UNet will see: one compile each."""
-    return {(chunk.length, tile.height, tile.width) for plan in plans for chunk in plan.chunks for tile in plan.tiles}
+    return {shape for plan in plans for shape in plan.region_counts}
 
 
 def auto_compile(plans: Iterable[Plan], device: torch.device, *, share: float = 1.0, offload: str = "none") -> CompileChoice:
