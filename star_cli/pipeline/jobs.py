@@ -25,22 +25,46 @@ class Job:
     dest: Path
 
 
-def plan_jobs(input_path: Path, output_path: Path, *, overwrite: bool, dry_run: bool = False) -> list[Job]:
-    """Pair inputs with outputs: a file with a file, a folder with a folder."""
+def plan_jobs(
+    input_path: Path, output_path: Path, *, overwrite: bool, dry_run: bool = False, resume: bool = False
+) -> list[Job]:
+    """Pair inputs with outputs: a file with a file, a folder with a folder.
+
+    An existing output is refused without `overwrite`, except in a dry run (which only
+    looks) and under `resume` (the caller tells a finished output from an interrupted one).
+    """
     if not input_path.exists():
         raise InputError(f"input not found: {input_path}")
     if input_path.is_dir():
         sources = list_videos(input_path)
-        if output_path.exists() and not output_path.is_dir():
-            raise InputError(f"output must be a folder for a folder input: {output_path} is a file")
-        if not output_path.parent.is_dir():
-            raise InputError(f"output folder {output_path} cannot be made: {output_path.parent} does not exist")
+        _check_output_folder(input_path, output_path)
         jobs = [Job(src, output_path / _output_name(src)) for src in sources]
+        _check_distinct(jobs)
     else:
         jobs = [Job(input_path, output_path)]
     for job in jobs:
-        _check_job(job, overwrite=overwrite, dry_run=dry_run, made=input_path.is_dir())
+        _check_job(job, overwrite=overwrite or resume, dry_run=dry_run, made=input_path.is_dir())
     return jobs
+
+
+def _check_output_folder(input_path: Path, output_path: Path) -> None:
+    if output_path.exists() and not output_path.is_dir():
+        raise InputError(f"output must be a folder for a folder input: {output_path} is a file")
+    if output_path.is_dir() and os.path.samefile(output_path, input_path):
+        raise InputError(f"the output folder is the input folder: {output_path} (choose another)")
+    if not output_path.exists() and output_path.suffix.lower() in OUTPUT_SUFFIXES:
+        raise InputError(f"a folder input is written to a folder: {output_path} is named like a video file")
+    if not output_path.parent.is_dir():
+        raise InputError(f"output folder {output_path} cannot be made: {output_path.parent} does not exist")
+
+
+def _check_distinct(jobs: list[Job]) -> None:
+    """Two inputs of a folder may not share an output name (x.avi and x.mkv both become x.mkv)."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.dest in seen:
+            raise InputError(f"{seen[job.dest].name} and {job.source.name} would both be written to {job.dest}: rename one of them")
+        seen[job.dest] = job.source
 
 
 def _output_name(source: Path) -> str:

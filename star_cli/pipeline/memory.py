@@ -41,12 +41,13 @@ def host_memory_available() -> int | None:
 
 
 def run_device(star: StarSettings) -> str:
-    """The device type the run will use: 'cpu', 'cuda' or 'mps' (`auto` asks torch, so only then is it imported)."""
-    if star.device != "auto":
-        return star.device
+    """The device type the run will use: 'cpu', 'cuda' or 'mps'; a GPU that is not there is refused (InputError)
+    here, before any file is read. torch is imported only to ask it (`auto`, cuda, mps)."""
+    if star.device == "cpu":
+        return "cpu"
     from star_cli.pipeline.engines.placement import resolve_device
 
-    return resolve_device("auto").type
+    return resolve_device(star.device).type
 
 
 def run_dtype_name(star: StarSettings, device: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from star_cli.errors import InputError
 from star_cli.families import get_family
@@ -22,7 +23,7 @@ from star_cli.pipeline.jobs import Job, plan_jobs
 from star_cli.pipeline.memory import FreeMemory, memory_budget, run_device, run_estimate
 from star_cli.pipeline.plan import Plan, make_plan
 from star_cli.pipeline.request import UpscaleRequest, encode_options_for
-from star_cli.pipeline.resume import stored_tiles
+from star_cli.pipeline.resume import finished_windows, stored_tiles, work_folder
 from star_cli.pipeline.tiling import MemoryBudget, plan_tiles, restore_tiles
 from star_cli.video.deinterlace import bwdif_frames, bwdif_refusal
 from star_cli.video.encoding import even_size
@@ -63,6 +64,7 @@ class Prepared:
     skipped: list[FileSkipped]
     count: int  # files found
     device: str | None  # STAR: the device type the run will use
+    finished: list[Path] = field(default_factory=list)  # outputs a --resume'd folder run already wrote: kept
 
 
 def _read_source(job: Job, request: UpscaleRequest) -> tuple[VideoInfo, Segment | None, int, list[int]]:
@@ -123,6 +125,14 @@ def plan_job(
     options = encode_options_for(job.dest, request.encode)
     width, height = (out_w, out_h) if request.exact_size else even_size(options, info, out_w, out_h)
     deinterlace, notes = _deinterlacing(info, request.deinterlace)
+    expected = max(info.num_frames, info.declared_frames)  # a truncated file declares frames it lost
+    if request.ignore_errors and segment is None and frames < expected:
+        notes.append(f"{job.source}: {expected - frames} of {expected} frames cannot be decoded and are left out (--ignore-errors)")
+    if request.dry_run and not (request.overwrite or request.star.resume):
+        if job.dest.exists():
+            notes.append(f"{job.dest} exists: the run will refuse it without --overwrite")
+        if work_folder(job.dest).is_dir() and (kept := finished_windows(work_folder(job.dest))):
+            notes.append(f"{kept} finished window(s) of an interrupted run are kept for it: the run needs --resume or --overwrite")
     if (width, height) != (out_w, out_h):
         notes.append(
             f"{job.dest.name}: {out_w}x{out_h} is odd, which 4:2:0 video cannot hold: written as {width}x{height} "
@@ -142,19 +152,44 @@ def prepare(request: UpscaleRequest, free: FreeMemory | None = None) -> Prepared
     `free`: the memory --tile-size auto plans against, measured before the models loaded
     (the Python API keeps its models loaded); None measures it now.
     """
-    jobs = plan_jobs(request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run)
+    jobs = plan_jobs(
+        request.input, request.output, overwrite=request.overwrite, dry_run=request.dry_run, resume=request.star.resume
+    )
+    jobs, finished = _finished_apart(jobs, request)
     folder = request.input.is_dir()
     made = folder and not request.output.exists()
     if made:  # the writers check their folder; a dry run, or a failed plan, removes it again
         request.output.mkdir()
     keep = False
     try:
-        prepared = _prepare_jobs(request, jobs, folder, free)
+        prepared = replace(_prepare_jobs(request, jobs, folder, free), finished=finished)
         keep = not request.dry_run
         return prepared
     finally:
         if made and not keep and not any(request.output.iterdir()):
             request.output.rmdir()
+
+
+def _finished_apart(jobs: list[Job], request: UpscaleRequest) -> tuple[list[Job], list[Path]]:
+    """Under --resume (without --overwrite), the outputs a folder run already wrote are kept, not redone.
+
+    Finished means written with no work folder left beside it. An output beside a work folder
+    is the old file of an interrupted --overwrite run: replaced only when asked again. A single
+    finished file has nothing to resume.
+    """
+    if not request.star.resume or request.overwrite or request.dry_run:
+        return jobs, []
+    todo, finished = [], []
+    for job in jobs:
+        if not job.dest.exists():
+            todo.append(job)
+        elif work_folder(job.dest).is_dir():
+            raise InputError(f"output exists: {job.dest} (use --overwrite to replace it)")
+        elif request.input.is_dir():
+            finished.append(job.dest)
+        else:
+            raise InputError(f"output exists: {job.dest}: that run finished, nothing to resume (--overwrite redoes it)")
+    return todo, finished
 
 
 def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool, free: FreeMemory | None) -> Prepared:
@@ -169,7 +204,7 @@ def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool, free: 
         except InputError as error:
             if not folder:
                 raise
-            skipped.append(FileSkipped(job.source, str(error)))
+            skipped.append(FileSkipped(job.source, str(error).removeprefix(f"{job.source}: ")))
             continue
         planned.append(replace(plan_job(job, request, read, device, budget), index=index))
     if folder and not planned and skipped:

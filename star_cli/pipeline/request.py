@@ -152,7 +152,7 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
     if prompt:
         raise InputError("give --prompt or --prompt-file, not both")
     try:
-        text = prompt_file.read_text(encoding="utf-8").strip()
+        text = prompt_file.read_text(encoding="utf-8-sig").strip()  # a BOM (Windows editors write one) is not text
     except OSError as error:
         raise InputError(f"cannot read --prompt-file {prompt_file}: {error.strerror or error}") from None
     except UnicodeDecodeError:

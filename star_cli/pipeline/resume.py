@@ -44,6 +44,11 @@ def work_folder(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.star-work")
 
 
+def finished_windows(folder: Path) -> int:
+    """How many windows an interrupted run left committed in its work `folder`."""
+    return sum(1 for _ in folder.glob("window_*.json"))
+
+
 def stored_tiles(dest: Path) -> object:
     """The tile choice an interrupted run writing `dest` stored, or None (no work folder, or an older one)."""
     state = _read_json(work_folder(dest) / STATE_FILE)
@@ -70,9 +75,10 @@ def _sha256(path: Path) -> str:
 class WindowStore:
     """Finished windows of one run, keyed by window index (see the module doc for the layout).
 
-    `WindowStore(folder, identity, resume=..., warn=..., tiles=...)` opens the folder: without
-    `resume` it starts empty; with it, a matching identity keeps the stored windows
-    and a different one raises `InputError` naming the difference. `load(index, shape)`
+    `WindowStore(folder, identity, resume=..., start_over=..., warn=..., tiles=...)` opens the
+    folder: with `resume`, a matching identity keeps the stored windows and a different one
+    raises `InputError` naming the difference; without it, a folder holding finished windows
+    is refused (they may be hours of work) unless `start_over` (--overwrite) empties it. `load(index, shape)`
     returns a verified window or None, `save(index, frames)` commits one, `remove()`
     deletes the folder. Write failures raise `StarError` and leave the folder consistent.
     """
@@ -83,6 +89,7 @@ class WindowStore:
         identity: Identity,
         *,
         resume: bool,
+        start_over: bool = False,
         warn: Callable[[str], None] = lambda _: None,
         tiles: dict[str, object] | None = None,
     ) -> None:
@@ -95,9 +102,15 @@ class WindowStore:
                 self.warn(f"{state_path} is damaged or missing: its windows are discarded and recomputed")
                 self._clear()
             elif (why := self._mismatch(state, identity)) is not None:
-                raise InputError(f"cannot --resume from {folder}: {why}; run without --resume to start over")
+                raise InputError(f"cannot --resume from {folder}: {why}; run with --overwrite instead to start over")
             sweep_orphans(folder)
         elif folder.exists():
+            finished = finished_windows(folder)
+            if finished and not start_over:
+                raise InputError(
+                    f"{folder} holds {finished} finished window(s) of an interrupted run: add --resume to continue "
+                    "from them, or --overwrite to start over"
+                )
             self._clear()
         try:
             folder.mkdir(exist_ok=True)

@@ -45,7 +45,7 @@ from star_cli.pipeline.prefetch import WriteBehind, prefetched
 from star_cli.pipeline.prepare import PlannedJob, Prepared, prepare
 from star_cli.pipeline.request import StarSettings, UpscaleRequest
 from star_cli.pipeline.plan import Plan
-from star_cli.pipeline.resume import WindowStore, work_folder
+from star_cli.pipeline.resume import WindowStore, finished_windows, work_folder
 from star_cli.pipeline.tiling import tile_choice
 from star_cli.pipeline.timing import StageClock
 from star_cli.pipeline.windows import restore_windows, window_evaluations
@@ -114,7 +114,7 @@ def open_store(planned: PlannedJob, request: UpscaleRequest, weights: WeightsPat
         request, planned.job.source, plan, weights, dtype=run_dtype_name(request.star, device), deinterlace=planned.deinterlace
     )
     return WindowStore(
-        work_folder(planned.job.dest), identity, resume=request.star.resume, warn=warner(progress),
+        work_folder(planned.job.dest), identity, resume=request.star.resume, start_over=request.overwrite, warn=warner(progress),
         tiles=tile_choice(planned.plan.options),
     )
 
@@ -141,6 +141,8 @@ def execute(
     Returns the engine, so a caller may reuse it.
     """
     request = prepared.request
+    for dest in prepared.finished:
+        progress(Notice(f"{dest}: already written, kept (--resume)"))
     for skipped in prepared.skipped:
         progress(skipped)
     star = request.engine == "star"
@@ -154,8 +156,16 @@ def execute(
             if engine is None:
                 check_memory([p.plan for p in prepared.jobs], request.star, prepared.device or "cpu")
         device = prepared.device or "cpu"
-        stores = {id(p): open_store(p, request, paths, device, progress) for p in prepared.jobs} if paths is not None else {}
-        return _execute_jobs(prepared, progress, paths, engine, stores)
+        stores: dict[int, WindowStore] = {}
+        try:
+            for p in prepared.jobs if paths is not None else ():
+                stores[id(p)] = open_store(p, request, paths, device, progress)
+            return _execute_jobs(prepared, progress, paths, engine, stores)
+        except BaseException:
+            for store in stores.values():  # a run that fails keeps finished windows for --resume, and nothing else
+                if store.folder.is_dir() and not finished_windows(store.folder):
+                    store.remove()
+            raise
 
 
 def _execute_jobs(
@@ -177,7 +187,7 @@ def _execute_jobs(
         except InputError as error:
             if not folder:
                 raise
-            skipped.append(FileSkipped(planned.job.source, str(error)))
+            skipped.append(FileSkipped(planned.job.source, str(error).removeprefix(f"{planned.job.source}: ")))
             progress(skipped[-1])
     if skipped:
         names = ", ".join(s.source.name for s in skipped)

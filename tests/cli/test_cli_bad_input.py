@@ -80,6 +80,17 @@ def _output_folder_is_input_folder(tmp: Path, clip: Path) -> list:
     return [tmp, "-o", tmp, "--overwrite"]
 
 
+def _folder_output_named_like_a_file(tmp: Path, clip: Path) -> list:
+    return [tmp, "-o", tmp / "out" / "upscaled.mp4"]
+
+
+def _two_inputs_share_an_output_name(tmp: Path, clip: Path) -> list:
+    (tmp / "in.mov").write_bytes(clip.read_bytes())
+    (tmp / "in.mov").rename(tmp / "in.ts")  # in.ts is written as in.mkv; so is in.mkv
+    (tmp / "in.mkv").write_bytes(clip.read_bytes())
+    return [tmp, "-o", tmp / "out"]
+
+
 def _output_exists(tmp: Path, clip: Path) -> list:
     (tmp / "out" / "o.mp4").write_bytes(b"precious")
     return [clip, "-o", tmp / "out" / "o.mp4"]
@@ -134,7 +145,9 @@ CASES = {
     "output folder missing": (_output_folder_missing, "output folder does not exist: .*missing"),
     "output folder missing (folder input)": (_output_folder_missing_for_folder_input, "out cannot be made: .*missing does not exist"),
     "output is input": (_output_is_input, "output is the input file"),
-    "output folder is input folder": (_output_folder_is_input_folder, "output is the input file"),
+    "output folder is input folder": (_output_folder_is_input_folder, "the output folder is the input folder"),
+    "folder output named like a file": (_folder_output_named_like_a_file, "a folder input is written to a folder: .*upscaled.mp4"),
+    "two inputs share an output name": (_two_inputs_share_an_output_name, r"in.mkv and in.ts would both be written to .*in.mkv"),
     "output exists": (_output_exists, "output exists: .*o.mp4 .*--overwrite"),
     "output exists (folder input)": (_output_exists_in_output_folder, "output exists: .*in.mp4"),
     "bad input with --overwrite": (_bad_input_with_overwrite, "notes.mp4: cannot be read as a video"),
@@ -204,6 +217,7 @@ def test_damaged_mp4_names_the_failed_frame_and_ignore_errors_keeps_the_decodabl
 
     result = run_cli("upscale", source, "-o", tmp_path / "out" / "o.mp4", *LANCZOS, "--ignore-errors", "-q")
     assert result.exit_code == 0, result.output
+    assert f"{48 - decodable} of 48 frames cannot be decoded and are left out" in result.stderr.replace("\n", "")
     assert len(packet_times(tmp_path / "out" / "o.mp4", "video")) == decodable
 
 

@@ -201,3 +201,4 @@ def test_yuv_resize_matches_the_rgb_engine(clip, tmp_path, run_cli):
         got = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected.astype(int)).mean() < 2.0
+

@@ -104,13 +104,58 @@ def test_resume_with_other_weights_or_options_is_refused_and_keeps_the_windows(
     assert "options differ (--color-fix, --seed)" in line, line
     line = error_line(upscale(run_cli, short_clip, out, weights, "--resume", "--scale", "3"))
     assert "options differ (--scale)" in line and "the plan differs" in line, line
-    assert line.endswith("run without --resume to start over")
+    assert line.endswith("run with --overwrite instead to start over")
     assert snapshot(tmp_path) == before
     # What does not change frames may change: device, offload, the encoder.
     result = upscale(run_cli, short_clip, out, weights, "--resume", "--offload", "model", "--device", "cpu")
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(decode_rgb(out), reference)
     assert not folder.exists()
+
+
+def test_a_rerun_without_resume_keeps_the_finished_windows_unless_told_to_start_over(
+    run_cli, monkeypatch, short_clip, weights, reference, tmp_path
+):
+    out = tmp_path / "out.mkv"
+    folder = interrupted_run(run_cli, monkeypatch, short_clip, out, weights)
+    before = snapshot(tmp_path)
+    line = error_line(upscale(run_cli, short_clip, out, weights))
+    assert "holds 1 finished window(s) of an interrupted run: add --resume to continue from them, or --overwrite" in line
+    assert snapshot(tmp_path) == before
+    result = upscale(run_cli, short_clip, out, weights, "--overwrite")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(decode_rgb(out), reference)
+    assert not folder.exists()
+
+
+def test_a_run_that_fails_before_its_first_window_leaves_no_work_folder(run_cli, monkeypatch, short_clip, weights, tmp_path):
+    from star_cli.errors import StarError
+
+    def broken(*args):
+        raise StarError("the checkpoint does not fit the model")
+
+    monkeypatch.setattr(upscale_module, "make_engine", broken)
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+    assert error_line(upscale(run_cli, short_clip, tmp_path / "out" / "o.mkv", weights), exit_code=1).endswith("does not fit the model")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_of_a_folder_keeps_the_outputs_already_written(run_cli, short_clip, weights, reference, tmp_path):
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.mkv", "b.mkv"):
+        shutil.copy(short_clip, folder / name)
+    assert upscale(run_cli, folder, out, weights).exit_code == 0
+    written = (out / "a.mkv").stat().st_mtime_ns
+    (out / "b.mkv").unlink()  # as if the run had been stopped on b
+    result = run_cli("upscale", folder, "-o", out, "--scale", "2", "--weights-dir", weights, *MULTI_WINDOW, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "a.mkv: already written, kept (--resume)" in result.stderr.replace("\n", "")
+    assert (out / "a.mkv").stat().st_mtime_ns == written
+    np.testing.assert_array_equal(decode_rgb(out / "b.mkv"), reference)
+    line = error_line(upscale(run_cli, folder / "a.mkv", out / "a.mkv", weights, "--resume"))
+    assert "that run finished, nothing to resume (--overwrite redoes it)" in line
 
 
 def test_resume_after_the_checkpoint_file_was_rewritten_is_refused(run_cli, monkeypatch, short_clip, weights, other_weights, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from star_cli.diffusion.samplers import sample_dpmpp_2m_sde, sample_heun
 from star_cli.diffusion.window import SamplerSettings
-from star_cli.pipeline.request import model_calls, parse_size, solver_mode
+from star_cli.pipeline.request import model_calls, parse_size, read_prompt, solver_mode
 from star_cli.errors import InputError
 
 
@@ -62,3 +62,9 @@ def test_steps_bound_mirrors_the_schedule():
     from star_cli.pipeline.request import MAX_STEPS
 
     assert MAX_STEPS == NUM_TIMESTEPS
+
+
+def test_a_prompt_file_saved_with_a_byte_order_mark_reads_as_its_text(tmp_path):
+    saved = tmp_path / "prompt.txt"
+    saved.write_bytes("\ufeffa man walking on a beach\n".encode("utf-8"))
+    assert read_prompt("", saved) == "a man walking on a beach"

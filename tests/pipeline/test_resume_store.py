@@ -71,7 +71,7 @@ def test_a_window_of_another_shape_is_discarded(stored):
 
 
 def test_another_identity_is_refused_naming_the_difference(stored):
-    with pytest.raises(InputError, match=r"options differ \(--seed\); run without --resume to start over$"):
+    with pytest.raises(InputError, match=r"options differ \(--seed\); run with --overwrite instead to start over$"):
         reopen(stored, {"version": "1", "options": {"star.seed": "1"}})
     with pytest.raises(InputError, match=r"it was made by star 1, this is 2"):
         reopen(stored, {"version": "2", "options": {"star.seed": "0"}})
@@ -83,9 +83,14 @@ def test_the_state_file_is_written_whole(stored):
     assert [p.name for p in stored.iterdir() if "partial" in p.name] == []
 
 
-def test_without_resume_the_folder_starts_empty(stored):
-    WindowStore(stored, IDENTITY, resume=False)
+def test_without_resume_finished_windows_are_refused_and_overwrite_starts_over(stored):
+    before = sorted(p.name for p in stored.iterdir())
+    with pytest.raises(InputError, match=r"holds 2 finished window\(s\) of an interrupted run: add --resume .* or --overwrite"):
+        WindowStore(stored, IDENTITY, resume=False)
+    assert sorted(p.name for p in stored.iterdir()) == before
+    WindowStore(stored, IDENTITY, resume=False, start_over=True)
     assert [p.name for p in stored.iterdir()] == ["state.json"]
+    WindowStore(stored, IDENTITY, resume=False)  # no finished window: nothing to keep
 
 
 def test_a_write_failure_is_a_star_error_and_leaves_no_half_window(stored, monkeypatch):
