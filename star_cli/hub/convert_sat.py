@@ -30,10 +30,9 @@ from safetensors.torch import save_file
 
 from star_cli.atomic import atomic_output
 from star_cli.errors import StarError
-from star_cli.hub.layout import SOURCE_SHA256_KEY
+from star_cli.hub.layout import SOURCE_SHA256_KEY, STAR_CONFIG_KEY
 from star_cli.models.cogvideox.sat import convert_sat_state_dict
 
-CONFIG_METADATA_KEY = "star_config"
 OUTPUT_DTYPE = torch.bfloat16
 # Globals a DeepSpeed / SAT checkpoint may hold beside its tensors that only rebuild data:
 # numpy arrays and dtypes (RNG states) and argparse namespaces (saved arguments).
@@ -98,7 +97,7 @@ def convert_sat_checkpoint(src: Path, dest: Path, *, config: Mapping[str, Any], 
     tensors = {name: tensor.to(OUTPUT_DTYPE).contiguous() for name, tensor in convert_sat_state_dict(state)}
     metadata = {
         "format": "pt",
-        CONFIG_METADATA_KEY: json.dumps({"diffusers": dict(config["diffusers"]), "native": dict(config["native"])}),
+        STAR_CONFIG_KEY: json.dumps({"diffusers": dict(config["diffusers"]), "native": dict(config["native"])}),
         SOURCE_SHA256_KEY: source_sha256,
     }
     dest.parent.mkdir(parents=True, exist_ok=True)

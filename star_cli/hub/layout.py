@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -259,6 +260,29 @@ def check_weights_dir(root: Path, variant: str = "light", verify: bool = False) 
         text_encoder_dir=root / "text_encoder",
         tokenizer_dir=root / "tokenizer",
     )
+
+
+STAR_CONFIG_KEY = "star_config"
+"""The safetensors metadata entry where converted and trained weights carry their model config."""
+COGVIDEOX_CONFIG_KEYS = frozenset({"native", "diffusers"})
+"""What only a CogVideoX denoiser's `star_config` holds (an I2VGen-XL UNet's holds STARUNet arguments)."""
+
+
+def read_star_config_json(path: Path) -> dict[str, Any] | None:
+    """A .safetensors file's `star_config` metadata as JSON (None: not such a file, unreadable, or none)."""
+    if not path.is_file() or path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        with safe_open(path, framework="numpy") as handle:
+            text = (handle.metadata() or {}).get(STAR_CONFIG_KEY)
+        config = json.loads(text) if text is not None else None
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def is_cogvideox_config(config: Mapping[str, Any]) -> bool:
+    return COGVIDEOX_CONFIG_KEYS <= config.keys()
 
 
 def safetensors_parameters(path: Path) -> int:

@@ -122,3 +122,16 @@ def test_dry_run_reads_the_native_size_from_the_weights(clip, weights, tmp_path)
     assert result.exit_code == 0, result.output
     assert "cogvideox" in result.output and "DiT evaluations" in result.output
     assert "2 of 9 frames" in result.output  # the tiny model's native clip
+
+
+def test_a_checkpoint_of_the_other_family_is_named_before_any_work(clip, weights, tmp_path):
+    unet_weights = make_tiny_weights(tmp_path / "i2vgenxl")
+    unet = unet_weights / "star" / "light_deg.safetensors"
+    dit = weights / "cogvideox" / "transformer.safetensors"
+    runner = CliRunner()
+    for args, said in [
+        (["--model", "cogvideox", "--checkpoint", unet], "is a STAR I2VGen-XL checkpoint, not a CogVideoX one: run it with --model i2vgenxl"),
+        (["--checkpoint", dit], "is a STAR CogVideoX checkpoint: run it with --model cogvideox"),
+    ]:
+        result = runner.invoke(app, ["upscale", str(clip), "-o", str(tmp_path / "out.mp4"), "--dry-run", *map(str, args)])
+        assert result.exit_code == 2 and said in result.output.replace("\n", "") and result.output.strip().count("\n") <= 1

@@ -10,17 +10,20 @@ weights that declare 64x96 and 9 frames plan (and run) small, while the release'
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
+from star_cli.errors import InputError, StarError
+from star_cli.hub.layout import (
+    COGVIDEOX_DENOISER,
+    COGVIDEOX_VARIANT,
+    STAR_CONFIG_KEY,
+    is_cogvideox_config,
+    read_star_config_json,
+    resolve_weights_dir,
+)
 
-from star_cli.errors import StarError
-from star_cli.hub.layout import COGVIDEOX_DENOISER, COGVIDEOX_VARIANT, resolve_weights_dir
-
-CONFIG_METADATA_KEY = "star_config"
 TEMPORAL_COMPRESSION = 4  # the CogVideoX VAE: the first frame alone, then 4 frames per latent frame
 
 
@@ -48,23 +51,22 @@ def denoiser_path(weights_dir: Path | None, checkpoint: str | None) -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any] | None:
-    """The `star_config` of a converted denoiser (None when the file is absent or carries none)."""
-    if not path.is_file() or path.suffix != ".safetensors":
+    """The `star_config` of a converted denoiser (None when the file is absent or carries none).
+
+    An I2VGen-XL STAR checkpoint (its config holds UNet arguments) is refused naming the
+    option that runs it; a malformed CogVideoX config is refused as such.
+    """
+    config = read_star_config_json(path)
+    if config is None:
         return None
+    if not is_cogvideox_config(config):
+        raise InputError(f"{path} is a STAR I2VGen-XL checkpoint, not a CogVideoX one: run it with --model i2vgenxl")
     try:
-        with safe_open(path, framework="numpy") as handle:
-            text = (handle.metadata() or {}).get(CONFIG_METADATA_KEY)
-    except (SafetensorError, OSError):
-        return None
-    if text is None:
-        return None
-    try:
-        config = json.loads(text)
         native = config["native"]
         config["native"] = NativeSize(int(native["height"]), int(native["width"]), int(native["frames"]))
         dict(config["diffusers"])
     except (ValueError, KeyError, TypeError) as error:
-        raise StarError(f"{path}: its {CONFIG_METADATA_KEY} metadata is not a CogVideoX config ({error})") from None
+        raise StarError(f"{path}: its {STAR_CONFIG_KEY} metadata is not a valid CogVideoX config ({error})") from None
     return config
 
 

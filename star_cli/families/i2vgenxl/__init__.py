@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from star_cli.families.base import FamilyDefaults, FamilyEngine
-from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, weights_parameters
+from star_cli.errors import InputError
+from star_cli.hub.layout import STAR_VARIANTS, WeightsPaths, is_cogvideox_config, read_star_config_json, weights_parameters
 from star_cli.pipeline.estimate import Estimate, estimate
 from star_cli.pipeline.events import ProgressCallback
 from star_cli.pipeline.grid import UNET_GRID
@@ -42,7 +43,11 @@ class I2VGenXLFamily:
         return DEFAULTS
 
     def check(self, settings: StarSettings, given: dict[str, object], defaults: FamilyDefaults) -> None:
-        """Every option applies to this family."""
+        """Every option applies to this family; a CogVideoX checkpoint is named as such."""
+        if settings.checkpoint not in STAR_VARIANTS:
+            config = read_star_config_json(Path(settings.checkpoint))
+            if config is not None and is_cogvideox_config(config):
+                raise InputError(f"--checkpoint {settings.checkpoint} is a STAR CogVideoX checkpoint: run it with --model cogvideox")
 
     def check_device(self, settings: StarSettings, device: str) -> None:
         """`--compile` where torch cannot compile (no Triton for the GPU, no C++ compiler on the CPU)."""
