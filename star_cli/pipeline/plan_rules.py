@@ -152,6 +152,6 @@ def check_options(o: PlanOptions) -> None:
         if tile is not None and tile <= 2 * VAE_TILE_OVERLAP:
             raise InputError(f"{name} tile must be more than {2 * VAE_TILE_OVERLAP} latent px, got {tile}")
     if o.window_chunks is not None and o.window_chunks < 1:
-        raise InputError(f"window size must be at least 1 chunk, got {o.window_chunks}")
+        raise InputError(f"--window-chunks must be at least 1, got {o.window_chunks}")
     if o.model_steps < 1 or o.guidance_branches not in (1, 2):
         raise InputError("model steps must be >= 1 and guidance branches 1 or 2")

@@ -17,10 +17,14 @@ def is_video_file(path: Path) -> bool:
 
 
 def list_videos(folder: Path) -> list[Path]:
-    """Video files directly in `folder`, sorted by name; InputError when it is no folder or holds none."""
+    """Video files directly in `folder`, sorted by name; InputError when it is no folder or holds none.
+
+    Hidden files are left out: macOS writes a `._NAME` resource file beside each video on
+    exFAT/FAT drives, and our own temporary files are hidden.
+    """
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    videos = sorted(p for p in folder.iterdir() if is_video_file(p))
+    videos = sorted(p for p in folder.iterdir() if is_video_file(p) and not p.name.startswith("."))
     if not videos:
         raise InputError(f"no videos in folder {folder} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
     return videos

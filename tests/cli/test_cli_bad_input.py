@@ -41,6 +41,13 @@ def _folder_without_videos(tmp: Path, clip: Path) -> list:
     return [tmp / "videos", "-o", tmp / "out"]
 
 
+def _folder_with_only_hidden_files(tmp: Path, clip: Path) -> list:
+    (tmp / "videos").mkdir()
+    (tmp / "videos" / "._in.mp4").write_bytes(b"\0\5\26\7" + bytes(4000))  # macOS AppleDouble beside a video on exFAT
+    (tmp / "videos" / ".in.mp4.1234-abcdef12.partial.mp4").write_bytes(clip.read_bytes())
+    return [tmp / "videos", "-o", tmp / "out"]
+
+
 def _zero_bytes(tmp: Path, clip: Path) -> list:
     (tmp / "empty.mp4").touch()
     return [tmp / "empty.mp4", "-o", tmp / "out" / "o.mp4"]
@@ -137,6 +144,7 @@ def _scale(value: str):
 CASES = {
     "missing path": (_missing, "input not found: .*nope.mp4"),
     "folder without videos": (_folder_without_videos, "no videos in folder"),
+    "folder with only hidden files": (_folder_with_only_hidden_files, "no videos in folder"),
     "0-byte file": (_zero_bytes, r"empty.mp4: the file is empty \(0 bytes\)"),
     "text file named .mp4": (_text_named_mp4, "notes.mp4: cannot be read as a video"),
     "truncated mp4": (_truncated_mp4, "in.mp4: cannot be read as a video .*truncated"),
