@@ -20,7 +20,7 @@ from star_cli import __version__
 from star_cli.errors import ReportedElsewhere, StarError
 from star_cli.help import StarCommand, StarGroup
 from star_cli.pipeline.ranks import reporting_process
-from star_cli.terminal import EXIT_INTERRUPTED, interrupt_exit_code, message, stderr_console, stop_signals_interrupt
+from star_cli.terminal import EXIT_INTERRUPTED, KeptWork, interrupt_exit_code, message, stderr_console, stop_signals_interrupt
 
 T = TypeVar("T")
 
@@ -63,7 +63,10 @@ def _run(
             console.print(message(str(error), "error:", "bold red"), soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt as interrupt:
-        text = interrupted() if callable(interrupted) else interrupted
+        if isinstance(interrupt, KeptWork):
+            text = interrupt.line
+        else:
+            text = interrupted() if callable(interrupted) else interrupted
         console.print(message(text, style="yellow"), soft_wrap=True)
         raise typer.Exit(interrupt_exit_code(interrupt)) from None
 

@@ -38,6 +38,14 @@ STAGE_NAMES = {"text": "text", "vae_encode": "VAE encode", "sampling": "sampling
                "io": "I/O", "resize": "resize"}
 
 
+def kept_windows_line(done: int, windows: int, folder: Path) -> str:
+    """What an interrupted STAR run says it kept."""
+    return (
+        f"interrupted: {done} finished window(s) of {windows} kept in {folder}; "
+        "run the same command with --resume to continue from them"
+    )
+
+
 def clock_text(seconds: float) -> str:
     """1:05:03 / 4:07 style."""
     seconds = int(round(seconds))
@@ -122,10 +130,7 @@ class ConsoleReport:
         state = self.file
         if state is None or state.event.work_folder is None:
             return "interrupted: no partial output was kept"
-        return (
-            f"interrupted: {state.windows_done} finished window(s) of {state.event.windows} kept in "
-            f"{state.event.work_folder}; run the same command with --resume to continue from them"
-        )
+        return kept_windows_line(state.windows_done, state.event.windows, state.event.work_folder)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):

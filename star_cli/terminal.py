@@ -58,8 +58,18 @@ def stop_signals_interrupt() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+class KeptWork(KeyboardInterrupt):
+    """Ctrl-C or a stop signal after which finished work was kept: `line` says what and where."""
+
+    def __init__(self, interrupt: KeyboardInterrupt, line: str) -> None:
+        super().__init__(line)
+        self.line, self.exit_code = line, interrupt_exit_code(interrupt)
+
+
 def interrupt_exit_code(interrupt: KeyboardInterrupt) -> int:
     """130 for Ctrl-C, 128 + N for signal N."""
+    if isinstance(interrupt, KeptWork):
+        return interrupt.exit_code
     return 128 + interrupt.signum if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 
 

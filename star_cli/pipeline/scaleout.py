@@ -42,9 +42,10 @@ from star_cli.pipeline.plan import Plan, Window
 from star_cli.pipeline.ranks import Ranks, assign_jobs
 from star_cli.pipeline.render import job_cost, plan_summary
 from star_cli.pipeline.request import UpscaleRequest
-from star_cli.pipeline.resume import WindowStore, work_folder
+from star_cli.pipeline.resume import WindowStore, finished_windows, work_folder
+from star_cli.report import kept_windows_line
 from star_cli.pipeline.shared_run import POLL, Shared, join_run
-from star_cli.terminal import message
+from star_cli.terminal import KeptWork, message
 from star_cli.pipeline.stream import WindowJoiner, gather_windows
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import Event, FramesWritten, Notice, ignore
@@ -67,6 +68,7 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
     distributed.start(ranks)
     talk = console if ranks.is_main else Console(stderr=True, quiet=not request.verbose)
     shared: Shared | None = None
+    store: WindowStore | None = None
     held = ExitStack()
     try:
         request = distributed.agree(ranks, lambda: distributed.rank_device(request, ranks))
@@ -94,6 +96,9 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
             if shared.progress is not None:
                 shared.progress.bar.live.transient = True  # the error line is what stays
             shared.close("failed", str(error) or type(error).__name__)
+        if isinstance(error, KeyboardInterrupt) and ranks.is_main and store is not None and store.folder.is_dir():
+            if kept := finished_windows(store.folder):
+                error = KeptWork(error, kept_windows_line(kept, len(planned[0].plan.windows), store.folder))
         raise _exit_for(error, ranks) from None
     finally:
         held.close()

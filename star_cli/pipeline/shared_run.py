@@ -29,6 +29,8 @@ from star_cli.pipeline.prepare import PlannedJob
 from star_cli.pipeline.ranks import Ranks
 from star_cli.pipeline.request import UpscaleRequest
 from star_cli.pipeline.resume import WindowStore, work_folder
+from star_cli.report import LOG_INTERVAL, clock_text
+from star_cli.terminal import message
 
 POLL = 0.2
 """Seconds between looks at the shared folder while a rank waits for others."""
@@ -83,10 +85,16 @@ class Shared:
 
 
 class _RunProgress:
-    """Rank 0's bar for the whole run: windows done / total, frames, fps and ETA over all ranks."""
+    """Rank 0's bar for the whole run: windows done / total, frames, fps and ETA over all ranks.
+
+    Off a terminal (logs, nohup) the bar stays hidden and a plain line is printed when a
+    window finishes and at least every `LOG_INTERVAL` seconds, as a single run's report does.
+    """
 
     def __init__(self, console: Console, quiet: bool, title: str, frames: int, store: WindowStore | None, plan: Plan | None) -> None:
-        self.store, self.plan = store, plan
+        self.store, self.plan, self.console = store, plan, console
+        self.plain = not quiet and not console.is_terminal
+        self._said: tuple[str, float] = ("", 0.0)  # the windows text and time of the last plain line
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -94,7 +102,7 @@ class _RunProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
-            disable=quiet,
+            disable=quiet or self.plain,
         )
         self.task = self.bar.add_task(title, total=frames, windows="-", fps="-")
 
@@ -109,6 +117,17 @@ class _RunProgress:
             self.bar.update(self.task, completed=sum(card["frames"] for card in cards.values()))
         speed = self.bar.tasks[self.task].speed
         self.bar.update(self.task, fps=f"{speed:.1f}" if speed else "-")
+        if self.plain:
+            self._plain_line()
+
+    def _plain_line(self) -> None:
+        task, now = self.bar.tasks[self.task], time.monotonic()
+        windows = task.fields["windows"]
+        if windows != self._said[0] or now - self._said[1] >= LOG_INTERVAL:
+            self._said = (windows, now)
+            done = f"windows {windows}, " if windows != "-" else ""
+            line = f"{task.description}: {done}{task.completed:.0f}/{task.total:.0f} frames, {task.fields['fps']} fps, elapsed {clock_text(task.elapsed or 0)}"
+            self.console.print(message(line), soft_wrap=True)
 
 
 def _run_folder(request: UpscaleRequest, planned: list[PlannedJob]) -> Path:

@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 from star_cli.cli import app
 from star_cli.pipeline.lock import OutputLock
 from star_cli.pipeline.plan import PlanOptions, make_plan
-from star_cli.pipeline.resume import work_folder
+from star_cli.pipeline.resume import finished_windows, work_folder
+from star_cli.report import kept_windows_line
 from star_cli.testing import make_tiny_weights
 from star_cli.testing.media import decode_rgb, make_video
 
@@ -118,11 +119,13 @@ def test_killed_rank_fails_the_run_and_resume_recomputes_only_missing_windows(cl
     restored = re.findall(r"rank (\d): window (\d+) restored", done.stderr)
     assert len(restored) == WINDOWS - stored
     assert {rank for rank, _ in restored} <= {"0", "1"}
+    assert re.search(rf"in.mp4: windows {WINDOWS}/{WINDOWS}, {FRAMES}/{FRAMES} frames", done.stderr)  # plain lines in a log
+    assert not re.search(r"━.*\d+/\d+ frames", done.stderr)  # no terminal bar
     np.testing.assert_array_equal(decoded(out), reference)
     assert leftovers(tmp_path) == []
 
 
-def test_ctrl_c_on_the_launcher_stops_every_rank_and_leaves_no_output(clip, weights, tmp_path):
+def test_ctrl_c_on_the_launcher_stops_every_rank_and_says_what_it_kept(clip, weights, tmp_path):
     out = tmp_path / "out.mkv"
     command = [STAR, *star_args(clip, out, weights, "--devices", "cpu,cpu", "--quiet")]
     process = subprocess.Popen(
@@ -136,7 +139,9 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_and_leaves_no_output(clip, weig
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["interrupted: no partial output was kept"]
+    kept = finished_windows(work_folder(out)) if work_folder(out).is_dir() else 0
+    said = kept_windows_line(kept, WINDOWS, work_folder(out)) if kept else "interrupted: no partial output was kept"
+    assert stderr.strip().splitlines() == [said]
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
 
 
