@@ -311,6 +311,9 @@ def build_request(
         compile=compile,
     )
     family.check(star, {k: v for k, v in given.items() if v is not None}, defaults)
+    listed = parse_devices(gpus, devices)
+    if listed and device != "auto":
+        raise InputError(f"--device {device} and --gpus/--devices: give one (each process takes its device from the list)")
     positions = {}
     if start is not None or end is not None:
         from star_cli.video.segment import Position
@@ -329,7 +332,7 @@ def build_request(
         scene_detect=scene_detect,
         quiet=quiet,
         verbose=verbose,
-        devices=parse_devices(gpus, devices),
+        devices=listed,
         start=positions.get("start"),
         end=positions.get("end"),
         exact_size=exact_size,

@@ -134,6 +134,10 @@ def _unknown_batch_guidance(tmp: Path, clip: Path) -> list:
     return [clip, "-o", tmp / "out" / "o.mp4", "--batch-guidance", "maybe"]
 
 
+def _device_and_gpus(tmp: Path, clip: Path) -> list:
+    return [clip, "-o", tmp / "out" / "o.mp4", "--gpus", "0,1", "--device", "cpu"]
+
+
 def _scale(value: str):
     def case(tmp: Path, clip: Path) -> list:
         return [clip, "-o", tmp / "out" / "o.mp4", "--scale", value]
@@ -164,6 +168,7 @@ CASES = {
     "unknown engine": (_unknown_engine, "--engine must be one of star, lanczos, got 'bicubic'"),
     "markup in the file name": (_markup_in_name, r"input not found: .*clip\[red\].mp4"),
     "unknown guidance batching": (_unknown_batch_guidance, "--batch-guidance must be one of auto, on, off, got 'maybe'"),
+    "--device with --gpus": (_device_and_gpus, "--device cpu and --gpus/--devices: give one"),
     "scale 0": (_scale("0"), "--scale must be between 0.125 and 8, got 0$"),
     "scale negative": (_scale("-2"), "--scale must be between 0.125 and 8, got -2$"),
     "scale above 8": (_scale("8.5"), "--scale must be between 0.125 and 8, got 8.5$"),
