@@ -181,6 +181,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Overrides train.seed."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Overrides model.weights_dir (VAE, text encoder)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Overrides model.init_from (a STAR or VEnhancer checkpoint)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an output folder that holds a run: delete its checkpoints, metrics, logs, validation clips and weights first."),
 ) -> None:
     """Fine-tune STAR's ControlNet and LIEMs with the v-loss + Dynamic Frequency loss.
 
@@ -199,7 +200,7 @@ def train(
     }
     console = _stderr()
     _run(
-        lambda: run_training(config, {k: v for k, v in overrides.items() if v is not None}, resume, console),
+        lambda: run_training(config, {k: v for k, v in overrides.items() if v is not None}, resume, console, overwrite=overwrite),
         console,
     )
 

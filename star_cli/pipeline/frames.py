@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from star_cli.errors import InputError
 from star_cli.pipeline.engines.base import Engine
 from star_cli.pipeline.events import EvaluationCounter, FramesWritten, ProgressCallback, WindowFinished, ignore
 from star_cli.pipeline.plan import Chunk, Plan, PlanOptions, Window, make_plan
@@ -88,6 +90,24 @@ def stream_plan(height: int, width: int, options: PlanOptions, budget: MemoryBud
     return make_plan(1, height, width, options)
 
 
+def _checked_frames(frames: Iterable[Any]) -> Iterator[np.ndarray]:
+    """The stream's frames as (H, W, 3) uint8 arrays, all of the first one's size.
+
+    A stream is planned from its first frame, so a frame of another size or kind is
+    refused (InputError naming it) rather than cast or met by a raw error when windows stack.
+    """
+    size = None
+    for index, frame in enumerate(frames):
+        array = np.asarray(frame)
+        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise InputError(f"stream frame {index}: frames must be uint8 (H, W, 3), got {array.shape} {array.dtype}")
+        size = size or array.shape[:2]
+        if array.shape[:2] != size:
+            raise InputError(f"stream frame {index} is {array.shape[1]}x{array.shape[0]} but frame 0 is "
+                             f"{size[1]}x{size[0]} (width x height): every frame of a stream must have one size")
+        yield array
+
+
 def _window(start: int, end: int, previous: tuple[int, int] | None, following: int | None, base: Plan, options: PlanOptions) -> Window:
     """The window [start, end) of a stream: chunks as a one-shot file plan of its length, absolute positions."""
     local = make_plan(end - start, *base.input_size, replace(options, window_chunks=None))
@@ -108,17 +128,18 @@ def upscale_stream(
 ) -> Iterator[np.ndarray]:
     """Yield each (out_h, out_w, 3) uint8 frame of an (H, W, 3) uint8 stream as soon as it is final.
 
+    A frame that is not uint8 (H, W, 3) of the first frame's size ends the stream with an InputError.
     `budget`: the memory `tile_size='auto'` is planned against (see `stream_plan`).
     """
+    source = _checked_frames(frames)
     if not engine.temporal:
         plan = None
-        for frame in frames:
+        for frame in source:
             plan = plan or stream_plan(frame.shape[0], frame.shape[1], options, budget)
             yield engine.restore(frame[None], plan)[0]
         return
     span, overlap = stream_span(options), options.chunk_overlap
     reach, longest = _reach(options, span)
-    source = iter(frames)
     held: list[np.ndarray] = []
     held_start, start, index, written = 0, 0, 0, 0
     previous: tuple[int, int] | None = None
@@ -132,7 +153,7 @@ def upscale_stream(
             if frame is None:
                 ended = True
             else:
-                held.append(np.asarray(frame, dtype=np.uint8))
+                held.append(frame)
         available = held_start + len(held)
         if available <= start:
             return

@@ -318,8 +318,9 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
     `scale` (the preset's, 4, by default) is how much smaller LQ is than GT. Captions are
     copied from hr_dir/text/<stem>.txt (or hr_dir/<stem>.txt) when present; a video without
     one gets no text file (an empty one would read as a caption), and the run says which.
-    A video that cannot be read is reported and skipped; each video's degradation is
-    seeded by (seed, file name), so re-running one file reproduces it.
+    A video that cannot be read is reported and skipped, and the run then ends with a
+    StarError (exit 1) naming every video left out, as `star upscale` ends a folder; each
+    video's degradation is seeded by (seed, file name), so re-running one file reproduces it.
     """
     if preset not in PRESETS:
         raise InputError(f"unknown degradation preset {preset!r}: choose {' or '.join(PRESETS)}")
@@ -342,13 +343,14 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
     for sub in ("gt", "lq", "text"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     written = 0
-    uncaptioned = []
+    uncaptioned, skipped = [], []
     for src, (gt_dest, lq_dest, text_dest) in dests.items():
         try:
             caption = read_caption(src.parent / "text" / f"{src.stem}.txt") or read_caption(src.with_suffix(".txt"))
             plan = degrade_video(src, gt_dest, lq_dest, cfg, derive_seed(seed, zlib.crc32(src.name.encode())))
-        except StarError as error:
+        except InputError as error:
             console.print(message(f"{src.name}: {error}", "skipped", "yellow"))
+            skipped.append(src.name)
             continue
         if caption:
             with atomic_output(text_dest) as tmp:
@@ -367,4 +369,7 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
                 "yellow",
             )
         )
+    if skipped:
+        raise StarError(f"{len(skipped)} of {len(videos)} videos could not be read and were skipped "
+                        f"({', '.join(skipped)}); the other {written} were written")
     return written

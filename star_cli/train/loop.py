@@ -40,6 +40,7 @@ from star_cli.train.config import Config
 from star_cli.train.config_file import load_config
 from star_cli.train.data import ClipDataset, ClipSampler, DataPosition, make_loader, scan_sources
 from star_cli.train.losses import LossTerms, decode_with_grad, training_loss
+from star_cli.train.rundir import LOGS, METRICS_CSV, check_output_dir, clear_run
 from star_cli.train.validate import ValidationClip, validation_clip, write_validation
 
 METRICS = ("step", "loss", "v_loss", "df", "df_low", "df_high", "grad_norm", "lr", "it_per_s")
@@ -90,7 +91,7 @@ def _accelerator(cfg: Config, console: Console) -> Accelerator:
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
             log_with=trackers,
             project_config=ProjectConfiguration(project_dir=str(cfg.train.output_dir),
-                                                logging_dir=str(cfg.train.output_dir / "logs")),
+                                                logging_dir=str(cfg.train.output_dir / LOGS)),
         )
     except ValueError as error:
         raise InputError(f"train.mixed_precision={cfg.train.mixed_precision!r}: {error}") from None
@@ -300,7 +301,7 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
     sampler = ClipSampler(len(s.dataset), cfg.train.seed, acc.process_index, acc.num_processes, position)
     batches = iter(make_loader(s.dataset, sampler, cfg.train.batch_size, cfg.data.num_workers))
     cfg.train.output_dir.mkdir(parents=True, exist_ok=True)
-    handle, metrics = open_metrics(cfg.train.output_dir / "metrics.csv", step) if main else (None, None)
+    handle, metrics = open_metrics(cfg.train.output_dir / METRICS_CSV, step) if main else (None, None)
     if acc.log_with:
         acc.init_trackers("star-train")
     columns = (TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
@@ -354,15 +355,26 @@ def train(s: Session, step: int, position: DataPosition) -> Path:
     return ckpt.checkpoint_dir(cfg.train.output_dir, cfg.train.max_steps)
 
 
-def run_training(config_path: Path, overrides: dict[str, object], resume: str | None, console: Console) -> Path:
+def run_training(config_path: Path, overrides: dict[str, object], resume: str | None, console: Console, *,
+                 overwrite: bool = False) -> Path:
     """`star train`: returns the trained UNet + ControlNet weights (`<output_dir>/unet.safetensors`),
-    a file `star upscale --checkpoint PATH` loads."""
+    a file `star upscale --checkpoint PATH` loads.
+
+    An output folder holding another run is refused before anything loads (see `rundir`);
+    `overwrite` deletes that run's files, but only once the models have loaded and the
+    checkpoint to resume (if any) has been read, so a run that cannot start loses nothing.
+    """
     cfg = load_config(config_path, overrides)
+    check_output_dir(cfg.train.output_dir, resume, overwrite)
     folder = ckpt.find_checkpoint(cfg.train.output_dir, resume) if resume else None
     s = setup(cfg, console)
     step, position = resume_from(s, folder) if folder else (0, DataPosition())
     if step >= cfg.train.max_steps:
         raise InputError(f"the checkpoint is at step {step}, not before train.max_steps={cfg.train.max_steps}")
+    if overwrite:
+        if s.accelerator.is_main_process:
+            clear_run(cfg.train.output_dir)
+        s.accelerator.wait_for_everyone()
     result = cfg.train.output_dir / ckpt.EXPORT_NAME
     try:
         last = train(s, step, position)

@@ -20,6 +20,7 @@ from star_cli.models.text import TextEncoder
 from star_cli.models.vae import to_uint8
 from star_cli.train.config import Config
 from star_cli.train.data import read_crop
+from star_cli.train.rundir import VALIDATION
 from star_cli.video.probe import VideoInfo, probe
 from star_cli.video.writer import EncodeOptions, VideoWriter
 
@@ -93,7 +94,7 @@ def write_validation(s: TrainingState, step: int) -> Path:
         if s.ema is not None:
             s.ema.restore(s.params)
     pixels = to_uint8(frames)
-    dest = cfg.train.output_dir / "validation" / f"step-{step:08d}.mp4"
+    dest = cfg.train.output_dir / VALIDATION / f"step-{step:08d}.mp4"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with VideoWriter(dest, clip.info, pixels.shape[2], pixels.shape[1], EncodeOptions(crf=18)) as writer:
         writer.write(np.ascontiguousarray(pixels), clip.pts)

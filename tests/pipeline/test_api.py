@@ -155,3 +155,74 @@ def test_import_is_light_and_exports_the_api():
     code = "import sys, star_cli; print('torch' in sys.modules, sorted(star_cli.__all__))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.startswith("False") and "STARPipeline" in done.stdout
+
+
+TINY = dict(steps=2, guidance=1.0)
+
+
+def test_float_frames_must_be_finite_and_in_0_1(pipe):
+    with pytest.raises(InputError, match=r"must be in \[0, 1\], found values from 0\.5 to 254\.5 \(frames in 0\.\.255: divide"):
+        pipe(torch.tensor([0.5, 254.5]).repeat_interleave(48).reshape(2, 3, 4, 4), **TINY)
+    with pytest.raises(InputError, match=r"found values from -0\.1 to 1"):
+        pipe(torch.tensor([-0.1, 1.0]).repeat_interleave(48).reshape(2, 3, 4, 4), **TINY)
+    with pytest.raises(InputError, match="found 96 NaN or infinite values"):
+        pipe(torch.full((2, 3, 4, 4), float("nan")), **TINY)
+    with pytest.raises(InputError, match="no frames"):
+        pipe(torch.zeros(0, 3, 8, 8), **TINY)
+    # Within half an 8-bit level of the range: the same frames as the range's ends.
+    edges = torch.tensor([-0.4 / 255, 1 + 0.4 / 255]).repeat_interleave(3 * 16 * 16).reshape(2, 3, 16, 16)
+    np.testing.assert_array_equal(pipe(edges, scale=2, **TINY), pipe(edges.clamp(0, 1), scale=2, **TINY))
+
+
+def test_a_stream_frame_of_another_size_or_kind_is_refused_by_its_index(pipe):
+    frame = np.zeros((24, 32, 3), np.uint8)
+    with pytest.raises(InputError, match=r"^stream frame 2 is 32x16 but frame 0 is 32x24 \(width x height\)"):
+        list(pipe.stream(iter([frame, frame, frame[:16]]), scale=2, **TINY))
+    with pytest.raises(InputError, match=r"^stream frame 1: frames must be uint8 \(H, W, 3\), got \(24, 32, 3\) float32"):
+        list(pipe.stream(iter([frame, frame.astype(np.float32)]), scale=2, **TINY))
+
+
+def test_options_of_the_wrong_type_are_refused_naming_the_option(pipe, tmp_path):
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match=r"^scale must be a number, got '2' \(str\)$"):
+        pipe(frames, scale="2")
+    with pytest.raises(InputError, match=r"^steps must be a whole number or None, got 2\.5 \(float\)$"):
+        pipe(frames, steps=2.5)
+    with pytest.raises(InputError, match=r"^prompt must be text, got None"):
+        pipe.plan(2, 8, 8, prompt=None)
+    with pytest.raises(InputError, match=r"^tile_size must be text or None, got \(272, 256\) \(tuple\)$"):
+        pipe.plan(2, 8, 8, tile_size=(272, 256))
+    with pytest.raises(InputError, match=r"^weights_dir must be a path or None, got 3 \(int\)$"):
+        STARPipeline.from_pretrained(3, device="cpu")
+    # NumPy scalars are numbers, and a prompt file may be named by a string.
+    (tmp_path / "prompt.txt").write_text("a cat", encoding="utf-8")
+    planned = pipe.plan(2, 24, 32, scale=np.float32(2), steps=np.int64(3), prompt_file=str(tmp_path / "prompt.txt"))
+    assert planned.plan.output_size == (48, 64)
+
+
+def test_file_options_are_refused_for_frames_in_memory(pipe):
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    calls = {
+        "call": lambda **o: pipe(frames, **o),
+        "stream": lambda **o: pipe.stream(iter(frames), **o),
+        "plan": lambda **o: pipe.plan(2, 8, 8, **o),
+    }
+    file_options = dict(start="2f", end="4f", codec="ffv1", crf=10, preset="fast", pix_fmt="yuv444p", exact_size=True,
+                        deinterlace="off", scene_detect=False, ignore_errors=True, resume=True, overwrite=True)
+    for name, call in calls.items():
+        with pytest.raises(InputError, match=r"^start, end apply to upscale_file only"):
+            call(start="2f", end="4f")
+        for key, value in file_options.items():
+            with pytest.raises(InputError, match=f"^{key} apply to upscale_file only"):
+                call(**{key: value})
+
+
+def test_command_line_only_options_say_what_to_use_instead(pipe, clip, tmp_path):
+    out = tmp_path / "out.mkv"
+    with pytest.raises(InputError, match=r"^dry_run is a star upscale \(command line\) option only: pipe\.plan\("):
+        pipe.upscale_file(clip, out, dry_run=True)
+    with pytest.raises(InputError, match="^engine is a star upscale .*--engine lanczos"):
+        pipe(np.zeros((2, 8, 8, 3), np.uint8), engine="lanczos")
+    with pytest.raises(InputError, match="^gpus is a star upscale .*one pipeline per device"):
+        pipe.upscale_file(clip, out, gpus="0,1")
+    assert not out.exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from star_cli.errors import InputError
+from star_cli.errors import InputError, StarError
 from star_cli.testing.media import make_video
 from star_cli.train import kernels
 from star_cli.train.compress import compress_frames, jpeg, quant_table
@@ -129,7 +129,9 @@ def test_star_degrade_writes_decodable_pairs(tmp_path: Path) -> None:
     (hr / "text" / "a.txt").write_text("a red square\n", encoding="utf-8")
     out = tmp_path / "pairs"
     lines = Console(record=True, width=200)
-    assert run_degrade(hr, out, preset="light", seed=3, overwrite=False, console=lines) == 2
+    with pytest.raises(StarError, match=r"1 of 3 videos could not be read and were skipped \(broken.mp4\); the other 2") as error:
+        run_degrade(hr, out, preset="light", seed=3, overwrite=False, console=lines)
+    assert not isinstance(error.value, InputError)  # exit 1, as `star upscale` ends a folder with a file left out
     printed = " ".join(lines.export_text().split())
     assert "skipped broken.mp4" in printed
     for stem, frames, (w, h) in (("a", 6, (64, 48)), ("b", 5, (64, 40))):
@@ -143,6 +145,23 @@ def test_star_degrade_writes_decodable_pairs(tmp_path: Path) -> None:
         run_degrade(hr, out, preset="light", seed=3, overwrite=False, console=Console(quiet=True))
     with pytest.raises(InputError, match="unknown degradation preset"):
         run_degrade(hr, out, preset="medium", seed=3, overwrite=True, console=Console(quiet=True))
+    (hr / "broken.mp4").unlink()
     assert run_degrade(hr, out, preset="light", seed=3, overwrite=True, console=Console(quiet=True), scale=2) == 2
     lq = probe(out / "lq" / "a.mp4")
     assert (lq.width, lq.height) == (32, 24)
+
+
+def test_star_degrade_exits_1_naming_an_unreadable_video_like_star_upscale(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from star_cli.cli import app
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    make_video(hr / "a.mp4", frames=3, width=32, height=32, seed=1, audio=False)
+    (hr / "c.mp4").write_text("hi\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["degrade", str(hr), str(tmp_path / "pairs"), "--scale", "2"])
+    assert result.exit_code == 1, result.output
+    last = " ".join(result.output.strip().splitlines()[-1].split())
+    assert last.startswith("error:") and "(c.mp4)" in last and "the other 1 were written" in last
+    assert probe(tmp_path / "pairs" / "lq" / "a.mp4").width == 16
