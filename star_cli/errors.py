@@ -25,3 +25,9 @@ class ReportedElsewhere(StarError):
     def __init__(self, exit_code: int) -> None:
         super().__init__("")
         self.exit_code = exit_code
+
+
+def skipped_videos(names: list[str], total: int, written: int) -> StarError:
+    """How a folder run that went on past unreadable videos ends (exit 1): which were left out."""
+    return StarError(f"{len(names)} of {total} videos could not be read and were skipped ({', '.join(names)}); "
+                     f"the other {written} were written")

@@ -21,6 +21,8 @@ import logging
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,3 +272,18 @@ def save_star_state(
 def save_star_unet(model: STARUNet, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
     """Write `model`'s weights (optionally cast) as .safetensors with its `star_config` metadata."""
     return save_star_state(model.state_dict(), star_config_of(model), path, dtype=dtype)
+
+
+@contextmanager
+def library_bars_off() -> Iterator[None]:
+    """transformers' progress bars off while a model loads (restored after): a library's tqdm
+    bar in the middle of `star`'s own progress, or a program's output, is noise."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

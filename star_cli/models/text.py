@@ -28,6 +28,7 @@ import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from star_cli.errors import StarError
+from star_cli.models.loading import library_bars_off
 
 CONTEXT_LENGTH = 77
 PAD_ID = 0
@@ -141,7 +142,8 @@ class TextEncoder:
     ) -> TextEncoder:
         """Load `<weights>/text_encoder` and `<weights>/tokenizer`."""
         try:
-            model = CLIPTextModel.from_pretrained(str(text_encoder_dir))
+            with library_bars_off():
+                model = CLIPTextModel.from_pretrained(str(text_encoder_dir))
         except (OSError, ValueError) as error:
             raise StarError(f"cannot load the text encoder from {text_encoder_dir}: {error}") from error
         return cls(model.to(device=device, dtype=dtype), load_tokenizer(tokenizer_dir))

@@ -22,7 +22,7 @@ from typing import TypeVar, cast
 import numpy as np
 
 from star_cli.atomic import sweep_orphans
-from star_cli.errors import InputError, StarError
+from star_cli.errors import InputError, skipped_videos
 from star_cli.families import get_family
 from star_cli.families.base import FamilyEngine
 from star_cli.hub.layout import MANIFEST, WeightsPaths, check_weights_dir, download_command, resolve_weights_dir, star_relpath
@@ -190,9 +190,7 @@ def _execute_jobs(
             skipped.append(FileSkipped(planned.job.source, str(error).removeprefix(f"{planned.job.source}: ")))
             progress(skipped[-1])
     if skipped:
-        names = ", ".join(s.source.name for s in skipped)
-        done = prepared.count - len(skipped)
-        raise StarError(f"{len(skipped)} of {prepared.count} videos could not be read and were skipped ({names}); the other {done} were written")
+        raise skipped_videos([s.source.name for s in skipped], prepared.count, prepared.count - len(skipped))
     return engine
 
 

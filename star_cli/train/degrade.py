@@ -28,7 +28,7 @@ from rich.console import Console
 
 from star_cli.atomic import atomic_output
 from star_cli.diffusion.noise import derive_seed
-from star_cli.errors import InputError, StarError
+from star_cli.errors import InputError, skipped_videos
 from star_cli.terminal import message
 from star_cli.train.compress import CRF_CODECS, VideoCompressor, compress_frames, jpeg
 from star_cli.train.config import PRESETS, CompressionConfig, DegradationConfig, StageConfig
@@ -370,6 +370,5 @@ def run_degrade(hr_dir: Path, out_dir: Path, *, preset: str = "heavy", seed: int
             )
         )
     if skipped:
-        raise StarError(f"{len(skipped)} of {len(videos)} videos could not be read and were skipped "
-                        f"({', '.join(skipped)}); the other {written} were written")
+        raise skipped_videos(skipped, len(videos), written)
     return written

@@ -226,3 +226,9 @@ def test_command_line_only_options_say_what_to_use_instead(pipe, clip, tmp_path)
     with pytest.raises(InputError, match="^gpus is a star upscale .*one pipeline per device"):
         pipe.upscale_file(clip, out, gpus="0,1")
     assert not out.exists()
+
+
+def test_loading_shows_no_third_party_progress_bars(weights):
+    code = f"from star_cli import STARPipeline; STARPipeline.from_pretrained({str(weights)!r}, device='cpu')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "Loading weights" not in done.stderr and "%|" not in done.stderr

@@ -19,6 +19,7 @@ import torch
 from transformers import T5EncoderModel, T5Tokenizer
 
 from star_cli.errors import StarError
+from star_cli.models.loading import library_bars_off
 
 TEXT_LENGTH = 226
 
@@ -59,7 +60,8 @@ class T5TextEncoder:
         except (OSError, ValueError, ImportError) as error:
             raise StarError(f"cannot load the T5 tokenizer from {tokenizer_dir}: {error}") from None
         try:
-            model = T5EncoderModel.from_pretrained(str(text_encoder_dir), dtype=dtype)
+            with library_bars_off():
+                model = T5EncoderModel.from_pretrained(str(text_encoder_dir), dtype=dtype)
         except (OSError, ValueError) as error:
             raise StarError(f"cannot load the T5 text encoder from {text_encoder_dir}: {error}") from None
         return cls(model.to(device), tokenizer)
