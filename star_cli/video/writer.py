@@ -106,7 +106,7 @@ class VideoWriter:
             code_of(RANGES, self.tags.range),
         )
         self.warnings: list[str] = []
-        self.transcode_streams = False
+        self.transcode_streams: frozenset[int] = frozenset()  # source streams re-encoded, not copied
         self.frames_written = 0
         self._last_pts: int | None = None
         self._reformatter = VideoReformatter()
@@ -136,14 +136,15 @@ class VideoWriter:
 
         A frame size the encoder refuses, or a stream the container cannot hold, fails
         here (InputError) instead of after the engine's work. A stream the container
-        takes but cannot finish (6-channel PCM in MP4) is re-encoded instead, as the
-        real file will then do.
+        takes but cannot write (Opus in MOV, 6-channel PCM in MP4) is re-encoded
+        instead, as the real file will then do; the streams it can write stay copied.
         """
         with _library_stderr_silenced():
-            if self._rehearsal(streams="copy") is None:
+            if self._rehearsal(streams=frozenset()) is None:
                 return
-            if self._rehearsal(streams="transcode") is None:
-                self.transcode_streams = True
+            carried = frozenset(s.index for s in self.source.streams if s.kind in ("audio", "subtitle"))
+            if carried and self._rehearsal(streams=carried) is None:
+                self.transcode_streams = self._fewest_transcoded(carried)
                 return
             video_error = self._rehearsal(streams=None)
         encoder = ENCODERS[self.options.codec]
@@ -154,10 +155,23 @@ class VideoWriter:
             )
         raise InputError(f"{self.dest}: a {self.dest.suffix} file cannot hold the source's other streams; use .mkv")
 
-    def _rehearsal(self, *, streams: str | None) -> str | None:
+    def _fewest_transcoded(self, carried: frozenset[int]) -> frozenset[int]:
+        """Of `carried` (all re-encoded: a file that can be written), those that cannot be copied instead.
+
+        One stream at a time is tried copied beside the others' current choice, so one
+        stream the container refuses does not cost the others their untouched packets.
+        """
+        transcoded = set(carried)
+        for index in sorted(carried):
+            if self._rehearsal(streams=frozenset(transcoded - {index})) is None:
+                transcoded.discard(index)
+        return frozenset(transcoded)
+
+    def _rehearsal(self, *, streams: frozenset[int] | None) -> str | None:
         """The error of a one-frame trial of this file in memory, or None when it can be written.
 
-        `streams`: "copy" (as the real file will), "transcode" (re-encode them all), None (video alone).
+        `streams`: the source streams to re-encode, the others copied as the real file
+        will; None: the video alone.
         """
         stand_in = io.BytesIO()
         stand_in.name = self.dest.name
@@ -171,7 +185,7 @@ class VideoWriter:
                         self.source.path,
                         output,
                         self.source.stream_index,
-                        transcode=streams == "transcode",
+                        transcode=streams,
                         span=self._span,
                     )
                 try:
