@@ -189,8 +189,11 @@ class VideoWriter:
                         span=self._span,
                     )
                 try:
-                    output.mux(video.encode(self._to_frame(np.zeros((self.height, self.width, 3), np.uint8), 0)))
-                    output.mux(video.encode(None))
+                    black = self._to_frame(np.zeros((self.height, self.width, 3), np.uint8), 0)
+                    packets = video.encode(black) + video.encode(None)
+                    for packet in packets:  # x265 dates a lone frame's decoding with a B-frame delay it never measured
+                        packet.dts = packet.pts
+                    output.mux(packets)
                     if copier is not None:
                         copier.rehearse()
                 finally:
