@@ -26,7 +26,7 @@ from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 from star_cli.atomic import atomic_output
 from star_cli.errors import InputError, StarError
 from star_cli.video.colour import MATRICES, PRIMARIES, RANGES, TRANSFERS, code_of, encode_matrix, is_hd, output_tags
-from star_cli.video.encoding import check_container, choose_pix_fmt, encoder_options
+from star_cli.video.encoding import check_container, choose_pix_fmt, encoder_options, records_pixel_shape
 from star_cli.video.options import ENCODERS, EncodeOptions
 from star_cli.video.probe import VideoInfo
 from star_cli.video.remux import StreamCopier
@@ -57,10 +57,11 @@ def _library_stderr_silenced() -> Iterator[None]:
 class VideoWriter:
     """Context manager writing `dest`: video encoded from RGB frames + the source's other streams.
 
-    `warnings` lists the source streams that were re-encoded or dropped (known
-    once the block is entered); `frames_written` counts encoded frames. Frames
-    must be (N, height, width, 3) uint8 RGB with strictly increasing `pts` in
-    the source's time base (as `read_batches` yields them).
+    `warnings` lists a pixel shape the file cannot record and the source streams
+    that were re-encoded or dropped (known once the block is entered);
+    `frames_written` counts encoded frames. Frames must be (N, height, width, 3)
+    uint8 RGB with strictly increasing `pts` in the source's time base (as
+    `read_batches` yields them).
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class VideoWriter:
         self.width, self.height = width, height
         self.options = options
         self._encoder_options = encoder_options(options)
-        check_container(self.dest, options.codec)
+        muxer = check_container(self.dest, options.codec)
         self.pix_fmt = choose_pix_fmt(options, source.bit_depth, width, height, source.pix_fmt)
         full_range = source.color_range == "pc" or source.pix_fmt.startswith("yuvj")
         self.tags = output_tags(
@@ -105,7 +106,7 @@ class VideoWriter:
             code_of(MATRICES, self.tags.matrix),
             code_of(RANGES, self.tags.range),
         )
-        self.warnings: list[str] = []
+        self.warnings = [] if records_pixel_shape(muxer, options.codec) else self._pixel_shape_lost()
         self.transcode_streams: frozenset[int] = frozenset()  # source streams re-encoded, not copied
         self.frames_written = 0
         self._last_pts: int | None = None
@@ -128,8 +129,23 @@ class VideoWriter:
         except BaseException as error:
             self._abort(type(error), error, error.__traceback__)
             raise
-        self.warnings = self._copier.warnings
+        self.warnings.extend(self._copier.warnings)
         return self
+
+    def _pixel_shape_lost(self) -> list[str]:
+        """The warning that this file cannot keep the source's non-square pixels (none when they are square)."""
+        sar = self.source.sample_aspect_ratio
+        if sar == 1:
+            return []
+        # FFV1 is written to Matroska (players open no other file of it), where nothing records it; AV1 keeps it in MP4.
+        remedy = "--codec h264 or hevc keeps it" if self.options.codec == "ffv1" else (
+            "write .mp4 instead, or .mkv with --codec h264 or hevc"
+        )
+        return [
+            f"{self.dest.name}: {self.options.codec} in a {self.dest.suffix} file cannot record the source's "
+            f"non-square pixels (sample aspect ratio {sar.numerator}:{sar.denominator}): players show it "
+            f"{self.width}x{self.height} instead of {round(self.width * sar)}x{self.height}; {remedy}"
+        ]
 
     def rehearse(self) -> None:
         """Write one black frame and the source's first other packets into memory, trailer included.
@@ -220,6 +236,8 @@ class VideoWriter:
         if encoder == "libx265" and output.format.name in ("mp4", "mov"):
             ctx.codec_tag = "hvc1"  # Apple players refuse HEVC tagged hev1 (FFmpeg's default)
         ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = self._tag_codes
+        if self.source.sample_aspect_ratio != 1:  # both sides scale alike: the pixels keep their shape
+            ctx.sample_aspect_ratio = self.source.sample_aspect_ratio
         return stream
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
