@@ -25,6 +25,11 @@ _SVT_PRESETS = dict(zip(X264_PRESETS, ("12", "11", "10", "9", "8", "6", "5", "4"
 _CRF_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (0, 63)}
 # ffv1 is lossless; bgr0 stores our RGB frames bit-exactly (no YUV rounding at all).
 _LOSSLESS_PIX_FMT = "bgr0"
+# Where a pixel shape (sample aspect ratio) set on the encoder survives: the MP4 family's muxers
+# write it into the file (a `pasp` box) from the codec parameters, and H.264/HEVC write it into
+# their own bitstream (the VUI), which players read in any container.
+_SAR_MUXERS = ("mp4", "mov", "ipod")
+_SAR_CODECS = ("h264", "hevc")
 
 
 def encoder_options(options: EncodeOptions) -> dict[str, str]:
@@ -99,8 +104,18 @@ def even_size(options: EncodeOptions, source: VideoInfo, width: int, height: int
     return even if _subsampled(pix_fmt) else (width, height)
 
 
-def check_container(dest: Path, codec: str) -> None:
-    """Refuse a file type that cannot hold `codec` video, before any work is done for it.
+def records_pixel_shape(muxer: str, codec: str) -> bool:
+    """Whether `codec` video written by `muxer` keeps a non-square sample aspect ratio.
+
+    Matroska and WebM take it only from the stream's own field, which PyAV cannot set,
+    so there AV1 (no such field in its bitstream) and FFV1 (one per frame, which PyAV
+    frames cannot set) lose it.
+    """
+    return muxer in _SAR_MUXERS or codec in _SAR_CODECS
+
+
+def check_container(dest: Path, codec: str) -> str:
+    """Refuse a file type that cannot hold `codec` video, before any work is done for it; return its muxer's name.
 
     FFmpeg picks the muxer by the file name; an in-memory stand-in carrying only
     the name lets us ask it without creating a file.
@@ -109,10 +124,11 @@ def check_container(dest: Path, codec: str) -> None:
     stand_in.name = dest.name
     try:
         with av.open(stand_in, "w") as container:
-            supported = container.supported_codecs
+            supported, muxer = container.supported_codecs, container.format.name
     except ValueError as error:
         raise InputError(f"{dest}: cannot write this kind of file ({error}); use .mp4, .mkv, .mov or .webm") from None
     if ENCODERS[codec] not in supported:
         raise InputError(
             f"{dest}: a {dest.suffix or 'file without extension'} file cannot hold {codec} video; use .mkv or .mp4"
         )
+    return muxer

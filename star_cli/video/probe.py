@@ -44,7 +44,9 @@ class VideoInfo:
     `width`/`height` are as displayed (rotation applied); `coded_width`/
     `coded_height` as stored. `rotation` is the display-matrix angle in
     counter-clockwise degrees (0, 90, 180 or 270), PyAV's convention.
-    `num_frames` counts the frames actually present; `declared_frames` is what
+    `sample_aspect_ratio` is the shape of a pixel as displayed, width over height
+    (32/27 for anamorphic widescreen NTSC DV, 1 for square pixels), so the picture is
+    shown `width * sample_aspect_ratio` wide. `num_frames` counts the frames actually present; `declared_frames` is what
     the container header claims (0 when it claims nothing); `is_truncated`
     says the header promised more frames or more time than the file holds.
     """
@@ -75,6 +77,7 @@ class VideoInfo:
     is_vfr: bool
     streams: tuple[StreamInfo, ...]
     interlaced: bool = False  # the first frame is coded as interlaced fields
+    sample_aspect_ratio: Fraction = Fraction(1)
 
     @property
     def colour(self) -> ColourTags:
@@ -224,8 +227,10 @@ def _describe(
     time_base = stream.time_base or Fraction(1, 1)
     rotation = int(first.rotation) % 360
     width, height = first.width, first.height
+    sar = stream.sample_aspect_ratio  # the container's, else the codec's (H.264/HEVC store it in-band)
+    sar = Fraction(sar) if sar and sar > 0 else Fraction(1)
     if rotation in (90, 270):
-        width, height = height, width
+        width, height, sar = height, width, 1 / sar
     span = _span(pts, packet_end)
     duration = float(span * time_base) if span else float(container.duration or 0) / av.time_base
     fps = stream.average_rate or (Fraction(len(pts)) / Fraction(duration) if duration else Fraction(0))
@@ -261,6 +266,7 @@ def _describe(
         is_vfr=is_variable(pts, time_base),
         streams=tuple(_other_streams(container.streams)),
         interlaced=bool(first.interlaced_frame),
+        sample_aspect_ratio=sar,
     )
 
 

@@ -7,8 +7,12 @@ AAC), text subtitles are converted to the container's text format (mov_text
 for MP4/MOV, WebVTT for WebM), and streams nothing can carry (bitmap
 subtitles in MP4, data tracks such as timecodes, attachments outside
 Matroska) are dropped with a warning the caller can show. A container that takes
-a stream's codec but cannot finish it (6-channel PCM in MP4 fails at the trailer)
-is found by the writer's rehearsal, which then asks for `transcode=True`.
+a stream's codec but cannot write it (Opus in MOV fails at the header, 6-channel PCM
+in MP4 at the trailer) is found by the writer's rehearsal, which then names the
+streams to re-encode in `transcode`; the others are still copied.
+
+A segment (--start/--end) keeps the text cues on screen during it: a cue begun before
+the start is shown from the start, one running past the end stops at the end.
 
 Timestamps that go back (a second file concatenated onto the first) would make the
 muxer fail part-way: such a stream's later packets are shifted to continue it.
@@ -17,8 +21,8 @@ muxer fail part-way: such a stream's later packets are shifted to continue it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -45,6 +49,10 @@ class _Route:
     offset: int = 0  # added to pts/dts: continues a timeline that started over
     last_dts: int | None = None
     last_duration: int = 0
+    cues: bool = field(init=False)  # text subtitles: a packet is one cue, timed by the packet alone
+
+    def __post_init__(self) -> None:
+        self.cues = self.source.type == "subtitle" and self.source.codec.text_sub
 
 
 class StreamCopier:
@@ -63,12 +71,12 @@ class StreamCopier:
         output: av.container.OutputContainer,
         video_index: int,
         *,
-        transcode: bool = False,
+        transcode: Collection[int] = (),
         span: tuple[float, float | None] = (0.0, None),
     ) -> None:
-        """`transcode`: re-encode every audio stream and convert every text subtitle, copying none."""
+        """`transcode`: indices of the audio streams to re-encode and text subtitles to convert, not copy."""
         self.output = output
-        self.transcode = transcode
+        self.transcode = frozenset(transcode)
         self.span = span  # (start, end) seconds kept of the source (a --start/--end segment); start becomes 0
         self.video_index = video_index
         self.warnings: list[str] = []
@@ -102,7 +110,7 @@ class StreamCopier:
             return self._drop(stream, f"data stream {codec}: data tracks are not carried over")
         if stream.codec_context is None:  # an unknown codec (a damaged header): nothing can copy or decode it
             return self._drop(stream, f"{kind} stream of unknown codec")
-        if not (self.transcode and kind in ("audio", "subtitle")):
+        if stream.index not in self.transcode:
             try:
                 return _Route(stream, self.output.add_stream_from_template(stream), False)
             except ValueError:
@@ -157,7 +165,10 @@ class StreamCopier:
                 if at >= end + _INTERLEAVE_SECONDS:  # every stream is past the segment: stop reading
                     self._packets = iter(())
                 continue
-            if start and at < start:  # before the segment (at 0, audio priming may sit before 0: keep it)
+            if self.routes[packet.stream.index].cues:
+                if not _fit_cue(packet, start, end):
+                    continue
+            elif start and at < start:  # before the segment (at 0, audio priming may sit before 0: keep it)
                 continue
             self._mux(self._shifted(packet, start))
 
@@ -231,6 +242,28 @@ def _continue_timeline(route: _Route, packet: av.Packet) -> None:
         if packet.pts is not None:
             packet.pts += route.offset
     route.last_dts, route.last_duration = dts, packet.duration or 0
+
+
+def _fit_cue(packet: av.Packet, start: float, end: float | None) -> bool:
+    """Cut a text cue to the part of it shown in [`start`, `end`) seconds; False when none is.
+
+    A cue's text carries no times (SubRip, ASS in Matroska, mov_text, WebVTT packets):
+    moving the packet's start and shortening its duration moves the cue.
+    """
+    if packet.pts is None or not packet.time_base:
+        return _seconds(packet) >= start
+    first, stop = packet.pts, packet.pts + (packet.duration or 0)
+    low = round(start / packet.time_base)
+    if first < low:
+        if stop <= low:  # over before the segment starts (or of unknown length)
+            return False
+        first = low
+    if end is not None:
+        stop = min(stop, round(end / packet.time_base))
+    if packet.duration:
+        packet.duration = stop - first
+    packet.pts = packet.dts = first
+    return True
 
 
 def _copy_metadata(source: av.stream.Stream, target: av.stream.Stream) -> None:

@@ -26,7 +26,7 @@ from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 from star_cli.atomic import atomic_output
 from star_cli.errors import InputError, StarError
 from star_cli.video.colour import MATRICES, PRIMARIES, RANGES, TRANSFERS, code_of, encode_matrix, is_hd, output_tags
-from star_cli.video.encoding import check_container, choose_pix_fmt, encoder_options
+from star_cli.video.encoding import check_container, choose_pix_fmt, encoder_options, records_pixel_shape
 from star_cli.video.options import ENCODERS, EncodeOptions
 from star_cli.video.probe import VideoInfo
 from star_cli.video.remux import StreamCopier
@@ -57,10 +57,11 @@ def _library_stderr_silenced() -> Iterator[None]:
 class VideoWriter:
     """Context manager writing `dest`: video encoded from RGB frames + the source's other streams.
 
-    `warnings` lists the source streams that were re-encoded or dropped (known
-    once the block is entered); `frames_written` counts encoded frames. Frames
-    must be (N, height, width, 3) uint8 RGB with strictly increasing `pts` in
-    the source's time base (as `read_batches` yields them).
+    `warnings` lists a pixel shape the file cannot record and the source streams
+    that were re-encoded or dropped (known once the block is entered);
+    `frames_written` counts encoded frames. Frames must be (N, height, width, 3)
+    uint8 RGB with strictly increasing `pts` in the source's time base (as
+    `read_batches` yields them).
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class VideoWriter:
         self.width, self.height = width, height
         self.options = options
         self._encoder_options = encoder_options(options)
-        check_container(self.dest, options.codec)
+        muxer = check_container(self.dest, options.codec)
         self.pix_fmt = choose_pix_fmt(options, source.bit_depth, width, height, source.pix_fmt)
         full_range = source.color_range == "pc" or source.pix_fmt.startswith("yuvj")
         self.tags = output_tags(
@@ -105,8 +106,8 @@ class VideoWriter:
             code_of(MATRICES, self.tags.matrix),
             code_of(RANGES, self.tags.range),
         )
-        self.warnings: list[str] = []
-        self.transcode_streams = False
+        self.warnings = [] if records_pixel_shape(muxer, options.codec) else self._pixel_shape_lost()
+        self.transcode_streams: frozenset[int] = frozenset()  # source streams re-encoded, not copied
         self.frames_written = 0
         self._last_pts: int | None = None
         self._reformatter = VideoReformatter()
@@ -128,22 +129,38 @@ class VideoWriter:
         except BaseException as error:
             self._abort(type(error), error, error.__traceback__)
             raise
-        self.warnings = self._copier.warnings
+        self.warnings.extend(self._copier.warnings)
         return self
+
+    def _pixel_shape_lost(self) -> list[str]:
+        """The warning that this file cannot keep the source's non-square pixels (none when they are square)."""
+        sar = self.source.sample_aspect_ratio
+        if sar == 1:
+            return []
+        # FFV1 is written to Matroska (players open no other file of it), where nothing records it; AV1 keeps it in MP4.
+        remedy = "--codec h264 or hevc keeps it" if self.options.codec == "ffv1" else (
+            "write .mp4 instead, or .mkv with --codec h264 or hevc"
+        )
+        return [
+            f"{self.dest.name}: {self.options.codec} in a {self.dest.suffix} file cannot record the source's "
+            f"non-square pixels (sample aspect ratio {sar.numerator}:{sar.denominator}): players show it "
+            f"{self.width}x{self.height} instead of {round(self.width * sar)}x{self.height}; {remedy}"
+        ]
 
     def rehearse(self) -> None:
         """Write one black frame and the source's first other packets into memory, trailer included.
 
         A frame size the encoder refuses, or a stream the container cannot hold, fails
         here (InputError) instead of after the engine's work. A stream the container
-        takes but cannot finish (6-channel PCM in MP4) is re-encoded instead, as the
-        real file will then do.
+        takes but cannot write (Opus in MOV, 6-channel PCM in MP4) is re-encoded
+        instead, as the real file will then do; the streams it can write stay copied.
         """
         with _library_stderr_silenced():
-            if self._rehearsal(streams="copy") is None:
+            if self._rehearsal(streams=frozenset()) is None:
                 return
-            if self._rehearsal(streams="transcode") is None:
-                self.transcode_streams = True
+            carried = frozenset(s.index for s in self.source.streams if s.kind in ("audio", "subtitle"))
+            if carried and self._rehearsal(streams=carried) is None:
+                self.transcode_streams = self._fewest_transcoded(carried)
                 return
             video_error = self._rehearsal(streams=None)
         encoder = ENCODERS[self.options.codec]
@@ -154,10 +171,23 @@ class VideoWriter:
             )
         raise InputError(f"{self.dest}: a {self.dest.suffix} file cannot hold the source's other streams; use .mkv")
 
-    def _rehearsal(self, *, streams: str | None) -> str | None:
+    def _fewest_transcoded(self, carried: frozenset[int]) -> frozenset[int]:
+        """Of `carried` (all re-encoded: a file that can be written), those that cannot be copied instead.
+
+        One stream at a time is tried copied beside the others' current choice, so one
+        stream the container refuses does not cost the others their untouched packets.
+        """
+        transcoded = set(carried)
+        for index in sorted(carried):
+            if self._rehearsal(streams=frozenset(transcoded - {index})) is None:
+                transcoded.discard(index)
+        return frozenset(transcoded)
+
+    def _rehearsal(self, *, streams: frozenset[int] | None) -> str | None:
         """The error of a one-frame trial of this file in memory, or None when it can be written.
 
-        `streams`: "copy" (as the real file will), "transcode" (re-encode them all), None (video alone).
+        `streams`: the source streams to re-encode, the others copied as the real file
+        will; None: the video alone.
         """
         stand_in = io.BytesIO()
         stand_in.name = self.dest.name
@@ -171,12 +201,15 @@ class VideoWriter:
                         self.source.path,
                         output,
                         self.source.stream_index,
-                        transcode=streams == "transcode",
+                        transcode=streams,
                         span=self._span,
                     )
                 try:
-                    output.mux(video.encode(self._to_frame(np.zeros((self.height, self.width, 3), np.uint8), 0)))
-                    output.mux(video.encode(None))
+                    black = self._to_frame(np.zeros((self.height, self.width, 3), np.uint8), 0)
+                    packets = video.encode(black) + video.encode(None)
+                    for packet in packets:  # x265 dates a lone frame's decoding with a B-frame delay it never measured
+                        packet.dts = packet.pts
+                    output.mux(packets)
                     if copier is not None:
                         copier.rehearse()
                 finally:
@@ -203,6 +236,8 @@ class VideoWriter:
         if encoder == "libx265" and output.format.name in ("mp4", "mov"):
             ctx.codec_tag = "hvc1"  # Apple players refuse HEVC tagged hev1 (FFmpeg's default)
         ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = self._tag_codes
+        if self.source.sample_aspect_ratio != 1:  # both sides scale alike: the pixels keep their shape
+            ctx.sample_aspect_ratio = self.source.sample_aspect_ratio
         return stream
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:

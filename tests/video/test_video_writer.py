@@ -244,3 +244,13 @@ def test_write_checks_shapes_and_timestamps(tmp_path):
         with VideoWriter(tmp_path / "out.mp4", info, 64, 48, FAST) as writer:
             writer.write(np.zeros((2, 48, 64), np.uint8), [0, 1])
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_rehearsal_of_hevc_in_mp4_passes_every_time(tmp_path):
+    """x265 gives a lone frame a garbage decoding time, which the MP4 muxer refused now and then."""
+    info = probe(make_video(tmp_path / "in.mp4", frames=2, audio=False))
+    options = EncodeOptions(codec="hevc", preset="ultrafast")
+    writer = VideoWriter(tmp_path / "out.mp4", info, info.width, info.height, options)
+    for _ in range(12):
+        writer.rehearse()
+        assert writer.transcode_streams == frozenset()
