@@ -142,6 +142,8 @@ def plan_job(
     end = None if segment is None else segment.end_seconds
     writer = VideoWriter(job.dest, info, width, height, options, start_pts=start, end_seconds=end)
     writer.rehearse()
+    notes.extend(writer.warnings)  # known now (a pixel shape the file cannot record): said before the run, not after
+    writer.warnings.clear()
     est = run_estimate(plan, request.star, device) if device is not None else estimate(plan)
     return PlannedJob(job, info, plan, writer, est, segment, notes, deinterlace=deinterlace)
 

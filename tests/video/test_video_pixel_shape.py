@@ -114,3 +114,13 @@ def test_upscale_keeps_the_pixel_shape(tmp_path, monkeypatch, size, scale, suffi
     out = probe(dest)
     assert (out.width, out.height) == written
     assert out.sample_aspect_ratio == ANAMORPHIC
+
+
+def test_a_file_that_cannot_record_the_pixel_shape_is_said_before_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("STAR_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    src = anamorphic(tmp_path / "in.mp4", width=64, height=48)
+    args = ["upscale", str(src), "-o", str(tmp_path / "out.mkv"), "--engine", "lanczos", "--codec", "ffv1", "--scale", "2"]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "cannot record the source's non-square pixels" in dry.stderr.replace("\n", "")
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0 and run.stderr.replace("\n", "").count("cannot record the source's non-square pixels") == 1
