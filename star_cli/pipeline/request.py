@@ -269,6 +269,8 @@ def build_request(
         raise InputError(f"--vae-group must be at least 1, got {vae_group}")
     if crf is not None and crf < 0:
         raise InputError(f"--crf must be 0 or more, got {crf}")
+    if crf is not None and codec == "ffv1":
+        raise InputError("--crf sets a lossy codec's quality; ffv1 is lossless and takes none")
     if chunk_overlap is None:  # `--chunk-len 8` alone is a valid plan: the overlap shrinks with the chunk
         chunk_overlap = defaults.chunk_overlap if chunk_len is None else default_chunk_overlap(chunk_len, defaults.chunk_overlap)
     plan_fields = dict(

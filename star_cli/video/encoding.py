@@ -127,7 +127,8 @@ def check_container(dest: Path, codec: str) -> str:
             supported, muxer = container.supported_codecs, container.format.name
     except ValueError as error:
         raise InputError(f"{dest}: cannot write this kind of file ({error}); use .mp4, .mkv, .mov or .webm") from None
-    if ENCODERS[codec] not in supported:
+    # The mov muxer lists AV1 but writes it only in its MP4 mode: its header fails for .mov.
+    if ENCODERS[codec] not in supported or (muxer == "mov" and codec == "av1"):
         raise InputError(
             f"{dest}: a {dest.suffix or 'file without extension'} file cannot hold {codec} video; use .mkv or .mp4"
         )

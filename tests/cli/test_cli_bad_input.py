@@ -122,6 +122,14 @@ def _codec_the_container_cannot_hold(tmp: Path, clip: Path) -> list:
     return [clip, "-o", tmp / "out" / "o.webm", "--codec", "h264"]
 
 
+def _av1_in_mov(tmp: Path, clip: Path) -> list:
+    return [clip, "-o", tmp / "out" / "o.mov", "--codec", "av1"]
+
+
+def _crf_with_ffv1(tmp: Path, clip: Path) -> list:
+    return [clip, "-o", tmp / "out" / "o.mkv", "--codec", "ffv1", "--crf", "20"]
+
+
 def _unknown_engine(tmp: Path, clip: Path) -> list:
     return [clip, "-o", tmp / "out" / "o.mp4", "--engine", "bicubic"]
 
@@ -165,6 +173,8 @@ CASES = {
     "bad input with --overwrite": (_bad_input_with_overwrite, "notes.mp4: cannot be read as a video"),
     "unknown output container": (_output_container_unknown, "unsupported output container '.txt'"),
     "codec the container cannot hold": (_codec_the_container_cannot_hold, "a .webm file cannot hold h264"),
+    "--crf with ffv1": (_crf_with_ffv1, "--crf sets a lossy codec's quality; ffv1 is lossless and takes none"),
+    "av1 in .mov": (_av1_in_mov, "a .mov file cannot hold av1 video; use .mkv or .mp4"),
     "unknown engine": (_unknown_engine, "--engine must be one of star, lanczos, got 'bicubic'"),
     "markup in the file name": (_markup_in_name, r"input not found: .*clip\[red\].mp4"),
     "unknown guidance batching": (_unknown_batch_guidance, "--batch-guidance must be one of auto, on, off, got 'maybe'"),
