@@ -91,6 +91,8 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a video file")
+    if not path.is_file():  # a pipe or a device: it can be read once, and a run reads its input several times
+        raise InputError(f"{path}: is not a regular file (a pipe or device); save the video to a file first")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes)")
     try:

@@ -8,6 +8,7 @@ file, touches the input or replaces an existing output fails the test.
 from __future__ import annotations
 
 import re
+import os
 from pathlib import Path
 
 import av
@@ -51,6 +52,11 @@ def _folder_with_only_hidden_files(tmp: Path, clip: Path) -> list:
 def _zero_bytes(tmp: Path, clip: Path) -> list:
     (tmp / "empty.mp4").touch()
     return [tmp / "empty.mp4", "-o", tmp / "out" / "o.mp4"]
+
+
+def _pipe_named_mp4(tmp: Path, clip: Path) -> list:
+    os.mkfifo(tmp / "live.mp4")
+    return [tmp / "live.mp4", "-o", tmp / "out" / "o.mp4"]
 
 
 def _text_named_mp4(tmp: Path, clip: Path) -> list:
@@ -158,6 +164,7 @@ CASES = {
     "folder without videos": (_folder_without_videos, "no videos in folder"),
     "folder with only hidden files": (_folder_with_only_hidden_files, "no videos in folder"),
     "0-byte file": (_zero_bytes, r"empty.mp4: the file is empty \(0 bytes\)"),
+    "a pipe named .mp4": (_pipe_named_mp4, r"live.mp4: is not a regular file \(a pipe or device\)"),
     "text file named .mp4": (_text_named_mp4, "notes.mp4: cannot be read as a video"),
     "truncated mp4": (_truncated_mp4, "in.mp4: cannot be read as a video .*truncated"),
     "audio-only file": (_audio_only, r"sound.mp4: has no video stream \(audio only\)"),
