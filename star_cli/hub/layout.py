@@ -16,8 +16,8 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 

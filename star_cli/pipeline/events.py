@@ -84,6 +84,11 @@ class FileSkipped:
     source: Path
     reason: str
 
+    @classmethod
+    def of(cls, source: Path, error: Exception) -> FileSkipped:
+        """The skip `error` caused, its reason without the file name it starts with (shown beside it)."""
+        return cls(source, str(error).removeprefix(f"{source}: "))
+
 
 @dataclass(frozen=True)
 class Notice:

@@ -131,7 +131,7 @@ def plan_job(
     if request.dry_run and not (request.overwrite or request.star.resume):
         if job.dest.exists():
             notes.append(f"{job.dest} exists: the run will refuse it without --overwrite")
-        if work_folder(job.dest).is_dir() and (kept := finished_windows(work_folder(job.dest))):
+        if kept := finished_windows(work_folder(job.dest)):  # none when there is no work folder
             notes.append(f"{kept} finished window(s) of an interrupted run are kept for it: the run needs --resume or --overwrite")
     if (width, height) != (out_w, out_h):
         notes.append(
@@ -206,7 +206,7 @@ def _prepare_jobs(request: UpscaleRequest, jobs: list[Job], folder: bool, free: 
         except InputError as error:
             if not folder:
                 raise
-            skipped.append(FileSkipped(job.source, str(error).removeprefix(f"{job.source}: ")))
+            skipped.append(FileSkipped.of(job.source, error))
             continue
         planned.append(replace(plan_job(job, request, read, device, budget), index=index))
     if folder and not planned and skipped:

@@ -45,7 +45,7 @@ def work_folder(dest: Path) -> Path:
 
 
 def finished_windows(folder: Path) -> int:
-    """How many windows an interrupted run left committed in its work `folder`."""
+    """How many windows an interrupted run left committed in its work `folder` (0 when there is none)."""
     return sum(1 for _ in folder.glob("window_*.json"))
 
 

@@ -96,7 +96,7 @@ def run_distributed(request: UpscaleRequest, ranks: Ranks, console: Console) -> 
             if shared.progress is not None:
                 shared.progress.bar.live.transient = True  # the error line is what stays
             shared.close("failed", str(error) or type(error).__name__)
-        if isinstance(error, KeyboardInterrupt) and ranks.is_main and store is not None and store.folder.is_dir():
+        if isinstance(error, KeyboardInterrupt) and ranks.is_main and store is not None:
             if kept := finished_windows(store.folder):
                 error = KeptWork(error, kept_windows_line(kept, len(planned[0].plan.windows), store.folder))
         raise _exit_for(error, ranks) from None

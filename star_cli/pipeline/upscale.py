@@ -163,7 +163,7 @@ def execute(
             return _execute_jobs(prepared, progress, paths, engine, stores)
         except BaseException:
             for store in stores.values():  # a run that fails keeps finished windows for --resume, and nothing else
-                if store.folder.is_dir() and not finished_windows(store.folder):
+                if not finished_windows(store.folder):
                     store.remove()
             raise
 
@@ -187,7 +187,7 @@ def _execute_jobs(
         except InputError as error:
             if not folder:
                 raise
-            skipped.append(FileSkipped(planned.job.source, str(error).removeprefix(f"{planned.job.source}: ")))
+            skipped.append(FileSkipped.of(planned.job.source, error))
             progress(skipped[-1])
     if skipped:
         raise skipped_videos([s.source.name for s in skipped], prepared.count, prepared.count - len(skipped))
